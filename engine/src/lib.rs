@@ -1,0 +1,4 @@
+//! placeholder
+pub fn ctx() -> datafusion::prelude::SessionContext {
+    datafusion::prelude::SessionContext::new()
+}

@@ -1,0 +1,28 @@
+//! veil-policies: the policy model, pure and free of IO.
+//!
+//! - [`identifiers`]: citizen identity numbers and unified social credit
+//!   codes (Art. 20), validated and generated.
+//! - [`catalog`]: dataset manifests with the catalog attributes of Art. 13 and
+//!   33 and the classification and grading of every field (Art. 11).
+//! - [`policy`]: grades and the bundle each stands for; the default preset.
+//! - [`principal`]: roles, region scopes, grants.
+//! - [`disclosure`] and [`decide`]: a field's disclosure level for one
+//!   principal and purpose.
+//!
+//! Everything that reads files, the network or the clock lives in the crates
+//! above this one; functions here take the time as an argument.
+
+pub mod catalog;
+pub mod decide;
+pub mod disclosure;
+pub mod identifiers;
+pub mod policy;
+pub mod principal;
+mod problem;
+
+pub use catalog::{Catalog, DatasetManifest, FieldSpec, FieldType};
+pub use decide::{Decision, Reason, decide};
+pub use disclosure::{Generalization, Level, LevelKind, MaskMethod};
+pub use policy::{Grade, Policy};
+pub use principal::{Grant, Principal, RegionScope, Role};
+pub use problem::{Problem, Problems, is_plain_name};

@@ -1,0 +1,3 @@
+fn main() {
+    let _ = veil_engine::ctx();
+}
