@@ -75,3 +75,27 @@ pub fn generate(
     }
     generate::run(out, options, progress)
 }
+
+/// The SmartNoise PUMS_pid sample and its manifest, shipped with the binary so
+/// the demo can compare with SmartNoise SQL on the same data.
+pub mod pums {
+    pub const CSV: &str = include_str!("../pums/PUMS_pid.csv");
+    pub const MANIFEST: &str = include_str!("../pums/pums_pid.toml");
+    pub const CSV_NAME: &str = "PUMS_pid.csv";
+    pub const MANIFEST_NAME: &str = "pums_pid.toml";
+}
+
+/// The identity number of the first person in a generated `population`
+/// file: the demo's data subject.
+pub fn first_person(dir: &Path) -> Option<String> {
+    use arrow::array::{Array, AsArray};
+    let file = std::fs::File::open(dir.join("population.parquet")).ok()?;
+    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .ok()?
+        .with_batch_size(1)
+        .build()
+        .ok()?;
+    let batch = reader.next()?.ok()?;
+    let ids = batch.column_by_name("id_number")?.as_string_opt::<i32>()?;
+    (!ids.is_empty()).then(|| ids.value(0).to_owned())
+}

@@ -1,4 +1,5 @@
-//! placeholder
-pub fn ctx() -> datafusion::prelude::SessionContext {
-    datafusion::prelude::SessionContext::new()
-}
+//! veil-engine: the only crate that knows DataFusion.
+//!
+//! - [`source`]: the data file behind a catalog entry, checked against its
+//!   manifest at registration.
+pub mod source;

@@ -1,0 +1,191 @@
+//! The embedded store: one SQLite file in the data directory holding the
+//! policies, the catalog, principals with hashed API keys, and grants.
+//!
+//! Every write is one transaction; SQLite runs in WAL mode with full
+//! synchronisation, so what a call reports as stored survives a crash.
+
+mod catalog;
+mod principals;
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use veil_policies::{Policy, Problems};
+
+pub use catalog::RegisteredDataset;
+pub use principals::{ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name};
+
+use crate::datadir::DataDir;
+
+/// Migrations by schema version; `PRAGMA user_version` records the last one
+/// applied.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the data directory is not usable: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(#[from] Problems),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the store was written by a newer veil (schema {found}, this build knows {known})")]
+    TooNew { found: i64, known: i64 },
+}
+
+pub struct Store {
+    conn: Connection,
+    dir: DataDir,
+}
+
+impl Store {
+    /// Opens the store of a data directory, creating and initialising both
+    /// when they do not exist yet: the schema, a master secret, and the
+    /// default policy preset as policy version 1.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let dir = DataDir::open(dir)?;
+        let fresh = !dir.store_path().exists();
+        let mut conn = Connection::open(dir.store_path())?;
+        if fresh {
+            crate::datadir::set_mode(&dir.store_path(), 0o600)?;
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+        let mut store = Store { conn, dir };
+        if store.active_policy()?.is_none() {
+            store.load_policy(veil_policies::policy::DEFAULT_PRESET, "veil")?;
+        }
+        Ok(store)
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.store_path()
+    }
+
+    /// The active policy: the latest version loaded.
+    pub fn active_policy(&self) -> Result<Option<ActivePolicy>, StoreError> {
+        let row = self
+            .conn
+            .query_row("SELECT version, text FROM policies ORDER BY version DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((version, text)) => {
+                let policy = Policy::parse(&text)?;
+                Ok(Some(ActivePolicy { version, policy }))
+            }
+        }
+    }
+
+    /// Checks and stores a policy as the next version, which becomes active.
+    pub fn load_policy(&mut self, text: &str, by: &str) -> Result<ActivePolicy, StoreError> {
+        let policy = Policy::parse(text)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO policies (name, digest, text, loaded_at, loaded_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![policy.name, policy.digest(), text, now_text(), by],
+        )?;
+        let version = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(ActivePolicy { version, policy })
+    }
+}
+
+/// The policy in force and its version number in this store.
+#[derive(Debug, Clone)]
+pub struct ActivePolicy {
+    pub version: i64,
+    pub policy: Policy,
+}
+
+impl ActivePolicy {
+    /// How answers name the policy that decided them: `v3-1a2b3c4d5e6f`.
+    pub fn label(&self) -> String {
+        format!("v{}-{}", self.version, self.policy.digest())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::TooNew { found: current, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+pub(crate) fn now_text() -> String {
+    time_text(Utc::now())
+}
+
+pub(crate) fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, rusqlite::Error> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_directory_is_initialised_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("new/deeper");
+        let store = Store::open(&dir).unwrap();
+        let first = store.active_policy().unwrap().unwrap();
+        assert_eq!(first.version, 1);
+        assert_eq!(first.policy.name, "default");
+        assert!(first.label().starts_with("v1-"));
+        drop(store);
+        let again = Store::open(&dir).unwrap();
+        assert_eq!(again.active_policy().unwrap().unwrap().version, 1);
+    }
+
+    #[test]
+    fn a_bad_policy_is_refused_and_the_old_one_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        let err = store.load_policy("format = 1\n", "tester").unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        assert_eq!(store.active_policy().unwrap().unwrap().version, 1);
+        let text = veil_policies::policy::DEFAULT_PRESET.replace("name = \"default\"", "name = \"stricter\"");
+        let v2 = store.load_policy(&text, "tester").unwrap();
+        assert_eq!(v2.version, 2);
+        assert_eq!(store.active_policy().unwrap().unwrap().policy.name, "stricter");
+    }
+
+    #[test]
+    fn a_store_from_a_newer_build_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::open(tmp.path()).unwrap());
+        let conn = Connection::open(tmp.path().join("veil.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(Store::open(tmp.path()), Err(StoreError::TooNew { found: 99, .. })));
+    }
+}

@@ -1,0 +1,138 @@
+//! `veil demo`: from nothing to a working deployment in one command.
+
+use std::path::{Path, PathBuf};
+
+use veil_api::Store;
+use veil_api::datadir::write_private;
+use veil_api::registry;
+use veil_api::store::NewPrincipal;
+use veil_datasets::{DEFAULT_PERSONS, DEFAULT_SEED, Options, TABLES, pums};
+use veil_policies::Role;
+
+use super::Failure;
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// The demo's data directory; reused when it exists.
+    #[arg(long = "data-dir", env = "VEIL_DATA_DIR", default_value = "veil-demo", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Persons in the generated sample, when it has to be generated.
+    #[arg(long, default_value_t = DEFAULT_PERSONS)]
+    persons: u64,
+}
+
+struct DemoPrincipal {
+    name: &'static str,
+    role: Role,
+    org: &'static str,
+    region: Option<&'static str>,
+}
+
+const PRINCIPALS: [DemoPrincipal; 6] = [
+    DemoPrincipal { name: "demo-consumer", role: Role::Consumer, org: "云南省民政厅 (Yunnan Civil Affairs Department)", region: None },
+    DemoPrincipal { name: "demo-kunming", role: Role::Consumer, org: "昆明市民政局 (Kunming Civil Affairs Bureau)", region: Some("530100") },
+    DemoPrincipal { name: "demo-modeler", role: Role::Modeler, org: "滇数科技 (a qualified second-tier developer)", region: None },
+    DemoPrincipal { name: "demo-approver", role: Role::Approver, org: "云南省数据局 (Yunnan Provincial Data Bureau)", region: None },
+    DemoPrincipal { name: "demo-admin", role: Role::Admin, org: "veil operations", region: None },
+    DemoPrincipal { name: "demo-subject", role: Role::Subject, org: "a resident of Yunnan", region: None },
+];
+
+pub fn run(args: DemoArgs) -> Result<(), Failure> {
+    let mut store = Store::open(&args.data_dir)?;
+    let root = store.data_dir().root().to_path_buf();
+    let sample = store.data_dir().datasets_dir().join("sample");
+    if !sample.join("population.parquet").exists() {
+        super::datasets::generate(&sample, &Options { persons: args.persons, seed: DEFAULT_SEED })?;
+    }
+    for table in TABLES {
+        register(&mut store, &sample.join(format!("{table}.toml")))?;
+    }
+    let pums_dir = store.data_dir().datasets_dir().join("pums");
+    std::fs::create_dir_all(&pums_dir)?;
+    for (name, text) in [(pums::CSV_NAME, pums::CSV), (pums::MANIFEST_NAME, pums::MANIFEST)] {
+        if !pums_dir.join(name).exists() {
+            std::fs::write(pums_dir.join(name), text)?;
+        }
+    }
+    register(&mut store, &pums_dir.join(pums::MANIFEST_NAME))?;
+
+    let keys_path = root.join("demo-keys.toml");
+    let subject = veil_datasets::first_person(&sample);
+    let keys = ensure_principals(&mut store, &keys_path, subject.as_deref())?;
+    let policy = store.active_policy()?.map(|p| p.label()).unwrap_or_default();
+
+    println!("veil demo is ready in {}", root.display());
+    println!("  policy {policy}; datasets: {}", store.datasets()?.iter().map(|d| d.manifest.name.as_str()).collect::<Vec<_>>().join(", "));
+    println!("  principals and their API keys: {}", keys_path.display());
+    for (name, role, _) in &keys {
+        println!("    {name:<15} {role}");
+    }
+    println!();
+    println!("Try:");
+    println!("  veil datasets list --data-dir {}", root.display());
+    println!("  veil principal list --data-dir {}", root.display());
+    Ok(())
+}
+
+fn register(store: &mut Store, manifest: &Path) -> Result<(), Failure> {
+    let outcome = registry::register(store, manifest, None, "demo")?;
+    if outcome.changed {
+        eprintln!("registered {} ({} rows)", outcome.dataset.manifest.name, outcome.dataset.rows);
+    }
+    Ok(())
+}
+
+/// Makes sure every demo principal exists with a live key recorded in
+/// `demo-keys.toml`. Keys are stored hashed, so a principal whose key is not
+/// in the file (or no longer works) gets a fresh one.
+fn ensure_principals(store: &mut Store, keys_path: &Path, subject: Option<&str>) -> Result<Vec<(String, Role, String)>, Failure> {
+    let existing = std::fs::read_to_string(keys_path).unwrap_or_default();
+    let known = parse_keys(&existing);
+    let mut keys = Vec::new();
+    for p in &PRINCIPALS {
+        let subject = if p.role == Role::Subject {
+            match subject {
+                Some(s) => Some(s),
+                None => continue,
+            }
+        } else {
+            None
+        };
+        let live = known
+            .iter()
+            .find(|(name, _)| name == p.name)
+            .filter(|(_, key)| store.authenticate(key).ok().flatten().is_some_and(|r| r.principal.name == p.name));
+        let key = match live {
+            Some((_, key)) => key.clone(),
+            None if store.principal(p.name)?.is_some() => {
+                store.revoke_keys(p.name)?;
+                store.issue_key(p.name)?.expose().to_owned()
+            }
+            None => {
+                let new = NewPrincipal { name: p.name, role: p.role, org: Some(p.org), region: p.region, subject };
+                store.add_principal(&new)?.1.expose().to_owned()
+            }
+        };
+        keys.push((p.name.to_owned(), p.role, key));
+    }
+    let mut text = String::from("# API keys of the veil demo principals. Keep this file private.\n");
+    for (name, role, key) in &keys {
+        text.push_str(&format!("\n[{name}]\nrole = \"{role}\"\nkey = \"{key}\"\n"));
+    }
+    write_private(keys_path, text.as_bytes())?;
+    Ok(keys)
+}
+
+/// Reads `[name]` / `key = "..."` pairs back from a demo keys file.
+fn parse_keys(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = Some(name.to_owned());
+        } else if let (Some(name), Some(rest)) = (&current, line.strip_prefix("key = \"")) {
+            out.push((name.clone(), rest.trim_end_matches('"').to_owned()));
+        }
+    }
+    out
+}

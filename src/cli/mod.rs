@@ -1,0 +1,101 @@
+//! The command line: one module per command group.
+
+mod datasets;
+mod demo;
+mod policy;
+mod principal;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use veil_api::StoreError;
+
+#[derive(Parser)]
+#[command(name = "veil", version, about = "A privacy-preserving public-data service: usable but not visible")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate and register the sample data, create demo principals, print how to use them.
+    Demo(demo::DemoArgs),
+    /// Generate, register and list datasets.
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
+    /// Check and load policy files.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Create, list and revoke principals.
+    #[command(subcommand)]
+    Principal(principal::PrincipalCommand),
+    /// Record grants (approved sharing requests).
+    #[command(subcommand)]
+    Grant(principal::GrantCommand),
+}
+
+/// The data directory, from `--data-dir` or `VEIL_DATA_DIR`.
+#[derive(clap::Args, Clone)]
+pub struct DataDirArg {
+    /// The deployment's data directory; created and initialised when missing.
+    #[arg(long = "data-dir", env = "VEIL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Datasets(cmd) => datasets::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Principal(cmd) => principal::run(cmd),
+        Command::Grant(cmd) => principal::run_grant(cmd),
+    }
+}
+
+/// Why a command did not succeed: what to print and which exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Refused: the input or the request is not acceptable. Exit 1.
+    Refused(String),
+    /// Something broke. Exit 1.
+    Failed(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        1
+    }
+
+    pub fn report(&self) {
+        match self {
+            Failure::Refused(m) => eprintln!("veil: refused:\n{}", indent(m)),
+            Failure::Failed(m) => eprintln!("veil: failed: {m}"),
+        }
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(_) | StoreError::Conflict(_) | StoreError::NotFound(_) => Failure::Refused(e.to_string()),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<veil_datasets::GenerateError> for Failure {
+    fn from(e: veil_datasets::GenerateError) -> Self {
+        Failure::Failed(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Failed(e.to_string())
+    }
+}

@@ -1,0 +1,73 @@
+//! `veil policy check | load`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use veil_api::Store;
+use veil_policies::{DatasetManifest, Policy};
+
+use super::{DataDirArg, Failure};
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files (and catalog manifests, against those policies or the default preset).
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Check a policy file and make it the active policy of a data directory.
+    Load {
+        #[command(flatten)]
+        dir: DataDirArg,
+        file: PathBuf,
+    },
+}
+
+pub fn run(cmd: PolicyCommand) -> Result<(), Failure> {
+    match cmd {
+        PolicyCommand::Check { files } => check(&files),
+        PolicyCommand::Load { dir, file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| Failure::Refused(format!("{}: {e}", file.display())))?;
+            let mut store = Store::open(&dir.data_dir)?;
+            let active = store.load_policy(&text, "cli")?;
+            println!("loaded policy `{}` as {}", active.policy.name, active.label());
+            Ok(())
+        }
+    }
+}
+
+/// Checks every file and reports every problem of every file. A file with a
+/// `[dataset]` table is a catalog manifest; its grades are checked against
+/// the policies among `files`, or the default preset when there are none.
+fn check(files: &[PathBuf]) -> Result<(), Failure> {
+    let mut texts = Vec::new();
+    let mut report = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => texts.push((file, text)),
+            Err(e) => report.push(format!("{}: cannot be read: {}", file.display(), e.kind())),
+        }
+    }
+    let is_manifest = |text: &str| text.lines().any(|l| l.trim() == "[dataset]");
+    let mut policies = Vec::new();
+    for (file, text) in texts.iter().filter(|(_, t)| !is_manifest(t)) {
+        match Policy::parse(text) {
+            Ok(p) => {
+                println!("{}: ok (policy `{}`, {} grades, digest {})", file.display(), p.name, p.grades.len(), p.digest());
+                policies.push(p);
+            }
+            Err(problems) => report.extend(problems.0.iter().map(|p| format!("{}: {p}", file.display()))),
+        }
+    }
+    if policies.is_empty() {
+        policies.push(Policy::default_preset());
+    }
+    let grade_known = |g: &str| policies.iter().any(|p| p.grade(g).is_some());
+    for (file, text) in texts.iter().filter(|(_, t)| is_manifest(t)) {
+        match DatasetManifest::parse(text, &grade_known) {
+            Ok(m) => println!("{}: ok (manifest `{}`, {} fields)", file.display(), m.name, m.fields.len()),
+            Err(problems) => report.extend(problems.0.iter().map(|p| format!("{}: {p}", file.display()))),
+        }
+    }
+    if report.is_empty() { Ok(()) } else { Err(Failure::Refused(report.join("\n"))) }
+}
