@@ -36,7 +36,9 @@ impl DataDir {
         let master = secrets.join("master.key");
         if !master.exists() {
             let mut key = [0u8; 32];
-            SystemRandom::new().fill(&mut key).map_err(|_| std::io::Error::other("the system random source failed"))?;
+            SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| std::io::Error::other("the system random source failed"))?;
             write_private(&master, &key)?;
         }
         Ok(dir)
@@ -61,7 +63,9 @@ impl DataDir {
     /// The master secret; other keys are derived from it.
     pub fn master_key(&self) -> std::io::Result<[u8; 32]> {
         let bytes = fs::read(self.secrets_dir().join("master.key"))?;
-        bytes.try_into().map_err(|_| std::io::Error::other("secrets/master.key is not 32 bytes"))
+        bytes
+            .try_into()
+            .map_err(|_| std::io::Error::other("secrets/master.key is not 32 bytes"))
     }
 }
 
@@ -105,7 +109,10 @@ mod tests {
         assert_eq!(mode(dir.secrets_dir()), 0o700);
         assert_eq!(mode(dir.secrets_dir().join("master.key")), 0o600);
         let key = dir.master_key().unwrap();
-        assert_eq!(DataDir::open(tmp.path()).unwrap().master_key().unwrap(), key);
+        assert_eq!(
+            DataDir::open(tmp.path()).unwrap().master_key().unwrap(),
+            key
+        );
         assert_ne!(key, [0u8; 32]);
     }
 }

@@ -1,5 +1,22 @@
 //! veil-engine: the only crate that knows DataFusion.
 //!
-//! - [`source`]: the data file behind a catalog entry, checked against its
-//!   manifest at registration.
+//! The path of one query ([`Engine::query`]): [`sql`] parses exactly one
+//! SELECT and plans it against the caller's views of the datasets
+//! ([`tables`]); [`policy`] checks every use of every field against the
+//! caller's disclosure levels and rewrites the plan (masks from [`protect`],
+//! region filters, k thresholds, error-oracle guards); DataFusion runs the
+//! result. Nothing reads a dataset except a plan the policy stage wrote.
+//!
+//! [`source`] checks a data file against its manifest at registration.
+
+mod engine;
+mod error;
+mod policy;
+pub mod protect;
 pub mod source;
+mod sql;
+mod tables;
+
+pub use engine::{Answer, Engine, PreparedQuery, Privacy, Provenance, QueryRequest};
+pub use error::{QueryError, Refusal};
+pub use tables::{Dataset, OpenError};

@@ -32,32 +32,62 @@ pub struct CheckedSource {
 
 /// Resolves the data file of `manifest` (found in `manifest_dir`), or the
 /// operator's explicit `file`, and checks it against the manifest.
-pub fn check_source(manifest: &DatasetManifest, manifest_dir: &Path, file: Option<&Path>) -> Result<CheckedSource, Problems> {
+pub fn check_source(
+    manifest: &DatasetManifest,
+    manifest_dir: &Path,
+    file: Option<&Path>,
+) -> Result<CheckedSource, Problems> {
     let path = resolve(manifest, manifest_dir, file).map_err(|p| Problems(vec![p]))?;
     let problem = |m: String| Problems(vec![Problem::new("file", m)]);
-    let size = std::fs::metadata(&path).map_err(|e| problem(format!("cannot read the data file: {}", e.kind())))?.len();
+    let size = std::fs::metadata(&path)
+        .map_err(|e| problem(format!("cannot read the data file: {}", e.kind())))?
+        .len();
     let rows = match manifest.format {
         FileFormat::Parquet => check_parquet(manifest, &path)?,
         FileFormat::Csv => check_csv(manifest, &path)?,
     };
-    let sha256 = file_sha256(&path).map_err(|e| problem(format!("cannot read the data file: {}", e.kind())))?;
-    Ok(CheckedSource { path, size, sha256, rows })
+    let sha256 = file_sha256(&path)
+        .map_err(|e| problem(format!("cannot read the data file: {}", e.kind())))?;
+    Ok(CheckedSource {
+        path,
+        size,
+        sha256,
+        rows,
+    })
 }
 
-fn resolve(manifest: &DatasetManifest, manifest_dir: &Path, file: Option<&Path>) -> Result<PathBuf, Problem> {
+fn resolve(
+    manifest: &DatasetManifest,
+    manifest_dir: &Path,
+    file: Option<&Path>,
+) -> Result<PathBuf, Problem> {
     let problem = |m: &str| Problem::new("dataset", m.to_owned());
     if let Some(file) = file {
-        let path = file.canonicalize().map_err(|_| Problem::new("file", "the file given with --file does not exist"))?;
-        return if path.is_file() { Ok(path) } else { Err(Problem::new("file", "the file given with --file is not a regular file")) };
+        let path = file
+            .canonicalize()
+            .map_err(|_| Problem::new("file", "the file given with --file does not exist"))?;
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Problem::new(
+                "file",
+                "the file given with --file is not a regular file",
+            ))
+        };
     }
-    veil_policies::catalog::check_relative_path(&manifest.path).map_err(|why| problem(&format!("`path` {why}")))?;
-    let dir = manifest_dir.canonicalize().map_err(|_| problem("the manifest's directory cannot be read"))?;
+    veil_policies::catalog::check_relative_path(&manifest.path)
+        .map_err(|why| problem(&format!("`path` {why}")))?;
+    let dir = manifest_dir
+        .canonicalize()
+        .map_err(|_| problem("the manifest's directory cannot be read"))?;
     let path = dir
         .join(&manifest.path)
         .canonicalize()
         .map_err(|_| problem("`path` names a file that does not exist next to the manifest"))?;
     if !path.starts_with(&dir) {
-        return Err(problem("`path` leads outside the manifest's directory through a symbolic link"));
+        return Err(problem(
+            "`path` leads outside the manifest's directory through a symbolic link",
+        ));
     }
     if !path.is_file() {
         return Err(problem("`path` does not name a regular file"));
@@ -76,7 +106,11 @@ fn file_sha256(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Whether an Arrow type belongs to a manifest type's family.
@@ -86,7 +120,10 @@ pub fn type_matches(declared: FieldType, actual: &DataType) -> bool {
         FieldType::String => matches!(actual, D::Utf8 | D::LargeUtf8 | D::Utf8View),
         FieldType::Integer => actual.is_integer(),
         FieldType::Float => actual.is_floating(),
-        FieldType::Decimal => matches!(actual, D::Decimal32(..) | D::Decimal64(..) | D::Decimal128(..) | D::Decimal256(..)),
+        FieldType::Decimal => matches!(
+            actual,
+            D::Decimal32(..) | D::Decimal64(..) | D::Decimal128(..) | D::Decimal256(..)
+        ),
         FieldType::Boolean => matches!(actual, D::Boolean),
         FieldType::Date => matches!(actual, D::Date32 | D::Date64),
         FieldType::Timestamp => matches!(actual, D::Timestamp(..)),
@@ -110,21 +147,36 @@ fn csv_type(declared: FieldType) -> DataType {
 /// manifest's order, which registration has checked is the file's order.
 pub fn csv_schema(manifest: &DatasetManifest) -> SchemaRef {
     Arc::new(Schema::new(
-        manifest.fields.iter().map(|f| Field::new(&f.name, csv_type(f.field_type), true)).collect::<Vec<_>>(),
+        manifest
+            .fields
+            .iter()
+            .map(|f| Field::new(&f.name, csv_type(f.field_type), true))
+            .collect::<Vec<_>>(),
     ))
 }
 
 /// Compares the file's columns with the declared fields, one problem per
 /// mismatch: missing columns, unclassified columns, wrong types.
-fn compare_columns(manifest: &DatasetManifest, columns: &[(String, Option<DataType>)]) -> Vec<Problem> {
+fn compare_columns(
+    manifest: &DatasetManifest,
+    columns: &[(String, Option<DataType>)],
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     for field in &manifest.fields {
         match columns.iter().find(|(name, _)| name == &field.name) {
-            None => problems.push(Problem::new(format!("field `{}`", field.name), "is declared but the file has no such column")),
-            Some((_, Some(actual))) if !type_matches(field.field_type, actual) => problems.push(Problem::new(
+            None => problems.push(Problem::new(
                 format!("field `{}`", field.name),
-                format!("is declared `{}` but the file stores {actual}", field.field_type),
+                "is declared but the file has no such column",
             )),
+            Some((_, Some(actual))) if !type_matches(field.field_type, actual) => {
+                problems.push(Problem::new(
+                    format!("field `{}`", field.name),
+                    format!(
+                        "is declared `{}` but the file stores {actual}",
+                        field.field_type
+                    ),
+                ))
+            }
             Some(_) => {}
         }
     }
@@ -142,9 +194,14 @@ fn compare_columns(manifest: &DatasetManifest, columns: &[(String, Option<DataTy
 fn check_parquet(manifest: &DatasetManifest, path: &Path) -> Result<u64, Problems> {
     let problem = |m: &str| Problems(vec![Problem::new("file", m.to_owned())]);
     let file = File::open(path).map_err(|_| problem("cannot open the data file"))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|_| problem("the file is not a readable Parquet file"))?;
-    let columns: Vec<(String, Option<DataType>)> =
-        builder.schema().fields().iter().map(|f| (f.name().clone(), Some(f.data_type().clone()))).collect();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|_| problem("the file is not a readable Parquet file"))?;
+    let columns: Vec<(String, Option<DataType>)> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), Some(f.data_type().clone())))
+        .collect();
     let problems = compare_columns(manifest, &columns);
     if !problems.is_empty() {
         return Err(Problems(problems));
@@ -156,24 +213,42 @@ fn check_csv(manifest: &DatasetManifest, path: &Path) -> Result<u64, Problems> {
     use arrow::csv::ReaderBuilder;
     use arrow::csv::reader::Format;
     let problem = |m: String| Problems(vec![Problem::new("file", m)]);
-    let open = || File::open(path).map_err(|e| problem(format!("cannot open the data file: {}", e.kind())));
+    let open = || {
+        File::open(path).map_err(|e| problem(format!("cannot open the data file: {}", e.kind())))
+    };
     let (header, _) = Format::default()
         .with_header(true)
         .infer_schema(open()?, Some(0))
         .map_err(|_| problem("the file is not readable CSV with a header line".into()))?;
-    let names: Vec<(String, Option<DataType>)> = header.fields().iter().map(|f| (f.name().clone(), None)).collect();
+    let names: Vec<(String, Option<DataType>)> = header
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), None))
+        .collect();
     let mut problems = compare_columns(manifest, &names);
     let declared: Vec<&str> = manifest.fields.iter().map(|f| f.name.as_str()).collect();
     let actual: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
     if problems.is_empty() && declared != actual {
-        problems.push(Problem::new("dataset", format!("the fields must be declared in the file's column order: {}", actual.join(", "))));
+        problems.push(Problem::new(
+            "dataset",
+            format!(
+                "the fields must be declared in the file's column order: {}",
+                actual.join(", ")
+            ),
+        ));
     }
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
     // Read every cell as text, then convert column by column, so a cell that
     // does not fit its declared type is reported by line, never by value.
-    let text = Arc::new(Schema::new(header.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>()));
+    let text = Arc::new(Schema::new(
+        header
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
     let reader = ReaderBuilder::new(text)
         .with_header(true)
         .with_batch_size(64 * 1024)
@@ -182,15 +257,34 @@ fn check_csv(manifest: &DatasetManifest, path: &Path) -> Result<u64, Problems> {
     let mut rows = 0u64;
     let mut bad: Vec<Option<u64>> = vec![None; manifest.fields.len()];
     for batch in reader {
-        let batch = batch.map_err(|_| problem(format!("the CSV is malformed near line {} (a row with the wrong number of cells?)", rows + 2)))?;
+        let batch = batch.map_err(|_| {
+            problem(format!(
+                "the CSV is malformed near line {} (a row with the wrong number of cells?)",
+                rows + 2
+            ))
+        })?;
         for (i, field) in manifest.fields.iter().enumerate() {
             if bad[i].is_some() {
                 continue;
             }
             let column: &ArrayRef = batch.column(i);
-            let converted = cast_with_options(column, &csv_type(field.field_type), &CastOptions { safe: true, ..Default::default() })
-                .map_err(|_| problem(format!("field `{}` cannot be read as `{}`", field.name, field.field_type)))?;
-            if let Some(row) = (0..column.len()).find(|&r| column.is_valid(r) && converted.is_null(r)) {
+            let converted = cast_with_options(
+                column,
+                &csv_type(field.field_type),
+                &CastOptions {
+                    safe: true,
+                    ..Default::default()
+                },
+            )
+            .map_err(|_| {
+                problem(format!(
+                    "field `{}` cannot be read as `{}`",
+                    field.name, field.field_type
+                ))
+            })?;
+            if let Some(row) =
+                (0..column.len()).find(|&r| column.is_valid(r) && converted.is_null(r))
+            {
                 bad[i] = Some(rows + row as u64 + 2); // 1-based, after the header line
             }
         }
@@ -209,5 +303,9 @@ fn check_csv(manifest: &DatasetManifest, path: &Path) -> Result<u64, Problems> {
             })
         })
         .collect();
-    if problems.is_empty() { Ok(rows) } else { Err(Problems(problems)) }
+    if problems.is_empty() {
+        Ok(rows)
+    } else {
+        Err(Problems(problems))
+    }
 }

@@ -50,12 +50,27 @@ pub fn run(cmd: DatasetsCommand) -> Result<(), Failure> {
             print_summary(&summary);
             Ok(())
         }
-        DatasetsCommand::Register { dir, file, manifest } => {
+        DatasetsCommand::Register {
+            dir,
+            file,
+            manifest,
+        } => {
             let mut store = Store::open(&dir.data_dir)?;
             let outcome = registry::register(&mut store, &manifest, file.as_deref(), "cli")?;
             let d = &outcome.dataset;
-            let verb = if outcome.changed { "registered" } else { "already registered, unchanged:" };
-            println!("{verb} {} version {} ({} rows, {} fields, sha256 {})", d.manifest.name, d.version, d.rows, d.manifest.fields.len(), &d.file_sha256[..16]);
+            let verb = if outcome.changed {
+                "registered"
+            } else {
+                "already registered, unchanged:"
+            };
+            println!(
+                "{verb} {} version {} ({} rows, {} fields, sha256 {})",
+                d.manifest.name,
+                d.version,
+                d.rows,
+                d.manifest.fields.len(),
+                &d.file_sha256[..16]
+            );
             Ok(())
         }
         DatasetsCommand::List { dir } => {
@@ -67,7 +82,12 @@ pub fn run(cmd: DatasetsCommand) -> Result<(), Failure> {
             for d in datasets {
                 println!(
                     "{:<18} v{:<3} {:>10} rows  share {:<13} open {:<13} {}",
-                    d.manifest.name, d.version, d.rows, d.manifest.share.attribute, d.manifest.open.attribute, d.manifest.title
+                    d.manifest.name,
+                    d.version,
+                    d.rows,
+                    d.manifest.share.attribute,
+                    d.manifest.open.attribute,
+                    d.manifest.title
                 );
             }
             Ok(())
@@ -81,9 +101,11 @@ pub fn generate(out: &Path, options: &Options) -> Result<Vec<TableSummary>, Fail
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(options.persons);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} generating {pos}/{len} persons [{bar:30}] {percent}% eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} generating {pos}/{len} persons [{bar:30}] {percent}% eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     } else {
@@ -92,12 +114,22 @@ pub fn generate(out: &Path, options: &Options) -> Result<Vec<TableSummary>, Fail
     let summary = veil_datasets::generate(out, options, &|n| bar.inc(n));
     bar.finish_and_clear();
     let summary = summary?;
-    eprintln!("generated {} persons into {} in {:.1} s", options.persons, out.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {} persons into {} in {:.1} s",
+        options.persons,
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(summary)
 }
 
 fn print_summary(summary: &[TableSummary]) {
     for t in summary {
-        println!("{:<18} {:>12} rows {:>10.1} MB", t.name, t.rows, t.bytes as f64 / 1e6);
+        println!(
+            "{:<18} {:>12} rows {:>10.1} MB",
+            t.name,
+            t.rows,
+            t.bytes as f64 / 1e6
+        );
     }
 }

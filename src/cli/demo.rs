@@ -14,7 +14,12 @@ use super::Failure;
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// The demo's data directory; reused when it exists.
-    #[arg(long = "data-dir", env = "VEIL_DATA_DIR", default_value = "veil-demo", value_name = "DIR")]
+    #[arg(
+        long = "data-dir",
+        env = "VEIL_DATA_DIR",
+        default_value = "veil-demo",
+        value_name = "DIR"
+    )]
     data_dir: PathBuf,
     /// Persons in the generated sample, when it has to be generated.
     #[arg(long, default_value_t = DEFAULT_PERSONS)]
@@ -29,12 +34,42 @@ struct DemoPrincipal {
 }
 
 const PRINCIPALS: [DemoPrincipal; 6] = [
-    DemoPrincipal { name: "demo-consumer", role: Role::Consumer, org: "云南省民政厅 (Yunnan Civil Affairs Department)", region: None },
-    DemoPrincipal { name: "demo-kunming", role: Role::Consumer, org: "昆明市民政局 (Kunming Civil Affairs Bureau)", region: Some("530100") },
-    DemoPrincipal { name: "demo-modeler", role: Role::Modeler, org: "滇数科技 (a qualified second-tier developer)", region: None },
-    DemoPrincipal { name: "demo-approver", role: Role::Approver, org: "云南省数据局 (Yunnan Provincial Data Bureau)", region: None },
-    DemoPrincipal { name: "demo-admin", role: Role::Admin, org: "veil operations", region: None },
-    DemoPrincipal { name: "demo-subject", role: Role::Subject, org: "a resident of Yunnan", region: None },
+    DemoPrincipal {
+        name: "demo-consumer",
+        role: Role::Consumer,
+        org: "云南省民政厅 (Yunnan Civil Affairs Department)",
+        region: None,
+    },
+    DemoPrincipal {
+        name: "demo-kunming",
+        role: Role::Consumer,
+        org: "昆明市民政局 (Kunming Civil Affairs Bureau)",
+        region: Some("530100"),
+    },
+    DemoPrincipal {
+        name: "demo-modeler",
+        role: Role::Modeler,
+        org: "滇数科技 (a qualified second-tier developer)",
+        region: None,
+    },
+    DemoPrincipal {
+        name: "demo-approver",
+        role: Role::Approver,
+        org: "云南省数据局 (Yunnan Provincial Data Bureau)",
+        region: None,
+    },
+    DemoPrincipal {
+        name: "demo-admin",
+        role: Role::Admin,
+        org: "veil operations",
+        region: None,
+    },
+    DemoPrincipal {
+        name: "demo-subject",
+        role: Role::Subject,
+        org: "a resident of Yunnan",
+        region: None,
+    },
 ];
 
 pub fn run(args: DemoArgs) -> Result<(), Failure> {
@@ -42,14 +77,23 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let root = store.data_dir().root().to_path_buf();
     let sample = store.data_dir().datasets_dir().join("sample");
     if !sample.join("population.parquet").exists() {
-        super::datasets::generate(&sample, &Options { persons: args.persons, seed: DEFAULT_SEED })?;
+        super::datasets::generate(
+            &sample,
+            &Options {
+                persons: args.persons,
+                seed: DEFAULT_SEED,
+            },
+        )?;
     }
     for table in TABLES {
         register(&mut store, &sample.join(format!("{table}.toml")))?;
     }
     let pums_dir = store.data_dir().datasets_dir().join("pums");
     std::fs::create_dir_all(&pums_dir)?;
-    for (name, text) in [(pums::CSV_NAME, pums::CSV), (pums::MANIFEST_NAME, pums::MANIFEST)] {
+    for (name, text) in [
+        (pums::CSV_NAME, pums::CSV),
+        (pums::MANIFEST_NAME, pums::MANIFEST),
+    ] {
         if !pums_dir.join(name).exists() {
             std::fs::write(pums_dir.join(name), text)?;
         }
@@ -59,10 +103,21 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let keys_path = root.join("demo-keys.toml");
     let subject = veil_datasets::first_person(&sample);
     let keys = ensure_principals(&mut store, &keys_path, subject.as_deref())?;
-    let policy = store.active_policy()?.map(|p| p.label()).unwrap_or_default();
+    let policy = store
+        .active_policy()?
+        .map(|p| p.label())
+        .unwrap_or_default();
 
     println!("veil demo is ready in {}", root.display());
-    println!("  policy {policy}; datasets: {}", store.datasets()?.iter().map(|d| d.manifest.name.as_str()).collect::<Vec<_>>().join(", "));
+    println!(
+        "  policy {policy}; datasets: {}",
+        store
+            .datasets()?
+            .iter()
+            .map(|d| d.manifest.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("  principals and their API keys: {}", keys_path.display());
     for (name, role, _) in &keys {
         println!("    {name:<15} {role}");
@@ -77,7 +132,10 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
 fn register(store: &mut Store, manifest: &Path) -> Result<(), Failure> {
     let outcome = registry::register(store, manifest, None, "demo")?;
     if outcome.changed {
-        eprintln!("registered {} ({} rows)", outcome.dataset.manifest.name, outcome.dataset.rows);
+        eprintln!(
+            "registered {} ({} rows)",
+            outcome.dataset.manifest.name, outcome.dataset.rows
+        );
     }
     Ok(())
 }
@@ -85,7 +143,11 @@ fn register(store: &mut Store, manifest: &Path) -> Result<(), Failure> {
 /// Makes sure every demo principal exists with a live key recorded in
 /// `demo-keys.toml`. Keys are stored hashed, so a principal whose key is not
 /// in the file (or no longer works) gets a fresh one.
-fn ensure_principals(store: &mut Store, keys_path: &Path, subject: Option<&str>) -> Result<Vec<(String, Role, String)>, Failure> {
+fn ensure_principals(
+    store: &mut Store,
+    keys_path: &Path,
+    subject: Option<&str>,
+) -> Result<Vec<(String, Role, String)>, Failure> {
     let existing = std::fs::read_to_string(keys_path).unwrap_or_default();
     let known = parse_keys(&existing);
     let mut keys = Vec::new();
@@ -101,7 +163,13 @@ fn ensure_principals(store: &mut Store, keys_path: &Path, subject: Option<&str>)
         let live = known
             .iter()
             .find(|(name, _)| name == p.name)
-            .filter(|(_, key)| store.authenticate(key).ok().flatten().is_some_and(|r| r.principal.name == p.name));
+            .filter(|(_, key)| {
+                store
+                    .authenticate(key)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.principal.name == p.name)
+            });
         let key = match live {
             Some((_, key)) => key.clone(),
             None if store.principal(p.name)?.is_some() => {
@@ -109,13 +177,20 @@ fn ensure_principals(store: &mut Store, keys_path: &Path, subject: Option<&str>)
                 store.issue_key(p.name)?.expose().to_owned()
             }
             None => {
-                let new = NewPrincipal { name: p.name, role: p.role, org: Some(p.org), region: p.region, subject };
+                let new = NewPrincipal {
+                    name: p.name,
+                    role: p.role,
+                    org: Some(p.org),
+                    region: p.region,
+                    subject,
+                };
                 store.add_principal(&new)?.1.expose().to_owned()
             }
         };
         keys.push((p.name.to_owned(), p.role, key));
     }
-    let mut text = String::from("# API keys of the veil demo principals. Keep this file private.\n");
+    let mut text =
+        String::from("# API keys of the veil demo principals. Keep this file private.\n");
     for (name, role, key) in &keys {
         text.push_str(&format!("\n[{name}]\nrole = \"{role}\"\nkey = \"{key}\"\n"));
     }

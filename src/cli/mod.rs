@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use veil_api::StoreError;
 
 #[derive(Parser)]
-#[command(name = "veil", version, about = "A privacy-preserving public-data service: usable but not visible")]
+#[command(
+    name = "veil",
+    version,
+    about = "A privacy-preserving public-data service: usable but not visible"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,13 +80,18 @@ impl Failure {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Invalid(_) | StoreError::Conflict(_) | StoreError::NotFound(_) => Failure::Refused(e.to_string()),
+            StoreError::Invalid(_) | StoreError::Conflict(_) | StoreError::NotFound(_) => {
+                Failure::Refused(e.to_string())
+            }
             other => Failure::Failed(other.to_string()),
         }
     }

@@ -27,10 +27,15 @@ pub fn run(cmd: PolicyCommand) -> Result<(), Failure> {
     match cmd {
         PolicyCommand::Check { files } => check(&files),
         PolicyCommand::Load { dir, file } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| Failure::Refused(format!("{}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::Refused(format!("{}: {e}", file.display())))?;
             let mut store = Store::open(&dir.data_dir)?;
             let active = store.load_policy(&text, "cli")?;
-            println!("loaded policy `{}` as {}", active.policy.name, active.label());
+            println!(
+                "loaded policy `{}` as {}",
+                active.policy.name,
+                active.label()
+            );
             Ok(())
         }
     }
@@ -53,10 +58,21 @@ fn check(files: &[PathBuf]) -> Result<(), Failure> {
     for (file, text) in texts.iter().filter(|(_, t)| !is_manifest(t)) {
         match Policy::parse(text) {
             Ok(p) => {
-                println!("{}: ok (policy `{}`, {} grades, digest {})", file.display(), p.name, p.grades.len(), p.digest());
+                println!(
+                    "{}: ok (policy `{}`, {} grades, digest {})",
+                    file.display(),
+                    p.name,
+                    p.grades.len(),
+                    p.digest()
+                );
                 policies.push(p);
             }
-            Err(problems) => report.extend(problems.0.iter().map(|p| format!("{}: {p}", file.display()))),
+            Err(problems) => report.extend(
+                problems
+                    .0
+                    .iter()
+                    .map(|p| format!("{}: {p}", file.display())),
+            ),
         }
     }
     if policies.is_empty() {
@@ -65,9 +81,23 @@ fn check(files: &[PathBuf]) -> Result<(), Failure> {
     let grade_known = |g: &str| policies.iter().any(|p| p.grade(g).is_some());
     for (file, text) in texts.iter().filter(|(_, t)| is_manifest(t)) {
         match DatasetManifest::parse(text, &grade_known) {
-            Ok(m) => println!("{}: ok (manifest `{}`, {} fields)", file.display(), m.name, m.fields.len()),
-            Err(problems) => report.extend(problems.0.iter().map(|p| format!("{}: {p}", file.display()))),
+            Ok(m) => println!(
+                "{}: ok (manifest `{}`, {} fields)",
+                file.display(),
+                m.name,
+                m.fields.len()
+            ),
+            Err(problems) => report.extend(
+                problems
+                    .0
+                    .iter()
+                    .map(|p| format!("{}: {p}", file.display())),
+            ),
         }
     }
-    if report.is_empty() { Ok(()) } else { Err(Failure::Refused(report.join("\n"))) }
+    if report.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Refused(report.join("\n")))
+    }
 }

@@ -66,7 +66,14 @@ pub enum GrantCommand {
 
 pub fn run(cmd: PrincipalCommand) -> Result<(), Failure> {
     match cmd {
-        PrincipalCommand::Add { dir, name, role, org, region, subject } => {
+        PrincipalCommand::Add {
+            dir,
+            name,
+            role,
+            org,
+            region,
+            subject,
+        } => {
             let role: Role = role.parse().map_err(Failure::Refused)?;
             let mut store = Store::open(&dir.data_dir)?;
             let (record, key) = store.add_principal(&NewPrincipal {
@@ -76,7 +83,10 @@ pub fn run(cmd: PrincipalCommand) -> Result<(), Failure> {
                 region: region.as_deref(),
                 subject: subject.as_deref(),
             })?;
-            println!("created {} `{}`; its API key follows and is shown only once", record.principal.role, record.principal.name);
+            println!(
+                "created {} `{}`; its API key follows and is shown only once",
+                record.principal.role, record.principal.name
+            );
             println!("{}", key.expose());
             Ok(())
         }
@@ -107,14 +117,26 @@ pub fn run(cmd: PrincipalCommand) -> Result<(), Failure> {
 
 pub fn run_grant(cmd: GrantCommand) -> Result<(), Failure> {
     match cmd {
-        GrantCommand::Add { dir, principal, dataset, purpose, fields, days } => {
+        GrantCommand::Add {
+            dir,
+            principal,
+            dataset,
+            purpose,
+            fields,
+            days,
+        } => {
             if purpose.trim().is_empty() {
                 return Err(Failure::Refused("a grant needs a purpose (Art. 28)".into()));
             }
             let mut store = Store::open(&dir.data_dir)?;
             let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
-            let grant = store.add_grant(&principal, &dataset, fields.as_deref(), &purpose, expires)?;
-            println!("granted {} to `{principal}` on `{dataset}` for `{purpose}` until {}", grant.id, grant.expires_at.format("%Y-%m-%d"));
+            let grant =
+                store.add_grant(&principal, &dataset, fields.as_deref(), &purpose, expires)?;
+            println!(
+                "granted {} to `{principal}` on `{dataset}` for `{purpose}` until {}",
+                grant.id,
+                grant.expires_at.format("%Y-%m-%d")
+            );
             Ok(())
         }
     }

@@ -29,8 +29,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RegisteredDataset> {
     let text: String = r.get(2)?;
     // Stored manifests were checked at registration. Grades are not checked
     // again here: a grade the current policy lacks is decided as deny.
-    let manifest = DatasetManifest::parse(&text, &|_| true)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    let manifest = DatasetManifest::parse(&text, &|_| true).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(RegisteredDataset {
         manifest,
         manifest_text: text,
@@ -63,7 +64,10 @@ impl Store {
                 return Ok((current, false));
             }
         }
-        let path = source.path.to_str().ok_or_else(|| StoreError::Conflict("the data path is not valid UTF-8".into()))?;
+        let path = source
+            .path
+            .to_str()
+            .ok_or_else(|| StoreError::Conflict("the data path is not valid UTF-8".into()))?;
         let tx = self.conn.transaction()?;
         let version: i64 = tx.query_row(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM datasets WHERE name = ?1",
@@ -71,7 +75,9 @@ impl Store {
             |r| r.get(0),
         )?;
         tx.execute(
-            &format!("INSERT INTO datasets ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            &format!(
+                "INSERT INTO datasets ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
             params![
                 manifest.name,
                 version,
@@ -85,7 +91,9 @@ impl Store {
             ],
         )?;
         tx.commit()?;
-        let stored = self.dataset(&manifest.name)?.ok_or_else(|| StoreError::NotFound(manifest.name.clone()))?;
+        let stored = self
+            .dataset(&manifest.name)?
+            .ok_or_else(|| StoreError::NotFound(manifest.name.clone()))?;
         Ok((stored, true))
     }
 
@@ -94,7 +102,9 @@ impl Store {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM datasets d WHERE version = (SELECT MAX(version) FROM datasets WHERE name = d.name) ORDER BY name"
         ))?;
-        let rows = stmt.query_map([], from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map([], from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -102,7 +112,9 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                &format!("SELECT {COLUMNS} FROM datasets WHERE name = ?1 ORDER BY version DESC LIMIT 1"),
+                &format!(
+                    "SELECT {COLUMNS} FROM datasets WHERE name = ?1 ORDER BY version DESC LIMIT 1"
+                ),
                 params![name],
                 from_row,
             )
@@ -111,8 +123,12 @@ impl Store {
 
     /// Every registered version of a dataset, oldest first.
     pub fn dataset_history(&self, name: &str) -> Result<Vec<RegisteredDataset>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM datasets WHERE name = ?1 ORDER BY version"))?;
-        let rows = stmt.query_map(params![name], from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM datasets WHERE name = ?1 ORDER BY version"
+        ))?;
+        let rows = stmt
+            .query_map(params![name], from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 }

@@ -14,7 +14,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use veil_policies::{Policy, Problems};
 
 pub use catalog::RegisteredDataset;
-pub use principals::{ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name};
+pub use principals::{
+    ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name,
+};
 
 use crate::datadir::DataDir;
 
@@ -78,9 +80,11 @@ impl Store {
     pub fn active_policy(&self) -> Result<Option<ActivePolicy>, StoreError> {
         let row = self
             .conn
-            .query_row("SELECT version, text FROM policies ORDER BY version DESC LIMIT 1", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })
+            .query_row(
+                "SELECT version, text FROM policies ORDER BY version DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
             .optional()?;
         match row {
             None => Ok(None),
@@ -123,7 +127,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(StoreError::TooNew { found: current, known });
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
@@ -145,7 +152,9 @@ pub(crate) fn time_text(t: DateTime<Utc>) -> String {
 pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, rusqlite::Error> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 #[cfg(test)]
@@ -173,10 +182,14 @@ mod tests {
         let err = store.load_policy("format = 1\n", "tester").unwrap_err();
         assert!(matches!(err, StoreError::Invalid(_)), "{err}");
         assert_eq!(store.active_policy().unwrap().unwrap().version, 1);
-        let text = veil_policies::policy::DEFAULT_PRESET.replace("name = \"default\"", "name = \"stricter\"");
+        let text = veil_policies::policy::DEFAULT_PRESET
+            .replace("name = \"default\"", "name = \"stricter\"");
         let v2 = store.load_policy(&text, "tester").unwrap();
         assert_eq!(v2.version, 2);
-        assert_eq!(store.active_policy().unwrap().unwrap().policy.name, "stricter");
+        assert_eq!(
+            store.active_policy().unwrap().unwrap().policy.name,
+            "stricter"
+        );
     }
 
     #[test]
@@ -186,6 +199,9 @@ mod tests {
         let conn = Connection::open(tmp.path().join("veil.db")).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
-        assert!(matches!(Store::open(tmp.path()), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            Store::open(tmp.path()),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 }

@@ -41,9 +41,9 @@ pub struct ApiKey(String);
 impl ApiKey {
     fn generate() -> Result<ApiKey, StoreError> {
         let mut bytes = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| StoreError::Io(std::io::Error::other("the system random source failed")))?;
+        SystemRandom::new().fill(&mut bytes).map_err(|_| {
+            StoreError::Io(std::io::Error::other("the system random source failed"))
+        })?;
         Ok(ApiKey(format!("veil_{}", hex(&bytes))))
     }
 
@@ -70,8 +70,13 @@ fn key_hash(key: &str) -> Vec<u8> {
 pub fn check_principal_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -83,7 +88,11 @@ const COLUMNS: &str = "id, name, role, org, region, subject, status, created_at"
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<PrincipalRecord> {
     let bad = |i: usize, e: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::<dyn std::error::Error + Send + Sync>::from(e))
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            Box::<dyn std::error::Error + Send + Sync>::from(e),
+        )
     };
     let role: Role = r.get::<_, String>(2)?.parse().map_err(|e| bad(2, e))?;
     let region = match r.get::<_, Option<String>>(4)? {
@@ -98,7 +107,12 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<PrincipalRecord> {
     principal.org = r.get(3)?;
     principal.region = region;
     principal.subject = r.get(5)?;
-    Ok(PrincipalRecord { id: r.get(0)?, principal, status, created_at: parse_time(&r.get::<_, String>(7)?)? })
+    Ok(PrincipalRecord {
+        id: r.get(0)?,
+        principal,
+        status,
+        created_at: parse_time(&r.get::<_, String>(7)?)?,
+    })
 }
 
 /// What `add_principal` needs to know.
@@ -113,7 +127,10 @@ pub struct NewPrincipal<'a> {
 
 impl Store {
     /// Creates a principal with one API key.
-    pub fn add_principal(&mut self, new: &NewPrincipal<'_>) -> Result<(PrincipalRecord, ApiKey), StoreError> {
+    pub fn add_principal(
+        &mut self,
+        new: &NewPrincipal<'_>,
+    ) -> Result<(PrincipalRecord, ApiKey), StoreError> {
         let mut problems = Vec::new();
         if let Err(e) = check_principal_name(new.name) {
             problems.push(veil_policies::Problem::new("name", e));
@@ -128,15 +145,26 @@ impl Store {
                 "subject",
                 "a subject principal needs the identity number or credit code it stands for",
             )),
-            (Role::Subject, Some(s)) if CitizenId::parse(s).is_err() && CreditCode::parse(s).is_err() => problems.push(
-                veil_policies::Problem::new("subject", "is neither a valid identity number nor a valid credit code"),
-            ),
+            (Role::Subject, Some(s))
+                if CitizenId::parse(s).is_err() && CreditCode::parse(s).is_err() =>
+            {
+                problems.push(veil_policies::Problem::new(
+                    "subject",
+                    "is neither a valid identity number nor a valid credit code",
+                ))
+            }
             (Role::Subject, Some(_)) | (_, None) => {}
-            (_, Some(_)) => problems.push(veil_policies::Problem::new("subject", "only principals with the subject role have one")),
+            (_, Some(_)) => problems.push(veil_policies::Problem::new(
+                "subject",
+                "only principals with the subject role have one",
+            )),
         }
         if let Some(org) = new.org {
             if org.trim().is_empty() || org.chars().count() > 200 {
-                problems.push(veil_policies::Problem::new("org", "an organisation name is 1 to 200 characters"));
+                problems.push(veil_policies::Problem::new(
+                    "org",
+                    "an organisation name is 1 to 200 characters",
+                ));
             }
         }
         if !problems.is_empty() {
@@ -144,10 +172,16 @@ impl Store {
         }
         let key = ApiKey::generate()?;
         let tx = self.conn.transaction()?;
-        let exists: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM principals WHERE name = ?1)", params![new.name], |r| r.get(0))?;
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM principals WHERE name = ?1)",
+            params![new.name],
+            |r| r.get(0),
+        )?;
         if exists {
-            return Err(StoreError::Conflict(format!("a principal named `{}` already exists", new.name)));
+            return Err(StoreError::Conflict(format!(
+                "a principal named `{}` already exists",
+                new.name
+            )));
         }
         let now = now_text();
         tx.execute(
@@ -160,7 +194,9 @@ impl Store {
             params![id, key_hash(key.expose()), now],
         )?;
         tx.commit()?;
-        let record = self.principal(new.name)?.ok_or_else(|| StoreError::NotFound(new.name.to_owned()))?;
+        let record = self
+            .principal(new.name)?
+            .ok_or_else(|| StoreError::NotFound(new.name.to_owned()))?;
         Ok((record, key))
     }
 
@@ -187,7 +223,10 @@ impl Store {
     }
 
     pub fn set_status(&mut self, name: &str, status: PrincipalStatus) -> Result<(), StoreError> {
-        let n = self.conn.execute("UPDATE principals SET status = ?1 WHERE name = ?2", params![status.name(), name])?;
+        let n = self.conn.execute(
+            "UPDATE principals SET status = ?1 WHERE name = ?2",
+            params![status.name(), name],
+        )?;
         if n == 0 { Err(not_found(name)) } else { Ok(()) }
     }
 
@@ -195,14 +234,22 @@ impl Store {
     pub fn principal(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError> {
         let record = self
             .conn
-            .query_row(&format!("SELECT {COLUMNS} FROM principals WHERE name = ?1"), params![name], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM principals WHERE name = ?1"),
+                params![name],
+                from_row,
+            )
             .optional()?;
         record.map(|r| self.with_grants(r)).transpose()
     }
 
     pub fn principals(&self) -> Result<Vec<PrincipalRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM principals ORDER BY name"))?;
-        let records = stmt.query_map([], from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM principals ORDER BY name"))?;
+        let records = stmt
+            .query_map([], from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         records.into_iter().map(|r| self.with_grants(r)).collect()
     }
 
@@ -215,7 +262,11 @@ impl Store {
                 &format!(
                     "SELECT {} FROM principals p JOIN api_keys k ON k.principal_id = p.id
                      WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND p.status = 'active'",
-                    COLUMNS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ")
+                    COLUMNS
+                        .split(", ")
+                        .map(|c| format!("p.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 params![key_hash(key)],
                 from_row,
@@ -234,21 +285,31 @@ impl Store {
         purpose: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<Grant, StoreError> {
-        let record = self.principal(principal)?.ok_or_else(|| not_found(principal))?;
+        let record = self
+            .principal(principal)?
+            .ok_or_else(|| not_found(principal))?;
         if self.dataset(dataset)?.is_none() {
-            return Err(StoreError::NotFound(format!("no dataset named `{dataset}`")));
+            return Err(StoreError::NotFound(format!(
+                "no dataset named `{dataset}`"
+            )));
         }
         let mut id_bytes = [0u8; 8];
-        SystemRandom::new()
-            .fill(&mut id_bytes)
-            .map_err(|_| StoreError::Io(std::io::Error::other("the system random source failed")))?;
+        SystemRandom::new().fill(&mut id_bytes).map_err(|_| {
+            StoreError::Io(std::io::Error::other("the system random source failed"))
+        })?;
         let id = format!("g-{}", hex(&id_bytes));
         let fields_json = fields.map(|f| serde_json::to_string(f).unwrap_or_else(|_| "[]".into()));
         self.conn.execute(
             "INSERT INTO grants (id, principal_id, dataset, fields, purpose, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![id, record.id, dataset, fields_json, purpose, now_text(), time_text(expires_at)],
         )?;
-        Ok(Grant { id, dataset: dataset.to_owned(), fields: fields.map(<[String]>::to_vec), purpose: purpose.to_owned(), expires_at })
+        Ok(Grant {
+            id,
+            dataset: dataset.to_owned(),
+            fields: fields.map(<[String]>::to_vec),
+            purpose: purpose.to_owned(),
+            expires_at,
+        })
     }
 
     fn with_grants(&self, mut record: PrincipalRecord) -> Result<PrincipalRecord, StoreError> {
@@ -260,9 +321,15 @@ impl Store {
                 let fields: Option<String> = r.get(2)?;
                 let fields = match fields {
                     None => None,
-                    Some(text) => Some(serde_json::from_str::<Vec<String>>(&text).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
-                    })?),
+                    Some(text) => {
+                        Some(serde_json::from_str::<Vec<String>>(&text).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                2,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        })?)
+                    }
                 };
                 Ok(Grant {
                     id: r.get(0)?,
@@ -287,7 +354,13 @@ mod tests {
     use super::*;
 
     fn consumer(name: &str) -> NewPrincipal<'_> {
-        NewPrincipal { name, role: Role::Consumer, org: Some("Kunming Civil Affairs"), region: Some("530100"), subject: None }
+        NewPrincipal {
+            name,
+            role: Role::Consumer,
+            org: Some("Kunming Civil Affairs"),
+            region: Some("530100"),
+            subject: None,
+        }
     }
 
     #[test]
@@ -298,7 +371,15 @@ mod tests {
         assert_eq!(record.principal.region.as_ref().unwrap().prefix(), "5301");
         assert!(key.expose().starts_with("veil_") && key.expose().len() == 5 + 64);
         assert_eq!(format!("{key:?}"), "ApiKey(..)");
-        assert_eq!(store.authenticate(key.expose()).unwrap().unwrap().principal.name, "alice");
+        assert_eq!(
+            store
+                .authenticate(key.expose())
+                .unwrap()
+                .unwrap()
+                .principal
+                .name,
+            "alice"
+        );
         assert!(store.authenticate("veil_wrong").unwrap().is_none());
 
         // The key itself is nowhere in the database file.
@@ -315,7 +396,9 @@ mod tests {
         assert!(store.authenticate(second.expose()).unwrap().is_none());
         let third = store.issue_key("alice").unwrap();
         assert!(store.authenticate(third.expose()).unwrap().is_some());
-        store.set_status("alice", PrincipalStatus::Suspended).unwrap();
+        store
+            .set_status("alice", PrincipalStatus::Suspended)
+            .unwrap();
         assert!(store.authenticate(third.expose()).unwrap().is_none());
     }
 
@@ -323,17 +406,37 @@ mod tests {
     fn bad_principals_are_refused_with_every_reason() {
         let tmp = tempfile::tempdir().unwrap();
         let mut store = Store::open(tmp.path()).unwrap();
-        let bad = NewPrincipal { name: "-bob", role: Role::Subject, org: Some(" "), region: Some("53"), subject: Some("123") };
-        let StoreError::Invalid(problems) = store.add_principal(&bad).unwrap_err() else { panic!() };
+        let bad = NewPrincipal {
+            name: "-bob",
+            role: Role::Subject,
+            org: Some(" "),
+            region: Some("53"),
+            subject: Some("123"),
+        };
+        let StoreError::Invalid(problems) = store.add_principal(&bad).unwrap_err() else {
+            panic!()
+        };
         let text = problems.to_string();
         for place in ["name:", "region:", "subject:", "org:"] {
             assert!(text.contains(place), "{text}");
         }
         assert!(!text.contains("123"), "the subject is not echoed: {text}");
         store.add_principal(&consumer("carol")).unwrap();
-        assert!(matches!(store.add_principal(&consumer("carol")), Err(StoreError::Conflict(_))));
-        assert!(matches!(store.revoke_keys("nobody"), Err(StoreError::NotFound(_))));
-        let subject = NewPrincipal { name: "zhang", role: Role::Subject, org: None, region: None, subject: Some("11010519491231002X") };
+        assert!(matches!(
+            store.add_principal(&consumer("carol")),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.revoke_keys("nobody"),
+            Err(StoreError::NotFound(_))
+        ));
+        let subject = NewPrincipal {
+            name: "zhang",
+            role: Role::Subject,
+            org: None,
+            region: None,
+            subject: Some("11010519491231002X"),
+        };
         assert!(store.add_principal(&subject).is_ok());
     }
 }

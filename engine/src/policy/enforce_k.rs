@@ -1,0 +1,204 @@
+//! Aggregates over aggregate-only fields: only COUNT, SUM and AVG (MIN and
+//! MAX where the grade allows), and only groups with at least k distinct
+//! privacy units are released. Units are counted, not rows, so self-joins
+//! and UNION ALL cannot multiply one person into a crowd; rows whose privacy
+//! unit is NULL do not count and are left out.
+//!
+//! ```text
+//! Projection: the original columns
+//!   Filter: __veil_k_1 >= k AND ...
+//!     Aggregate: groups, aggregates, COUNT(DISTINCT __veil_unit_N) AS __veil_k_1, ...
+//!       Filter: __veil_unit_N IS NOT NULL AND ...
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::functions_aggregate::expr_fn::count_distinct;
+use datafusion::logical_expr::{
+    Aggregate, Expr, Filter, LogicalPlan, Projection, utils::conjunction,
+};
+use datafusion::prelude::{col, lit};
+use veil_policies::Level;
+
+use super::lineage::Lineage;
+use super::{Out, Scope, Stage, plan_error, unalias};
+use crate::error::{QueryError, deny, invalid};
+
+const ALWAYS_ALLOWED: [&str; 3] = ["count", "sum", "avg"];
+
+impl Stage<'_> {
+    pub(super) fn enforce_k(
+        &mut self,
+        agg: &Aggregate,
+        outer: &[Scope<'_>],
+    ) -> Result<Out, QueryError> {
+        let input = self.plan(&agg.input, outer)?;
+        let scope = Scope {
+            schema: agg.input.schema(),
+            cols: &input.cols,
+        };
+        let mut cols = Vec::with_capacity(agg.group_expr.len() + agg.aggr_expr.len());
+        let mut group = Vec::with_capacity(agg.group_expr.len());
+        for g in &agg.group_expr {
+            if matches!(g, Expr::GroupingSet(_)) {
+                return Err(invalid("ROLLUP, CUBE and GROUPING SETS are not supported"));
+            }
+            let lineage = self.lineage(g, &scope, outer)?;
+            self.fields.check_influence(&lineage, "GROUP BY")?;
+            self.check_functions(g, &scope, outer, &Lineage::default())?;
+            cols.push(lineage);
+            group.push(self.rewrite(g, &scope)?);
+        }
+
+        // The aggregate-only uses this aggregate consumes: from its arguments
+        // and from the existence of its input rows.
+        let mut consumed = input.rows.clone();
+        let mut aggregates = Vec::with_capacity(agg.aggr_expr.len());
+        for e in &agg.aggr_expr {
+            let Expr::AggregateFunction(f) = unalias(e) else {
+                return Err(invalid(
+                    "an aggregate expression this version does not understand",
+                ));
+            };
+            let name = f.func.name().to_owned();
+            let mut args = Lineage::default();
+            for a in &f.params.args {
+                args.extend(&self.lineage(a, &scope, outer)?);
+            }
+            let mut keys = Lineage::default();
+            if let Some(filter) = &f.params.filter {
+                keys.extend(&self.lineage(filter, &scope, outer)?);
+            }
+            for s in &f.params.order_by {
+                keys.extend(&self.lineage(&s.expr, &scope, outer)?);
+            }
+            self.fields
+                .check_influence(&keys, &format!("the FILTER or ORDER BY of `{name}`"))?;
+            for id in args.raw() {
+                let field = self.fields.get(id);
+                if !matches!(field.level, Level::Aggregate { .. }) {
+                    continue;
+                }
+                let min_max = matches!(name.as_str(), "min" | "max") && field.allow_min_max;
+                if !(ALWAYS_ALLOWED.contains(&name.as_str()) || min_max) {
+                    return Err(deny(
+                        Some(field.qualified()),
+                        "aggregate",
+                        format!(
+                            "field `{}` is aggregate-only for you: `{name}` cannot aggregate it (allowed: COUNT, SUM, AVG{})",
+                            field.qualified(),
+                            if field.allow_min_max {
+                                ", MIN, MAX"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+                if name == "count" && f.params.distinct && field.identifier {
+                    return Err(deny(
+                        Some(field.qualified()),
+                        "aggregate",
+                        format!(
+                            "COUNT(DISTINCT) of identifier `{}` is not released",
+                            field.qualified()
+                        ),
+                    ));
+                }
+            }
+            self.check_functions(e, &scope, outer, &Lineage::default())?;
+            consumed.extend(&args);
+            cols.push(args.aggregated());
+            aggregates.push(self.rewrite(e, &scope)?);
+        }
+
+        let mut k = None;
+        let mut needs: Vec<String> = Vec::new();
+        for id in consumed.raw() {
+            let field = self.fields.get(id);
+            match field.level {
+                Level::Aggregate { k: field_k } => {
+                    k = Some(k.unwrap_or(0).max(field_k));
+                    if !needs.contains(&field.dataset) {
+                        needs.push(field.dataset.clone());
+                    }
+                }
+                Level::Dp => {
+                    return Err(deny(
+                        Some(field.qualified()),
+                        "dp",
+                        format!(
+                            "field `{}` is available to you only through differential privacy, which this query does not request",
+                            field.qualified()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let rows = Lineage::union([
+            &input.rows.aggregated(),
+            &Lineage::union(cols[..group.len()].iter()),
+        ]);
+
+        let Some(k) = k else {
+            let plan = LogicalPlan::Aggregate(
+                Aggregate::try_new(Arc::new(input.plan), group, aggregates).map_err(plan_error)?,
+            );
+            return Ok(Out {
+                plan,
+                cols,
+                rows,
+                units: Vec::new(),
+            });
+        };
+        for dataset in &needs {
+            if !input.units.iter().any(|u| &u.dataset == dataset) {
+                return Err(deny(
+                    None,
+                    "aggregate",
+                    format!(
+                        "the k threshold on `{dataset}` cannot be enforced through UNION or DISTINCT; aggregate each part directly over its table"
+                    ),
+                ));
+            }
+        }
+        self.k = Some(self.k.unwrap_or(0).max(k));
+        let known = conjunction(
+            input
+                .units
+                .iter()
+                .map(|u| col(u.name.as_str()).is_not_null()),
+        )
+        .unwrap_or(lit(true));
+        let filtered =
+            LogicalPlan::Filter(Filter::try_new(known, Arc::new(input.plan)).map_err(plan_error)?);
+        let counts: Vec<String> = (0..input.units.len())
+            .map(|i| format!("__veil_k_{}", i + 1))
+            .collect();
+        for (u, name) in input.units.iter().zip(&counts) {
+            aggregates.push(count_distinct(col(u.name.as_str())).alias(name));
+        }
+        let aggregated = LogicalPlan::Aggregate(
+            Aggregate::try_new(Arc::new(filtered), group, aggregates).map_err(plan_error)?,
+        );
+        let enough = conjunction(
+            counts
+                .iter()
+                .map(|c| col(c.as_str()).gt_eq(lit(i64::from(k)))),
+        )
+        .unwrap_or(lit(true));
+        let released =
+            LogicalPlan::Filter(Filter::try_new(enough, Arc::new(aggregated)).map_err(plan_error)?);
+        let original: Vec<Expr> = agg.schema.columns().into_iter().map(Expr::Column).collect();
+        let plan = LogicalPlan::Projection(
+            Projection::try_new(original, Arc::new(released)).map_err(plan_error)?,
+        );
+        Ok(Out {
+            plan,
+            cols,
+            rows,
+            units: Vec::new(),
+        })
+    }
+}

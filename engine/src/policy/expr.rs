@@ -1,0 +1,435 @@
+//! Expressions under the policy: their lineage, the functions that may touch
+//! protected values, and the rewrites that close error oracles.
+//!
+//! An error that happens only for some values is an oracle: one query, one
+//! bit about a protected value. Casts therefore become TRY_CAST (NULL instead
+//! of an error), divisors become NULLIF(divisor, 0), integer arithmetic over
+//! protected values is refused (it can overflow), and only total functions,
+//! with literal secondary arguments, may be applied to protected values,
+//! including inside CASE branches chosen by a protected condition.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr::{Cast, InSubquery, ScalarFunction, TryCast};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, Subquery, cast, try_cast,
+};
+use datafusion::prelude::lit;
+use datafusion::scalar::ScalarValue;
+
+use super::lineage::Lineage;
+use super::{Scope, Stage};
+use crate::error::{QueryError, deny, invalid};
+
+/// Functions that never fail, whatever the value of their first argument,
+/// when their other arguments are literals.
+const TOTAL_FUNCTIONS: &[&str] = &[
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "trunc",
+    "signum",
+    "isnan",
+    "iszero",
+    "lower",
+    "upper",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "character_length",
+    "octet_length",
+    "bit_length",
+    "reverse",
+    "initcap",
+    "left",
+    "right",
+    "substr",
+    "strpos",
+    "starts_with",
+    "ends_with",
+    "replace",
+    "date_part",
+    "date_trunc",
+    "concat",
+    "concat_ws",
+    "coalesce",
+    "nullif",
+    "nvl",
+    "greatest",
+    "least",
+];
+
+/// Functions whose every argument may be protected (they combine values).
+const VARIADIC: &[&str] = &["concat", "coalesce", "nullif", "nvl", "greatest", "least"];
+
+impl Stage<'_> {
+    /// The lineage of `e` over `input`: every tracked field any column,
+    /// outer reference or subquery in it depends on. Subqueries are checked
+    /// and rewritten on the way, once.
+    pub(super) fn lineage(
+        &mut self,
+        e: &Expr,
+        input: &Scope<'_>,
+        outer: &[Scope<'_>],
+    ) -> Result<Lineage, QueryError> {
+        let mut nodes: Vec<&Expr> = Vec::new();
+        let _ = e.apply(|node| {
+            nodes.push(node);
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let mut out = Lineage::default();
+        for node in nodes {
+            match node {
+                Expr::Column(c) => match input.schema.maybe_index_of_column(c) {
+                    Some(i) => out.extend(&input.cols[i]),
+                    None => return Err(invalid(format!("column `{c}` cannot be resolved"))),
+                },
+                Expr::OuterReferenceColumn(_, c) => {
+                    let scope = outer
+                        .iter()
+                        .find_map(|s| s.schema.maybe_index_of_column(c).map(|i| &s.cols[i]));
+                    match scope {
+                        Some(l) => out.extend(l),
+                        None => {
+                            return Err(invalid(format!("outer column `{c}` cannot be resolved")));
+                        }
+                    }
+                }
+                Expr::ScalarSubquery(sq) => out.extend(&self.subquery(sq, input, outer)?),
+                Expr::InSubquery(InSubquery { subquery, .. }) => {
+                    out.extend(&self.subquery(subquery, input, outer)?)
+                }
+                Expr::Exists(x) => out.extend(&self.subquery(&x.subquery, input, outer)?),
+                Expr::SetComparison(x) => out.extend(&self.subquery(&x.subquery, input, outer)?),
+                Expr::Placeholder(_) => {
+                    return Err(invalid(
+                        "query parameters ($1, ?) are not supported; write the values in the SQL",
+                    ));
+                }
+                Expr::ScalarVariable(..) => return Err(invalid("variables are not supported")),
+                Expr::Unnest(_) => return Err(invalid("UNNEST is not supported")),
+                Expr::HigherOrderFunction(_) | Expr::Lambda(_) | Expr::LambdaVariable(_) => {
+                    return Err(invalid("lambda functions are not supported"));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn subquery(
+        &mut self,
+        sq: &Subquery,
+        input: &Scope<'_>,
+        outer: &[Scope<'_>],
+    ) -> Result<Lineage, QueryError> {
+        let key = Arc::as_ptr(&sq.subquery) as usize;
+        if let Some((_, lineage)) = self.subqueries.get(&key) {
+            return Ok(lineage.clone());
+        }
+        let mut scopes = Vec::with_capacity(outer.len() + 1);
+        scopes.push(Scope {
+            schema: input.schema,
+            cols: input.cols,
+        });
+        scopes.extend(outer.iter().map(|s| Scope {
+            schema: s.schema,
+            cols: s.cols,
+        }));
+        let out = self.plan(&sq.subquery, &scopes)?;
+        let out = self.strip_units(out)?;
+        let mut lineage = Lineage::union(out.cols.iter());
+        lineage.extend(&out.rows);
+        self.subqueries.insert(key, (out.plan, lineage.clone()));
+        Ok(lineage)
+    }
+
+    /// Checks every function and operator in `e` that touches protected
+    /// values. `context` is the lineage of enclosing CASE conditions: a
+    /// branch chosen by a protected condition is treated as touching it.
+    pub(super) fn check_functions(
+        &mut self,
+        e: &Expr,
+        input: &Scope<'_>,
+        outer: &[Scope<'_>],
+        context: &Lineage,
+    ) -> Result<(), QueryError> {
+        match e {
+            Expr::ScalarFunction(f) => {
+                let mut lin = context.clone();
+                for a in &f.args {
+                    lin.extend(&self.lineage(a, input, outer)?);
+                }
+                if self.fields.is_protected(&lin) {
+                    self.check_function(f, &lin, input, outer)?;
+                }
+            }
+            Expr::Case(case) => {
+                let mut chosen_by = context.clone();
+                if let Some(base) = &case.expr {
+                    chosen_by.extend(&self.lineage(base, input, outer)?);
+                    self.check_functions(base, input, outer, context)?;
+                }
+                for (when, _) in &case.when_then_expr {
+                    chosen_by.extend(&self.lineage(when, input, outer)?);
+                    self.check_functions(when, input, outer, context)?;
+                }
+                for (_, then) in &case.when_then_expr {
+                    self.check_functions(then, input, outer, &chosen_by)?;
+                }
+                if let Some(other) = &case.else_expr {
+                    self.check_functions(other, input, outer, &chosen_by)?;
+                }
+                return Ok(());
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_arithmetic(*op) => {
+                let mut lin = context.clone();
+                lin.extend(&self.lineage(left, input, outer)?);
+                lin.extend(&self.lineage(right, input, outer)?);
+                if self.fields.is_protected(&lin) && integer_typed(e, input) {
+                    return Err(self.refuse_arithmetic(&lin));
+                }
+            }
+            Expr::Negative(inner) => {
+                let mut lin = context.clone();
+                lin.extend(&self.lineage(inner, input, outer)?);
+                if self.fields.is_protected(&lin) && integer_typed(e, input) {
+                    return Err(self.refuse_arithmetic(&lin));
+                }
+            }
+            Expr::SimilarTo(like) => {
+                let mut lin = context.clone();
+                lin.extend(&self.lineage(&like.expr, input, outer)?);
+                lin.extend(&self.lineage(&like.pattern, input, outer)?);
+                if let Some(f) = self.fields.first_raw(&lin) {
+                    return Err(deny(
+                        Some(f.qualified()),
+                        "function",
+                        format!(
+                            "SIMILAR TO cannot be applied to protected field `{}`; use LIKE",
+                            f.qualified()
+                        ),
+                    ));
+                }
+            }
+            // Subqueries were checked when their plans were visited.
+            Expr::ScalarSubquery(_) | Expr::Exists(_) => return Ok(()),
+            Expr::InSubquery(x) => return self.check_functions(&x.expr, input, outer, context),
+            Expr::SetComparison(x) => return self.check_functions(&x.expr, input, outer, context),
+            _ => {}
+        }
+        let mut children: Vec<&Expr> = Vec::new();
+        let _ = e.apply_children(|c| {
+            children.push(c);
+            Ok(TreeNodeRecursion::Continue)
+        });
+        for c in children {
+            self.check_functions(c, input, outer, context)?;
+        }
+        Ok(())
+    }
+
+    fn check_function(
+        &mut self,
+        f: &ScalarFunction,
+        lin: &Lineage,
+        input: &Scope<'_>,
+        outer: &[Scope<'_>],
+    ) -> Result<(), QueryError> {
+        let name = f.func.name();
+        let field = self
+            .fields
+            .first_raw(lin)
+            .map(|f| f.qualified())
+            .unwrap_or_default();
+        if !TOTAL_FUNCTIONS.contains(&name) {
+            return Err(deny(
+                Some(field.clone()),
+                "function",
+                format!(
+                    "function `{name}` cannot be applied to protected field `{field}`; allowed there: {}",
+                    TOTAL_FUNCTIONS.join(", ")
+                ),
+            ));
+        }
+        if VARIADIC.contains(&name) {
+            return Ok(());
+        }
+        for a in f.args.iter().skip(1) {
+            let literal =
+                matches!(a, Expr::Literal(..)) && self.lineage(a, input, outer)?.is_empty();
+            let negative = matches!(a, Expr::Literal(v, _) if is_negative(v));
+            if !literal || (name == "substr" && negative) {
+                return Err(deny(
+                    Some(field.clone()),
+                    "function",
+                    format!(
+                        "over protected field `{field}`, the arguments of `{name}` after the first must be literal (and not negative)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse_arithmetic(&self, lin: &Lineage) -> QueryError {
+        let field = self
+            .fields
+            .first_raw(lin)
+            .map(|f| f.qualified())
+            .unwrap_or_default();
+        deny(
+            Some(field.clone()),
+            "arithmetic",
+            format!(
+                "integer arithmetic over protected field `{field}` could overflow for some values; CAST it to DOUBLE first"
+            ),
+        )
+    }
+
+    /// The rewrites that close error oracles, and the substitution of each
+    /// subquery by its checked plan. The output keeps the original name.
+    pub(super) fn rewrite(&self, e: &Expr, input: &Scope<'_>) -> Result<Expr, QueryError> {
+        let name = e.schema_name().to_string();
+        let rewritten = e
+            .clone()
+            .transform_up(|node| {
+                Ok(match node {
+                    Expr::Cast(Cast { expr, field }) => {
+                        Transformed::yes(Expr::TryCast(TryCast { expr, field }))
+                    }
+                    Expr::BinaryExpr(BinaryExpr {
+                        op: Operator::Plus | Operator::Minus | Operator::Multiply,
+                        ..
+                    })
+                    | Expr::Negative(_)
+                        if node.get_type(input.schema).is_ok_and(|t| t.is_integer()) =>
+                    {
+                        Transformed::yes(checked_integer(node, input)?)
+                    }
+                    Expr::AggregateFunction(mut f)
+                        if f.func.name() == "sum" && integer_args(&f.params.args, input) =>
+                    {
+                        f.params.args = f
+                            .params
+                            .args
+                            .into_iter()
+                            .map(|a| cast(a, WIDE.clone()))
+                            .collect();
+                        Transformed::yes(Expr::AggregateFunction(f))
+                    }
+                    Expr::BinaryExpr(BinaryExpr {
+                        left,
+                        op: op @ (Operator::Divide | Operator::Modulo),
+                        right,
+                    }) if numeric_or_unknown(&right, input) => {
+                        let guarded = datafusion::functions::expr_fn::nullif(*right, lit(0i64));
+                        Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                            left,
+                            op,
+                            right: Box::new(guarded),
+                        }))
+                    }
+                    Expr::ScalarSubquery(sq) => {
+                        Transformed::yes(Expr::ScalarSubquery(self.checked(sq)))
+                    }
+                    Expr::InSubquery(mut x) => {
+                        x.subquery = self.checked(x.subquery);
+                        Transformed::yes(Expr::InSubquery(x))
+                    }
+                    Expr::Exists(mut x) => {
+                        x.subquery = self.checked(x.subquery);
+                        Transformed::yes(Expr::Exists(x))
+                    }
+                    Expr::SetComparison(mut x) => {
+                        x.subquery = self.checked(x.subquery);
+                        Transformed::yes(Expr::SetComparison(x))
+                    }
+                    other => Transformed::no(other),
+                })
+            })
+            .map_err(|e| invalid(e.to_string()))?
+            .data;
+        Ok(
+            if rewritten.schema_name().to_string() == name || matches!(e, Expr::Alias(_)) {
+                rewritten
+            } else {
+                rewritten.alias(name)
+            },
+        )
+    }
+
+    fn checked(&self, mut sq: Subquery) -> Subquery {
+        let key = Arc::as_ptr(&sq.subquery) as usize;
+        if let Some((plan, _)) = self.subqueries.get(&key) {
+            sq.subquery = Arc::new(plan.clone());
+        } else {
+            // Every subquery is visited before rewriting; one that was not
+            // cannot run, because it still scans an unchecked view.
+            sq.subquery = Arc::new(LogicalPlan::EmptyRelation(
+                datafusion::logical_expr::EmptyRelation {
+                    produce_one_row: false,
+                    schema: sq.subquery.schema().clone(),
+                },
+            ));
+        }
+        sq
+    }
+}
+
+/// Integers are summed and combined in DECIMAL(38, 0), which holds any sum
+/// or product of two 64-bit values: no wraparound.
+const WIDE: DataType = DataType::Decimal128(38, 0);
+
+fn integer_args(args: &[Expr], input: &Scope<'_>) -> bool {
+    args.first()
+        .is_some_and(|a| a.get_type(input.schema).is_ok_and(|t| t.is_integer()))
+}
+
+/// `a + b` over integers, computed wide and narrowed back with TRY_CAST:
+/// a result that does not fit is NULL, never a wrapped number, never an
+/// error (an error would be an oracle).
+fn checked_integer(e: Expr, input: &Scope<'_>) -> datafusion::common::Result<Expr> {
+    let t = e.get_type(input.schema)?;
+    let wide = match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => Expr::BinaryExpr(BinaryExpr {
+            left: Box::new(cast(*left, WIDE.clone())),
+            op,
+            right: Box::new(cast(*right, WIDE.clone())),
+        }),
+        Expr::Negative(inner) => Expr::Negative(Box::new(cast(*inner, WIDE.clone()))),
+        other => return Ok(other),
+    };
+    Ok(try_cast(wide, t))
+}
+
+fn is_arithmetic(op: Operator) -> bool {
+    matches!(
+        op,
+        Operator::Plus | Operator::Minus | Operator::Multiply | Operator::Divide | Operator::Modulo
+    )
+}
+
+fn integer_typed(e: &Expr, input: &Scope<'_>) -> bool {
+    // A type that cannot be worked out is treated as integer: fail closed.
+    e.get_type(input.schema).map_or(true, |t| t.is_integer())
+}
+
+fn numeric_or_unknown(e: &Expr, input: &Scope<'_>) -> bool {
+    e.get_type(input.schema).map_or(true, |t| t.is_numeric())
+}
+
+fn is_negative(v: &ScalarValue) -> bool {
+    match v {
+        ScalarValue::Int8(Some(x)) => *x < 0,
+        ScalarValue::Int16(Some(x)) => *x < 0,
+        ScalarValue::Int32(Some(x)) => *x < 0,
+        ScalarValue::Int64(Some(x)) => *x < 0,
+        ScalarValue::Float32(Some(x)) => *x < 0.0,
+        ScalarValue::Float64(Some(x)) => *x < 0.0,
+        _ => false,
+    }
+}

@@ -1,0 +1,563 @@
+//! The policy stage: every logical plan is checked and rewritten here before
+//! DataFusion may optimise or run it. It is not an optimizer rule: it changes
+//! what a query means, and it cannot be skipped. Anything it does not
+//! understand is refused.
+//!
+//! One walk over the plan, subqueries included, computes for every output
+//! column (and for the existence of rows) the protected source fields it
+//! depends on, checks every use against the caller's disclosure level, and
+//! rewrites the plan:
+//! - [`protect_scan`]: masks, pseudonyms and generalisations replace the
+//!   values at each scan; region row filters go under them.
+//! - [`enforce_k`]: aggregates over aggregate-only fields keep only groups
+//!   with at least k distinct privacy units.
+//! - [`expr`]: error oracles closed in every expression.
+
+mod enforce_k;
+mod expr;
+mod lineage;
+mod protect_scan;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{
+    Distinct, Expr, Filter, Join, JoinType, LogicalPlan, Projection, Subquery, SubqueryAlias,
+    Union, Window,
+};
+use veil_policies::{Level, Policy, Principal};
+
+use crate::error::{QueryError, deny, invalid};
+use crate::protect::PseudonymKey;
+use lineage::Fields;
+pub(crate) use lineage::Lineage;
+
+/// Who asks, and what the stage needs to protect their answer.
+pub(crate) struct Context<'a> {
+    pub policy: &'a Policy,
+    pub principal: &'a Principal,
+    pub today: NaiveDate,
+    /// The key of the caller's pseudonyms (principal and purpose).
+    pub pseudonym_key: Arc<PseudonymKey>,
+}
+
+impl Context<'_> {
+    /// Whether the grade lets MIN and MAX count as aggregates.
+    fn allow_min_max(&self, grade: Option<&str>) -> bool {
+        grade
+            .and_then(|g| self.policy.grade(g))
+            .is_some_and(|g| g.allow_min_max)
+    }
+}
+
+/// A checked and rewritten plan, with what it touched.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub plan: LogicalPlan,
+    pub datasets: BTreeSet<String>,
+    /// Every field the query referenced, as `dataset.field`.
+    pub fields: BTreeSet<String>,
+    /// The largest k threshold applied, if any.
+    pub k: Option<u32>,
+    /// Whether any value was masked, pseudonymised or generalised.
+    pub protected: bool,
+    /// Columns that `SELECT *` would have returned but the caller may not
+    /// see row by row.
+    pub omitted: Vec<String>,
+}
+
+/// Checks `plan` for the caller in `ctx` and rewrites it. With `wildcard`
+/// (the outer SELECT list has `*`), columns that may not be returned are left
+/// out rather than refused.
+pub(crate) fn check(
+    ctx: &Context<'_>,
+    plan: &LogicalPlan,
+    wildcard: bool,
+) -> Result<Checked, QueryError> {
+    let mut stage = Stage {
+        ctx,
+        fields: Fields::default(),
+        subqueries: HashMap::new(),
+        scans: 0,
+        touched: BTreeSet::new(),
+        datasets: BTreeSet::new(),
+        k: None,
+        protected: false,
+    };
+    let out = stage.plan(plan, &[])?;
+    let out = stage.strip_units(out)?;
+    stage.fields.check_output(&out.rows, "returning its rows")?;
+    let mut keep = Vec::new();
+    let mut omitted = Vec::new();
+    let mut first_refusal = None;
+    for (i, (field, lineage)) in plan.schema().fields().iter().zip(&out.cols).enumerate() {
+        match stage
+            .fields
+            .check_output(lineage, &format!("returning column `{}`", field.name()))
+        {
+            Ok(()) => keep.push(i),
+            Err(refusal) if wildcard => {
+                omitted.push(field.name().clone());
+                first_refusal.get_or_insert(refusal);
+            }
+            Err(refusal) => return Err(refusal),
+        }
+    }
+    let plan = match (keep.is_empty(), first_refusal) {
+        (true, Some(refusal)) => return Err(refusal),
+        (false, Some(_)) => {
+            let columns = out.plan.schema().columns();
+            let exprs: Vec<Expr> = keep
+                .iter()
+                .map(|&i| Expr::Column(columns[i].clone()))
+                .collect();
+            LogicalPlan::Projection(
+                Projection::try_new(exprs, Arc::new(out.plan)).map_err(plan_error)?,
+            )
+        }
+        _ => out.plan,
+    };
+    Ok(Checked {
+        plan,
+        datasets: stage.datasets,
+        fields: stage.touched,
+        k: stage.k,
+        protected: stage.protected,
+        omitted,
+    })
+}
+
+/// The columns of a plan in scope of an expression, with their lineage.
+pub(crate) struct Scope<'p> {
+    pub schema: &'p DFSchema,
+    pub cols: &'p [Lineage],
+}
+
+/// A hidden column carrying the privacy unit of one scan up to the
+/// aggregates that count distinct units.
+#[derive(Debug, Clone)]
+struct Unit {
+    name: String,
+    dataset: String,
+}
+
+/// A rewritten plan node. `cols` follows the *original* node's schema; the
+/// rewritten plan may carry hidden unit columns after those.
+struct Out {
+    plan: LogicalPlan,
+    cols: Vec<Lineage>,
+    /// What the existence of a row depends on.
+    rows: Lineage,
+    units: Vec<Unit>,
+}
+
+pub(crate) struct Stage<'a> {
+    ctx: &'a Context<'a>,
+    fields: Fields,
+    /// Checked subquery plans by the address of the original, with lineage.
+    subqueries: HashMap<usize, (LogicalPlan, Lineage)>,
+    scans: usize,
+    touched: BTreeSet<String>,
+    datasets: BTreeSet<String>,
+    k: Option<u32>,
+    protected: bool,
+}
+
+const UNIT_PREFIX: &str = "__veil_unit_";
+
+impl Stage<'_> {
+    fn plan(&mut self, plan: &LogicalPlan, outer: &[Scope<'_>]) -> Result<Out, QueryError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => self.protect_scan(scan),
+            LogicalPlan::Projection(p) => {
+                let input = self.plan(&p.input, outer)?;
+                let scope = Scope {
+                    schema: p.input.schema(),
+                    cols: &input.cols,
+                };
+                let mut cols = Vec::with_capacity(p.expr.len());
+                let mut exprs = Vec::with_capacity(p.expr.len() + input.units.len());
+                for e in &p.expr {
+                    cols.push(self.lineage(e, &scope, outer)?);
+                    self.check_functions(e, &scope, outer, &Lineage::default())?;
+                    exprs.push(self.rewrite(e, &scope)?);
+                }
+                exprs.extend(
+                    input
+                        .units
+                        .iter()
+                        .map(|u| Expr::Column(u.name.as_str().into())),
+                );
+                let plan = LogicalPlan::Projection(
+                    Projection::try_new(exprs, Arc::new(input.plan)).map_err(plan_error)?,
+                );
+                Ok(Out {
+                    plan,
+                    cols,
+                    rows: input.rows,
+                    units: input.units,
+                })
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.plan(&f.input, outer)?;
+                let scope = Scope {
+                    schema: f.input.schema(),
+                    cols: &input.cols,
+                };
+                let lineage = self.lineage(&f.predicate, &scope, outer)?;
+                self.fields
+                    .check_influence(&lineage, "a filter (WHERE or HAVING)")?;
+                self.check_functions(&f.predicate, &scope, outer, &Lineage::default())?;
+                let predicate = self.rewrite(&f.predicate, &scope)?;
+                let plan = LogicalPlan::Filter(
+                    Filter::try_new(predicate, Arc::new(input.plan)).map_err(plan_error)?,
+                );
+                Ok(Out {
+                    plan,
+                    cols: input.cols,
+                    rows: input.rows,
+                    units: input.units,
+                })
+            }
+            LogicalPlan::Aggregate(agg) => self.enforce_k(agg, outer),
+            LogicalPlan::Window(w) => {
+                let input = self.plan(&w.input, outer)?;
+                let scope = Scope {
+                    schema: w.input.schema(),
+                    cols: &input.cols,
+                };
+                let mut cols = input.cols.clone();
+                let mut exprs = Vec::with_capacity(w.window_expr.len());
+                for e in &w.window_expr {
+                    let Expr::WindowFunction(wf) = unalias(e) else {
+                        return Err(invalid(
+                            "a window expression this version does not understand",
+                        ));
+                    };
+                    let mut value = Lineage::default();
+                    for a in &wf.params.args {
+                        value.extend(&self.lineage(a, &scope, outer)?);
+                    }
+                    if let Some(f) = value
+                        .raw()
+                        .map(|id| self.fields.get(id))
+                        .find(|f| matches!(f.level, Level::Aggregate { .. } | Level::Dp))
+                    {
+                        return Err(deny(
+                            Some(f.qualified()),
+                            "window",
+                            format!(
+                                "window function `{}` cannot read field `{}`: it would reveal single records",
+                                wf.fun.name(),
+                                f.qualified()
+                            ),
+                        ));
+                    }
+                    let mut keys = Lineage::default();
+                    for p in &wf.params.partition_by {
+                        keys.extend(&self.lineage(p, &scope, outer)?);
+                    }
+                    for s in &wf.params.order_by {
+                        keys.extend(&self.lineage(&s.expr, &scope, outer)?);
+                    }
+                    if let Some(filter) = &wf.params.filter {
+                        keys.extend(&self.lineage(filter, &scope, outer)?);
+                    }
+                    self.fields
+                        .check_influence(&keys, "a window's PARTITION BY, ORDER BY or FILTER")?;
+                    self.check_functions(e, &scope, outer, &Lineage::default())?;
+                    value.extend(&keys);
+                    cols.push(value);
+                    exprs.push(self.rewrite(e, &scope)?);
+                }
+                let plan = LogicalPlan::Window(
+                    Window::try_new(exprs, Arc::new(input.plan)).map_err(plan_error)?,
+                );
+                Ok(Out {
+                    plan,
+                    cols,
+                    rows: input.rows,
+                    units: input.units,
+                })
+            }
+            LogicalPlan::Sort(s) => {
+                let input = self.plan(&s.input, outer)?;
+                let scope = Scope {
+                    schema: s.input.schema(),
+                    cols: &input.cols,
+                };
+                let mut exprs = Vec::with_capacity(s.expr.len());
+                for sort in &s.expr {
+                    let lineage = self.lineage(&sort.expr, &scope, outer)?;
+                    self.fields.check_influence(&lineage, "ORDER BY")?;
+                    self.check_functions(&sort.expr, &scope, outer, &Lineage::default())?;
+                    exprs.push(self.rewrite(&sort.expr, &scope)?);
+                }
+                let plan = plan
+                    .with_new_exprs(exprs, vec![input.plan])
+                    .map_err(plan_error)?;
+                Ok(Out {
+                    plan,
+                    cols: input.cols,
+                    rows: input.rows,
+                    units: input.units,
+                })
+            }
+            LogicalPlan::Limit(l) => {
+                let input = self.plan(&l.input, outer)?;
+                for e in l.skip.iter().chain(l.fetch.iter()) {
+                    if !matches!(e.as_ref(), Expr::Literal(..)) {
+                        return Err(invalid("LIMIT and OFFSET take literal numbers"));
+                    }
+                }
+                let plan = plan
+                    .with_new_exprs(plan.expressions(), vec![input.plan])
+                    .map_err(plan_error)?;
+                Ok(Out {
+                    plan,
+                    cols: input.cols,
+                    rows: input.rows,
+                    units: input.units,
+                })
+            }
+            LogicalPlan::Join(join) => self.join(join, outer),
+            LogicalPlan::SubqueryAlias(a) => {
+                let input = self.plan(&a.input, outer)?;
+                let plan = SubqueryAlias::try_new(Arc::new(input.plan), a.alias.clone())
+                    .map_err(plan_error)?;
+                Ok(Out {
+                    plan: LogicalPlan::SubqueryAlias(plan),
+                    cols: input.cols,
+                    rows: input.rows,
+                    units: input.units,
+                })
+            }
+            LogicalPlan::Union(u) => {
+                let mut inputs = Vec::with_capacity(u.inputs.len());
+                let mut cols = vec![Lineage::default(); u.schema.fields().len()];
+                let mut rows = Lineage::default();
+                for input in &u.inputs {
+                    let out = self.plan(input, outer)?;
+                    let out = self.strip_units(out)?;
+                    for (c, l) in cols.iter_mut().zip(&out.cols) {
+                        c.extend(l);
+                    }
+                    rows.extend(&out.rows);
+                    inputs.push(Arc::new(out.plan));
+                }
+                let plan = LogicalPlan::Union(
+                    Union::try_new_with_loose_types(inputs).map_err(plan_error)?,
+                );
+                Ok(Out {
+                    plan,
+                    cols,
+                    rows,
+                    units: Vec::new(),
+                })
+            }
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let out = self.plan(input, outer)?;
+                let out = self.strip_units(out)?;
+                let all = Lineage::union(out.cols.iter());
+                self.fields.check_influence(&all, "SELECT DISTINCT")?;
+                let plan = LogicalPlan::Distinct(Distinct::All(Arc::new(out.plan)));
+                Ok(Out {
+                    plan,
+                    cols: out.cols,
+                    rows: out.rows,
+                    units: Vec::new(),
+                })
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => {
+                Err(invalid("DISTINCT ON is not supported; use GROUP BY"))
+            }
+            LogicalPlan::Values(v) => {
+                let scope_schema = DFSchema::empty();
+                let scope = Scope {
+                    schema: &scope_schema,
+                    cols: &[],
+                };
+                let mut cols = vec![Lineage::default(); v.schema.fields().len()];
+                for row in &v.values {
+                    for (c, e) in cols.iter_mut().zip(row) {
+                        c.extend(&self.lineage(e, &scope, outer)?);
+                    }
+                }
+                let exprs = plan
+                    .expressions()
+                    .iter()
+                    .map(|e| self.rewrite(e, &scope))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let plan = plan.with_new_exprs(exprs, vec![]).map_err(plan_error)?;
+                Ok(Out {
+                    plan,
+                    cols,
+                    rows: Lineage::default(),
+                    units: Vec::new(),
+                })
+            }
+            LogicalPlan::EmptyRelation(e) => Ok(Out {
+                plan: plan.clone(),
+                cols: vec![Lineage::default(); e.schema.fields().len()],
+                rows: Lineage::default(),
+                units: Vec::new(),
+            }),
+            LogicalPlan::Subquery(sq) => {
+                let inner = self.plan(&sq.subquery, outer)?;
+                let plan = LogicalPlan::Subquery(Subquery {
+                    subquery: Arc::new(inner.plan),
+                    outer_ref_columns: sq.outer_ref_columns.clone(),
+                    spans: sq.spans.clone(),
+                });
+                Ok(Out {
+                    plan,
+                    cols: inner.cols,
+                    rows: inner.rows,
+                    units: inner.units,
+                })
+            }
+            LogicalPlan::RecursiveQuery(_) => Err(invalid("recursive queries are not supported")),
+            LogicalPlan::Unnest(_) => Err(invalid("UNNEST is not supported")),
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => Err(invalid(
+                "EXPLAIN is not available: plans reveal exact statistics of the data",
+            )),
+            LogicalPlan::Dml(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::DescribeTable(_) => Err(invalid("only SELECT queries are accepted")),
+            LogicalPlan::Repartition(_) | LogicalPlan::Extension(_) => {
+                Err(invalid("this query shape is not supported"))
+            }
+        }
+    }
+
+    fn join(&mut self, join: &Join, outer: &[Scope<'_>]) -> Result<Out, QueryError> {
+        let left = self.plan(&join.left, outer)?;
+        let right = self.plan(&join.right, outer)?;
+        let left_scope = Scope {
+            schema: join.left.schema(),
+            cols: &left.cols,
+        };
+        let right_scope = Scope {
+            schema: join.right.schema(),
+            cols: &right.cols,
+        };
+        let mut exprs = Vec::with_capacity(join.on.len() * 2 + 1);
+        let mut keys = Lineage::default();
+        for (l, r) in &join.on {
+            let ll = self.lineage(l, &left_scope, outer)?;
+            let rl = self.lineage(r, &right_scope, outer)?;
+            self.check_functions(l, &left_scope, outer, &Lineage::default())?;
+            self.check_functions(r, &right_scope, outer, &Lineage::default())?;
+            if !self.is_token_join(&ll, &rl) {
+                let both = Lineage::union([&ll, &rl]);
+                self.fields.check_influence(&both, "a JOIN condition")?;
+            }
+            keys.extend(&ll);
+            keys.extend(&rl);
+            exprs.push(self.rewrite(l, &left_scope)?);
+            exprs.push(self.rewrite(r, &right_scope)?);
+        }
+        let combined_schema = join
+            .left
+            .schema()
+            .join(join.right.schema())
+            .map_err(plan_error)?;
+        let mut combined_cols = left.cols.clone();
+        combined_cols.extend(right.cols.iter().cloned());
+        if let Some(filter) = &join.filter {
+            let scope = Scope {
+                schema: &combined_schema,
+                cols: &combined_cols,
+            };
+            let lineage = self.lineage(filter, &scope, outer)?;
+            self.fields.check_influence(&lineage, "a JOIN condition")?;
+            self.check_functions(filter, &scope, outer, &Lineage::default())?;
+            keys.extend(&lineage);
+            exprs.push(self.rewrite(filter, &scope)?);
+        }
+        let (cols, units) = match join.join_type {
+            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
+                let mut units = left.units.clone();
+                units.extend(right.units.iter().cloned());
+                (combined_cols, units)
+            }
+            JoinType::LeftSemi | JoinType::LeftAnti => (left.cols.clone(), left.units.clone()),
+            JoinType::RightSemi | JoinType::RightAnti => (right.cols.clone(), right.units.clone()),
+            JoinType::LeftMark => {
+                let mut cols = left.cols.clone();
+                cols.push(Lineage::union([&keys, &right.rows]));
+                (cols, left.units.clone())
+            }
+            JoinType::RightMark => {
+                let mut cols = right.cols.clone();
+                cols.push(Lineage::union([&keys, &left.rows]));
+                (cols, right.units.clone())
+            }
+        };
+        let rows = Lineage::union([&left.rows, &right.rows]);
+        let plan = LogicalPlan::Join(join.clone())
+            .with_new_exprs(exprs, vec![left.plan, right.plan])
+            .map_err(plan_error)?;
+        Ok(Out {
+            plan,
+            cols,
+            rows,
+            units,
+        })
+    }
+
+    /// Whether both sides of a join key are exactly one pseudonymised field:
+    /// tokens of the same key may be joined on.
+    fn is_token_join(&self, left: &Lineage, right: &Lineage) -> bool {
+        let single_token = |l: &Lineage| {
+            l.uses().len() == 1
+                && !l.uses()[0].aggregated
+                && matches!(
+                    self.fields.get(l.uses()[0].field).level,
+                    Level::Pseudonym { .. }
+                )
+        };
+        single_token(left) && single_token(right)
+    }
+
+    /// Drops the hidden unit columns, restoring the original columns.
+    fn strip_units(&self, out: Out) -> Result<Out, QueryError> {
+        if out.units.is_empty() {
+            return Ok(out);
+        }
+        let exprs: Vec<Expr> = out
+            .plan
+            .schema()
+            .columns()
+            .into_iter()
+            .filter(|c| !c.name.starts_with(UNIT_PREFIX))
+            .map(Expr::Column)
+            .collect();
+        let plan = LogicalPlan::Projection(
+            Projection::try_new(exprs, Arc::new(out.plan)).map_err(plan_error)?,
+        );
+        Ok(Out {
+            plan,
+            cols: out.cols,
+            rows: out.rows,
+            units: Vec::new(),
+        })
+    }
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+/// A rewritten plan that does not build is the stage's fault, not the
+/// caller's; its message names columns only.
+fn plan_error(e: datafusion::error::DataFusionError) -> QueryError {
+    invalid(format!("the query cannot be planned under the policy: {e}"))
+}

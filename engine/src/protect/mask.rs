@@ -1,0 +1,176 @@
+//! Masks on text. Each keeps the shape a reader needs (length, family name,
+//! region) and hides the rest. Input that does not have the expected shape is
+//! hidden entirely: a mask never reveals more of a malformed value than of a
+//! well-formed one.
+
+const STAR: char = '*';
+
+fn stars(n: usize) -> String {
+    std::iter::repeat_n(STAR, n).collect()
+}
+
+/// Keeps the first `head` and last `tail` characters when the value has at
+/// least `min` characters; otherwise hides every character.
+fn keep_ends(value: &str, head: usize, tail: usize, min: usize) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let n = chars.len();
+    if n < min.max(head + tail + 1) {
+        return stars(n);
+    }
+    let mut out: String = chars[..head].iter().collect();
+    out.push_str(&stars(n - head - tail));
+    out.extend(&chars[n - tail..]);
+    out
+}
+
+/// `530102199001011234` -> `5301**********1234`: the prefecture and the last
+/// four characters, as commonly printed on receipts.
+pub fn id_number(value: &str) -> String {
+    keep_ends(value, 4, 4, 15)
+}
+
+/// `13812345678` -> `138****5678`.
+pub fn phone(value: &str) -> String {
+    keep_ends(value, 3, 4, 11)
+}
+
+/// Two-character family names; every other name keeps one character.
+const COMPOUND_SURNAMES: [&str; 12] = [
+    "欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙", "宇文", "司徒",
+];
+
+/// `张三丰` -> `张**`: the family name and one star per other character.
+/// A one-character name is hidden entirely.
+pub fn name(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= 1 {
+        return stars(n);
+    }
+    let family = COMPOUND_SURNAMES
+        .iter()
+        .find(|s| value.starts_with(*s) && n > 2)
+        .map_or(1, |_| 2);
+    let mut out: String = value.chars().take(family).collect();
+    out.push_str(&stars(n - family));
+    out
+}
+
+/// `云南省昆明市五华区人民路1号` -> `云南省昆明市五华区***`: the address down to
+/// its county-level division. Without a recognisable division, `***`.
+pub fn address(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let find = |from: usize, limit: usize, ends: &[char]| {
+        chars
+            .iter()
+            .enumerate()
+            .skip(from)
+            .take(limit)
+            .find(|(_, c)| ends.contains(c))
+            .map(|(i, _)| i + 1)
+    };
+    // Province (省, or 自治区 / 市 for municipalities), then prefecture, then county.
+    let after_province = find(0, 8, &['省']).or_else(|| {
+        let s: String = chars.iter().take(12).collect();
+        s.find("自治区").map(|b| s[..b].chars().count() + 3)
+    });
+    let start = after_province.unwrap_or(0);
+    let Some(after_prefecture) = find(start, 12, &['市', '州', '盟']) else {
+        return "***".into();
+    };
+    let Some(after_county) = find(after_prefecture, 12, &['区', '县', '市', '旗']) else {
+        return "***".into();
+    };
+    let mut out: String = chars[..after_county].iter().collect();
+    out.push_str("***");
+    out
+}
+
+/// `91530102MA6K1234X5` -> `91530102**********`: registration authority,
+/// organisation type and division code are public; the rest is hidden.
+pub fn credit_code(value: &str) -> String {
+    let n = value.chars().count();
+    if n != 18 {
+        return stars(n);
+    }
+    let mut out: String = value.chars().take(8).collect();
+    out.push_str(&stars(10));
+    out
+}
+
+/// Hides everything, including the length.
+pub fn redact(_value: &str) -> String {
+    "****".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_numbers() {
+        assert_eq!(id_number("11010519491231002X"), "1101**********002X");
+        assert_eq!(id_number("110105491231002"), "1101*******1002"); // 15-digit old form
+        assert_eq!(id_number(""), "");
+        assert_eq!(id_number("12345"), "*****");
+        assert_eq!(
+            id_number("一二三四五六七八九十一二三四五六七八"),
+            "一二三四**********五六七八"
+        );
+    }
+
+    #[test]
+    fn phones() {
+        assert_eq!(phone("13812345678"), "138****5678");
+        assert_eq!(phone("138123"), "******");
+        assert_eq!(phone(""), "");
+        assert_eq!(phone("+8613812345678"), "+86*******5678");
+        assert_eq!(phone("一三八一二三四五六七八"), "一三八****五六七八");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name("张三丰"), "张**");
+        assert_eq!(name("李娜"), "李*");
+        assert_eq!(name("欧阳修"), "欧阳*");
+        assert_eq!(name("欧阳"), "欧*");
+        assert_eq!(name("王"), "*");
+        assert_eq!(name(""), "");
+        assert_eq!(name("Smith"), "S****");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            address("云南省昆明市五华区人民路12号3栋"),
+            "云南省昆明市五华区***"
+        );
+        assert_eq!(
+            address("云南省德宏傣族景颇族自治州芒市团结路1号"),
+            "云南省德宏傣族景颇族自治州芒市***"
+        );
+        assert_eq!(
+            address("云南省楚雄彝族自治州武定县大河村3组5号"),
+            "云南省楚雄彝族自治州武定县***"
+        );
+        assert_eq!(
+            address("广西壮族自治区南宁市兴宁区民主路1号"),
+            "广西壮族自治区南宁市兴宁区***"
+        );
+        assert_eq!(address("12 Main Street"), "***");
+        assert_eq!(address(""), "***");
+        assert_eq!(address("云南省"), "***");
+    }
+
+    #[test]
+    fn credit_codes() {
+        assert_eq!(credit_code("91110000600037341L"), "91110000**********");
+        assert_eq!(credit_code("9111"), "****");
+        assert_eq!(credit_code(""), "");
+    }
+
+    #[test]
+    fn redaction_hides_length() {
+        assert_eq!(redact("P530102000000001"), "****");
+        assert_eq!(redact(""), "****");
+    }
+}
