@@ -332,31 +332,6 @@ impl Engine {
         let answer = self.run(&prepared).await?;
         Ok((prepared, answer))
     }
-
-    #[cfg(test)]
-    pub(crate) fn plan_unchecked(
-        &self,
-        request: &QueryRequest<'_>,
-    ) -> Result<datafusion::logical_expr::LogicalPlan, QueryError> {
-        let statement = crate::sql::parse_select(request.sql)?;
-        let mut views = HashMap::new();
-        for (name, dataset) in &self.datasets {
-            if let Some(view) = self.view(dataset, request.principal, request.purpose, request.now)
-            {
-                views.insert(
-                    name.clone(),
-                    provider_as_source(Arc::new(view)) as Arc<dyn TableSource>,
-                );
-            }
-        }
-        crate::sql::plan(
-            &crate::sql::Tables {
-                state: &self.state,
-                tables: &views,
-            },
-            statement,
-        )
-    }
 }
 
 /// Optimising or physically planning the checked plan failed: a type error
@@ -383,7 +358,7 @@ fn explain_hidden(e: QueryError, hidden: &[(String, String, Level)]) -> QueryErr
         .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.' || *c == '"')
         .collect();
     let field = name
-        .trim_matches('"')
+        .trim_end_matches('.')
         .rsplit('.')
         .next()
         .unwrap_or("")

@@ -82,9 +82,12 @@ fn resolve(kind: LevelKind, field: &FieldSpec, k: u32, grant: Option<&str>) -> O
     Some(match kind {
         LevelKind::Plain => Level::Plain,
         LevelKind::Masked => Level::Masked(field.mask?),
-        LevelKind::Pseudonym => Level::Pseudonym {
+        // Pseudonyms stand in for identifiers, to be joined on; other fields
+        // fall through to the next level.
+        LevelKind::Pseudonym if field.identifier.is_some() => Level::Pseudonym {
             grant: grant?.to_owned(),
         },
+        LevelKind::Pseudonym => return None,
         LevelKind::Generalized => Level::Generalized(field.generalize?),
         LevelKind::Aggregate => Level::Aggregate { k },
         LevelKind::Dp => Level::Dp,
@@ -225,13 +228,14 @@ mod tests {
         let gm = granted(Role::Modeler);
         let rows: Vec<(&Principal, Option<&str>, &str, &str)> = vec![
             (&gc, Some("benefits"), "id_number", "plain"),
-            (&gc, Some("benefits"), "diagnosis", "pseudonym"),
+            (&gc, Some("benefits"), "diagnosis", "aggregate(k=20)"),
             (&gc, Some("benefits"), "secret", "deny"),
             // The wrong purpose does not use the grant.
             (&gc, Some("marketing"), "id_number", "masked(id_number)"),
             (&gc, None, "diagnosis", "dp"),
             (&gm, Some("benefits"), "id_number", "pseudonym"),
-            (&gm, Some("benefits"), "income", "pseudonym"),
+            (&gm, Some("benefits"), "income", "aggregate(k=10)"),
+            (&gm, Some("benefits"), "birth_date", "generalized(year)"),
         ];
         for (p, purpose, field, expected) in rows {
             assert_eq!(

@@ -117,6 +117,9 @@ impl Stage<'_> {
                 _ => {}
             }
         }
+        for u in out.uses() {
+            self.touched.insert(self.fields.get(u.field).qualified());
+        }
         Ok(out)
     }
 
@@ -320,6 +323,17 @@ impl Stage<'_> {
                             .map(|a| cast(a, WIDE.clone()))
                             .collect();
                         Transformed::yes(Expr::AggregateFunction(f))
+                    }
+                    Expr::WindowFunction(mut w)
+                        if w.fun.name() == "sum" && integer_args(&w.params.args, input) =>
+                    {
+                        w.params.args = w
+                            .params
+                            .args
+                            .into_iter()
+                            .map(|a| cast(a, WIDE.clone()))
+                            .collect();
+                        Transformed::yes(Expr::WindowFunction(w))
                     }
                     Expr::BinaryExpr(BinaryExpr {
                         left,

@@ -1,11 +1,11 @@
 //! Lineage: which protected source fields an expression or a row depends on,
 //! and the rules that say where each may be used.
 //!
-//! Only fields whose level restricts their use are tracked (masked,
-//! pseudonym, aggregate, dp); plain and generalised fields may be used
-//! anywhere. Masked, pseudonymised and generalised values are replaced at the
-//! scan, so what flows upward is already protected; their lineage is kept to
-//! enforce the design's rules on filters, joins and grouping.
+//! Every referenced field is tracked, which also tells the audit log what a
+//! query touched; plain and generalised fields pass every check. Masked,
+//! pseudonymised and generalised values are replaced at the scan, so what
+//! flows upward is already protected; their lineage is kept to enforce the
+//! design's rules on filters, joins and grouping.
 
 use veil_policies::Level;
 
@@ -177,12 +177,31 @@ impl Fields {
 
     /// Whether any raw use restricts functions that may be applied to it.
     pub fn is_protected(&self, lineage: &Lineage) -> bool {
-        lineage.raw().next().is_some()
+        self.first_raw(lineage).is_some()
     }
 
-    /// The first raw use, for messages.
+    /// The first raw use of a field that is not plain or generalised.
     pub fn first_raw(&self, lineage: &Lineage) -> Option<&FieldInfo> {
-        lineage.raw().next().map(|id| self.get(id))
+        lineage
+            .raw()
+            .map(|id| self.get(id))
+            .find(|f| !matches!(f.level, Level::Plain | Level::Generalized(_)))
+    }
+
+    /// Whether any use is of a masked, pseudonymised or generalised field:
+    /// the answer shows protected forms of values.
+    pub fn shows_protected(&self, lineage: &Lineage) -> bool {
+        lineage.uses().iter().any(|u| {
+            matches!(
+                self.get(u.field).level,
+                Level::Masked(_) | Level::Pseudonym { .. } | Level::Generalized(_)
+            )
+        })
+    }
+
+    /// Whether the lineage is exactly one raw use of a pseudonymised field.
+    pub fn is_single_token(&self, lineage: &Lineage) -> bool {
+        matches!(lineage.uses(), [u] if !u.aggregated && matches!(self.get(u.field).level, Level::Pseudonym { .. }))
     }
 }
 

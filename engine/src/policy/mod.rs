@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::common::DFSchema;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{BinaryExpr, Operator};
 use datafusion::logical_expr::{
     Distinct, Expr, Filter, Join, JoinType, LogicalPlan, Projection, Subquery, SubqueryAlias,
     Union, Window,
@@ -84,7 +86,6 @@ pub(crate) fn check(
         touched: BTreeSet::new(),
         datasets: BTreeSet::new(),
         k: None,
-        protected: false,
     };
     let out = stage.plan(plan, &[])?;
     let out = stage.strip_units(out)?;
@@ -119,12 +120,13 @@ pub(crate) fn check(
         }
         _ => out.plan,
     };
+    let protected = out.cols.iter().any(|l| stage.fields.shows_protected(l));
     Ok(Checked {
         plan,
         datasets: stage.datasets,
         fields: stage.touched,
         k: stage.k,
-        protected: stage.protected,
+        protected,
         omitted,
     })
 }
@@ -162,7 +164,6 @@ pub(crate) struct Stage<'a> {
     touched: BTreeSet<String>,
     datasets: BTreeSet<String>,
     k: Option<u32>,
-    protected: bool,
 }
 
 const UNIT_PREFIX: &str = "__veil_unit_";
@@ -206,9 +207,7 @@ impl Stage<'_> {
                     schema: f.input.schema(),
                     cols: &input.cols,
                 };
-                let lineage = self.lineage(&f.predicate, &scope, outer)?;
-                self.fields
-                    .check_influence(&lineage, "a filter (WHERE or HAVING)")?;
+                self.check_condition(&f.predicate, &scope, outer, "a filter (WHERE or HAVING)")?;
                 self.check_functions(&f.predicate, &scope, outer, &Lineage::default())?;
                 let predicate = self.rewrite(&f.predicate, &scope)?;
                 let plan = LogicalPlan::Filter(
@@ -452,7 +451,7 @@ impl Stage<'_> {
             let rl = self.lineage(r, &right_scope, outer)?;
             self.check_functions(l, &left_scope, outer, &Lineage::default())?;
             self.check_functions(r, &right_scope, outer, &Lineage::default())?;
-            if !self.is_token_join(&ll, &rl) {
+            if !(self.fields.is_single_token(&ll) && self.fields.is_single_token(&rl)) {
                 let both = Lineage::union([&ll, &rl]);
                 self.fields.check_influence(&both, "a JOIN condition")?;
             }
@@ -473,8 +472,7 @@ impl Stage<'_> {
                 schema: &combined_schema,
                 cols: &combined_cols,
             };
-            let lineage = self.lineage(filter, &scope, outer)?;
-            self.fields.check_influence(&lineage, "a JOIN condition")?;
+            let lineage = self.check_condition(filter, &scope, outer, "a JOIN condition")?;
             self.check_functions(filter, &scope, outer, &Lineage::default())?;
             keys.extend(&lineage);
             exprs.push(self.rewrite(filter, &scope)?);
@@ -510,18 +508,37 @@ impl Stage<'_> {
         })
     }
 
-    /// Whether both sides of a join key are exactly one pseudonymised field:
-    /// tokens of the same key may be joined on.
-    fn is_token_join(&self, left: &Lineage, right: &Lineage) -> bool {
-        let single_token = |l: &Lineage| {
-            l.uses().len() == 1
-                && !l.uses()[0].aggregated
-                && matches!(
-                    self.fields.get(l.uses()[0].field).level,
-                    Level::Pseudonym { .. }
-                )
-        };
-        single_token(left) && single_token(right)
+    /// Checks a condition conjunct by conjunct: equality of two pseudonym
+    /// tokens is a join on tokens and allowed; everything else must be
+    /// allowed to influence results.
+    fn check_condition(
+        &mut self,
+        e: &Expr,
+        scope: &Scope<'_>,
+        outer: &[Scope<'_>],
+        position: &str,
+    ) -> Result<Lineage, QueryError> {
+        let mut all = Lineage::default();
+        for conjunct in split_conjunction(e) {
+            if let Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) = conjunct
+            {
+                let l = self.lineage(left, scope, outer)?;
+                let r = self.lineage(right, scope, outer)?;
+                if self.fields.is_single_token(&l) && self.fields.is_single_token(&r) {
+                    all.extend(&l);
+                    all.extend(&r);
+                    continue;
+                }
+            }
+            let lineage = self.lineage(conjunct, scope, outer)?;
+            self.fields.check_influence(&lineage, position)?;
+            all.extend(&lineage);
+        }
+        Ok(all)
     }
 
     /// Drops the hidden unit columns, restoring the original columns.

@@ -44,18 +44,23 @@ impl Stage<'_> {
         let mut cols = Vec::with_capacity(projection.len());
         for &i in &projection {
             let c = &view.columns[i];
-            self.touched.insert(format!("{}.{}", manifest.name, c.name));
             cols.push(self.track(manifest, &c.name, &c.level));
         }
-        // Rows exist only where the privacy unit does: their existence is
-        // protected as the unit is.
+        // Rows exist only where the privacy unit does. When the unit is
+        // aggregate-only or dp, their existence is protected as the unit is;
+        // otherwise rows may be seen, with whatever fields may be seen.
         let unit_level = view
             .columns
             .iter()
             .find(|c| c.name == manifest.privacy_unit)
             .map(|c| c.level.clone())
             .unwrap_or(Level::Deny);
-        let rows = self.track(manifest, &manifest.privacy_unit, &unit_level);
+        let rows = match unit_level {
+            Level::Aggregate { .. } | Level::Dp => {
+                self.track(manifest, &manifest.privacy_unit, &unit_level)
+            }
+            _ => Lineage::default(),
+        };
 
         let raw_schema = dataset.raw_schema();
         let raw_index = |name: &str| {
@@ -111,12 +116,9 @@ impl Stage<'_> {
                 _ => None,
             };
             exprs.push(match protection {
-                Some(p) => {
-                    self.protected = true;
-                    udf(p, self.ctx.today)
-                        .call(vec![column(&c.name)])
-                        .alias_qualified(Some(table.clone()), &c.name)
-                }
+                Some(p) => udf(p, self.ctx.today)
+                    .call(vec![column(&c.name)])
+                    .alias_qualified(Some(table.clone()), &c.name),
                 None => column(&c.name),
             });
         }
@@ -146,28 +148,22 @@ impl Stage<'_> {
         })
     }
 
-    /// The lineage of one source field: tracked when its level restricts
-    /// where it may be used.
+    /// The lineage of one source field.
     fn track(
         &mut self,
         manifest: &veil_policies::DatasetManifest,
         field: &str,
         level: &Level,
     ) -> Lineage {
-        match level {
-            Level::Plain | Level::Generalized(_) => Lineage::default(),
-            _ => {
-                let spec = manifest.field(field);
-                let id = self.fields.intern(FieldInfo {
-                    dataset: manifest.name.clone(),
-                    field: field.to_owned(),
-                    level: level.clone(),
-                    identifier: spec.is_some_and(|f| f.identifier.is_some()),
-                    allow_min_max: self.ctx.allow_min_max(spec.map(|f| f.grade.as_str())),
-                });
-                Lineage::of(id)
-            }
-        }
+        let spec = manifest.field(field);
+        let id = self.fields.intern(FieldInfo {
+            dataset: manifest.name.clone(),
+            field: field.to_owned(),
+            level: level.clone(),
+            identifier: spec.is_some_and(|f| f.identifier.is_some()),
+            allow_min_max: self.ctx.allow_min_max(spec.map(|f| f.grade.as_str())),
+        });
+        Lineage::of(id)
     }
 }
 

@@ -23,24 +23,61 @@ pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("veil-engine-tests-{}", std::process::id()));
-        veil_datasets::generate(&dir, &veil_datasets::Options { persons: PERSONS, seed: 42 }, &|_| {}).unwrap();
+        veil_datasets::generate(
+            &dir,
+            &veil_datasets::Options {
+                persons: PERSONS,
+                seed: 42,
+            },
+            &|_| {},
+        )
+        .unwrap();
         std::fs::write(dir.join("PUMS_pid.csv"), veil_datasets::pums::CSV).unwrap();
         std::fs::write(dir.join("pums_pid.toml"), veil_datasets::pums::MANIFEST).unwrap();
-        let policy = Policy::default_preset();
-        let mut engine = Engine::new(policy.clone(), "v1-test", [9; 32]);
-        for name in veil_datasets::TABLES.iter().copied().chain(["pums_pid"]) {
-            let text = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap();
-            let manifest = DatasetManifest::parse(&text, &|g| policy.grade(g).is_some()).unwrap();
-            let path = dir.join(&manifest.path);
-            engine.add_dataset(Dataset::open(manifest, 1, &path).unwrap());
+        let engine = build_engine(&dir, Policy::default_preset());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Fixture {
+            engine,
+            dir,
+            runtime,
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        Fixture { engine, dir, runtime }
     })
 }
 
+/// An engine over the fixture's files deciding with `policy`.
+pub fn build_engine(dir: &std::path::Path, policy: Policy) -> Engine {
+    let mut engine = Engine::new(policy.clone(), "v1-test", [9; 32]);
+    for name in veil_datasets::TABLES.iter().copied().chain(["pums_pid"]) {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap();
+        let manifest = DatasetManifest::parse(&text, &|g| policy.grade(g).is_some()).unwrap();
+        let path = dir.join(&manifest.path);
+        engine.add_dataset(Dataset::open(manifest, 1, &path).unwrap());
+    }
+    engine
+}
+
+/// The default preset with one grade's consumer levels replaced.
+pub fn policy_with(grade: &str, consumer_levels: &str) -> Policy {
+    let text = veil_policies::policy::DEFAULT_PRESET;
+    let start = text.find(&format!("name = \"{grade}\"")).unwrap();
+    let line_start = start + text[start..].find("levels = {").unwrap();
+    let line_end = line_start + text[line_start..].find('\n').unwrap();
+    let replaced = format!(
+        "{}levels = {{ consumer = {consumer_levels} }}{}",
+        &text[..line_start],
+        &text[line_end..]
+    );
+    Policy::parse(&replaced).unwrap()
+}
+
 pub fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-27T08:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-27T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 pub fn consumer() -> Principal {
@@ -74,14 +111,29 @@ pub fn granted(dataset: &str) -> Principal {
     p
 }
 
-pub fn request<'a>(principal: &'a Principal, sql: &'a str, purpose: Option<&'a str>) -> QueryRequest<'a> {
-    QueryRequest { principal, purpose, sql, now: now() }
+pub fn request<'a>(
+    principal: &'a Principal,
+    sql: &'a str,
+    purpose: Option<&'a str>,
+) -> QueryRequest<'a> {
+    QueryRequest {
+        principal,
+        purpose,
+        sql,
+        now: now(),
+    }
 }
 
 /// Runs `sql` as `principal`; rows as text, one string per cell.
-pub fn run_as(principal: &Principal, purpose: Option<&str>, sql: &str) -> Result<(PreparedQuery, Vec<Vec<String>>), QueryError> {
+pub fn run_as(
+    principal: &Principal,
+    purpose: Option<&str>,
+    sql: &str,
+) -> Result<(PreparedQuery, Vec<Vec<String>>), QueryError> {
     let f = fixture();
-    let (prepared, answer) = f.runtime.block_on(f.engine.query(&request(principal, sql, purpose)))?;
+    let (prepared, answer) = f
+        .runtime
+        .block_on(f.engine.query(&request(principal, sql, purpose)))?;
     Ok((prepared, rows(&answer.batches)))
 }
 
@@ -93,8 +145,11 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
     for b in batches {
-        let formatters: Vec<ArrayFormatter> =
-            b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+        let formatters: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
         for r in 0..b.num_rows() {
             out.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
         }
