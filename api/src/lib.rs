@@ -5,9 +5,13 @@
 //! - [`store`]: the embedded SQLite store: policies, catalog, principals,
 //!   keys, grants.
 //! - [`registry`]: registering a dataset from its manifest.
+//! - [`service`]: an engine over the store; one query as a principal.
+//! - [`wire`]: answers and errors as contract.md's JSON.
 
 pub mod datadir;
 pub mod registry;
+pub mod service;
 pub mod store;
+pub mod wire;
 
 pub use store::{Store, StoreError};

@@ -539,7 +539,7 @@ fn no_raw_protected_value_appears_in_any_answer() {
         answered += 1;
         for cell in rows.iter().flatten() {
             assert!(!names.contains(cell), "{}: a raw name appears", a.name);
-            for token in cell.split(|c: char| c == ',' || c == ' ' || c == '[' || c == ']') {
+            for token in cell.split([',', ' ', '[', ']']) {
                 assert!(
                     !long.contains(token),
                     "{}: a raw protected value appears",

@@ -357,13 +357,13 @@ impl RawManifest {
             }
             let expected = format.map(|f: FileFormat| f.name());
             let extension = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-            if let (Some(expected), Some(ext)) = (expected, extension.as_deref()) {
-                if ext != expected {
-                    c.push(
-                        loc,
-                        format!("`path` ends in `.{ext}` but `format` is `{expected}`"),
-                    );
-                }
+            if let (Some(expected), Some(ext)) = (expected, extension.as_deref())
+                && ext != expected
+            {
+                c.push(
+                    loc,
+                    format!("`path` ends in `.{ext}` but `format` is `{expected}`"),
+                );
             }
         }
         let update_frequency = c.token(loc, "update_frequency", ds.update_frequency);
@@ -536,13 +536,13 @@ impl RawField {
                 ),
             );
         }
-        if let Some(g) = &grade {
-            if !grade_known(g) {
-                c.push(
-                    loc,
-                    format!("grade `{g}` is not defined by the active policy"),
-                );
-            }
+        if let Some(g) = &grade
+            && !grade_known(g)
+        {
+            c.push(
+                loc,
+                format!("grade `{g}` is not defined by the active policy"),
+            );
         }
         let identifier = match self.identifier {
             None => None,
@@ -622,18 +622,18 @@ impl RawField {
                     None
                 }
             });
-        if let (Some(m), Some(t)) = (mask, field_type) {
-            if !mask_fits(m, t) {
-                c.push(loc, format!("mask `{m}` does not apply to a `{t}` field"));
-            }
+        if let (Some(m), Some(t)) = (mask, field_type)
+            && !mask_fits(m, t)
+        {
+            c.push(loc, format!("mask `{m}` does not apply to a `{t}` field"));
         }
-        if let (Some(g), Some(t)) = (generalize, field_type) {
-            if !generalization_fits(g, t) {
-                c.push(
-                    loc,
-                    format!("generalization `{g}` does not apply to a `{t}` field"),
-                );
-            }
+        if let (Some(g), Some(t)) = (generalize, field_type)
+            && !generalization_fits(g, t)
+        {
+            c.push(
+                loc,
+                format!("generalization `{g}` does not apply to a `{t}` field"),
+            );
         }
         Some(FieldSpec {
             name: self.name?,

@@ -184,10 +184,10 @@ impl RawPolicy {
                 Some(n) if !n.is_empty() => format!("grade `{n}`"),
                 _ => format!("grade #{}", i + 1),
             };
-            if let Some(n) = &raw.name {
-                if !seen.insert(n.clone()) {
-                    problems.push(Problem::new(&loc, "is defined twice"));
-                }
+            if let Some(n) = &raw.name
+                && !seen.insert(n.clone())
+            {
+                problems.push(Problem::new(&loc, "is defined twice"));
             }
             if let Some(grade) = raw.check(&loc, &mut problems) {
                 grades.push(grade);

@@ -4,6 +4,7 @@ mod datasets;
 mod demo;
 mod policy;
 mod principal;
+mod query;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,8 @@ enum Command {
     /// Record grants (approved sharing requests).
     #[command(subcommand)]
     Grant(principal::GrantCommand),
+    /// Run one query as a principal, through the policy stage; prints the API's JSON.
+    Query(query::QueryArgs),
 }
 
 /// The data directory, from `--data-dir` or `VEIL_DATA_DIR`.
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Principal(cmd) => principal::run(cmd),
         Command::Grant(cmd) => principal::run_grant(cmd),
+        Command::Query(args) => query::run(args),
     }
 }
 
@@ -64,6 +68,8 @@ pub enum Failure {
     Refused(String),
     /// Something broke. Exit 1.
     Failed(String),
+    /// A refusal already formatted as the API's error JSON, for stdout. Exit 1.
+    Answer(String),
 }
 
 impl Failure {
@@ -75,6 +81,7 @@ impl Failure {
         match self {
             Failure::Refused(m) => eprintln!("veil: refused:\n{}", indent(m)),
             Failure::Failed(m) => eprintln!("veil: failed: {m}"),
+            Failure::Answer(json) => println!("{json}"),
         }
     }
 }

@@ -56,13 +56,12 @@ impl Store {
         source: &CheckedSource,
         by: &str,
     ) -> Result<(RegisteredDataset, bool), StoreError> {
-        if let Some(current) = self.dataset(&manifest.name)? {
-            if current.manifest_text == manifest_text
-                && current.file_sha256 == source.sha256
-                && current.data_path == source.path
-            {
-                return Ok((current, false));
-            }
+        if let Some(current) = self.dataset(&manifest.name)?
+            && current.manifest_text == manifest_text
+            && current.file_sha256 == source.sha256
+            && current.data_path == source.path
+        {
+            return Ok((current, false));
         }
         let path = source
             .path

@@ -135,10 +135,10 @@ impl Store {
         if let Err(e) = check_principal_name(new.name) {
             problems.push(veil_policies::Problem::new("name", e));
         }
-        if let Some(region) = new.region {
-            if let Err(e) = RegionScope::parse(region) {
-                problems.push(veil_policies::Problem::new("region", e));
-            }
+        if let Some(region) = new.region
+            && let Err(e) = RegionScope::parse(region)
+        {
+            problems.push(veil_policies::Problem::new("region", e));
         }
         match (new.role, new.subject) {
             (Role::Subject, None) => problems.push(veil_policies::Problem::new(
@@ -159,13 +159,13 @@ impl Store {
                 "only principals with the subject role have one",
             )),
         }
-        if let Some(org) = new.org {
-            if org.trim().is_empty() || org.chars().count() > 200 {
-                problems.push(veil_policies::Problem::new(
-                    "org",
-                    "an organisation name is 1 to 200 characters",
-                ));
-            }
+        if let Some(org) = new.org
+            && (org.trim().is_empty() || org.chars().count() > 200)
+        {
+            problems.push(veil_policies::Problem::new(
+                "org",
+                "an organisation name is 1 to 200 characters",
+            ));
         }
         if !problems.is_empty() {
             return Err(StoreError::Invalid(veil_policies::Problems(problems)));

@@ -1,0 +1,259 @@
+//! The wire format of contract.md: answers and errors as JSON. Domain types
+//! stay free of serde; this module is where they become JSON.
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::SecondsFormat;
+use serde_json::{Map, Value, json};
+use veil_engine::{PreparedQuery, QueryError};
+
+/// A stable error code and its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidSql,
+    Unauthenticated,
+    Forbidden,
+    PolicyDenied,
+    BudgetExhausted,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    RateLimited,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidSql => "invalid_sql",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::PolicyDenied => "policy_denied",
+            ErrorCode::BudgetExhausted => "budget_exhausted",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidSql => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden | ErrorCode::PolicyDenied | ErrorCode::BudgetExhausted => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// An error as the API returns it. `internal` never carries detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let message = if code == ErrorCode::Internal {
+            "the service failed; the failure is logged and nothing was released".to_owned()
+        } else {
+            message.into()
+        };
+        ApiError { code, message }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"error": {"code": self.code.as_str(), "message": self.message}})
+    }
+}
+
+impl From<&QueryError> for ApiError {
+    fn from(e: &QueryError) -> Self {
+        let code = match e {
+            QueryError::InvalidSql(_) => ErrorCode::InvalidSql,
+            QueryError::UnknownTable(_) => ErrorCode::NotFound,
+            QueryError::Denied(_) => ErrorCode::PolicyDenied,
+            QueryError::Internal { .. } => ErrorCode::Internal,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// The columns of an answer: name and Arrow type.
+pub fn columns(schema: &SchemaRef) -> Value {
+    Value::Array(
+        schema
+            .fields()
+            .iter()
+            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+            .collect(),
+    )
+}
+
+/// Rows of a batch as JSON arrays: numbers as numbers, dates as ISO text.
+pub fn rows(batch: &RecordBatch) -> Vec<Value> {
+    let cells: Vec<Vec<Value>> = batch.columns().iter().map(column_values).collect();
+    (0..batch.num_rows())
+        .map(|r| Value::Array(cells.iter().map(|c| c[r].clone()).collect()))
+        .collect()
+}
+
+fn column_values(array: &ArrayRef) -> Vec<Value> {
+    use arrow::datatypes::*;
+    let n = array.len();
+    let number = |x: f64| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number);
+    let values: Vec<Value> = match array.data_type() {
+        DataType::Int8 => array
+            .as_primitive::<Int8Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| json!(x)))
+            .collect(),
+        DataType::Int16 => array
+            .as_primitive::<Int16Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| json!(x)))
+            .collect(),
+        DataType::Int32 => array
+            .as_primitive::<Int32Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| json!(x)))
+            .collect(),
+        DataType::Int64 => array
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| json!(x)))
+            .collect(),
+        DataType::UInt8 => array
+            .as_primitive::<UInt8Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| json!(x)))
+            .collect(),
+        DataType::UInt16 => array
+            .as_primitive::<UInt16Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| json!(x)))
+            .collect(),
+        DataType::UInt32 => array
+            .as_primitive::<UInt32Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| json!(x)))
+            .collect(),
+        DataType::UInt64 => array
+            .as_primitive::<UInt64Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| json!(x)))
+            .collect(),
+        DataType::Float32 => array
+            .as_primitive::<Float32Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |x| number(f64::from(x))))
+            .collect(),
+        DataType::Float64 => array
+            .as_primitive::<Float64Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, number))
+            .collect(),
+        DataType::Boolean => array
+            .as_boolean()
+            .iter()
+            .map(|v| v.map_or(Value::Null, Value::Bool))
+            .collect(),
+        DataType::Utf8 => array
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |s| Value::String(s.to_owned())))
+            .collect(),
+        DataType::LargeUtf8 => array
+            .as_string::<i64>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |s| Value::String(s.to_owned())))
+            .collect(),
+        DataType::Utf8View => array
+            .as_string_view()
+            .iter()
+            .map(|v| v.map_or(Value::Null, |s| Value::String(s.to_owned())))
+            .collect(),
+        DataType::Decimal128(_, 0) => array
+            .as_primitive::<Decimal128Type>()
+            .iter()
+            .map(|v| match v {
+                None => Value::Null,
+                Some(x) => {
+                    i64::try_from(x).map_or_else(|_| Value::String(x.to_string()), |x| json!(x))
+                }
+            })
+            .collect(),
+        _ => {
+            let options = FormatOptions::default().with_null("");
+            match ArrayFormatter::try_new(array.as_ref(), &options) {
+                Ok(f) => (0..n)
+                    .map(|i| {
+                        if array.is_null(i) {
+                            Value::Null
+                        } else {
+                            Value::String(f.value(i).to_string())
+                        }
+                    })
+                    .collect(),
+                Err(_) => vec![Value::Null; n],
+            }
+        }
+    };
+    values
+}
+
+/// The provenance, privacy and policy parts of an answer.
+pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
+    let p = &prepared.provenance;
+    let privacy = &prepared.privacy;
+    let mut privacy_json = json!({
+        "mode": privacy.mode,
+        "epsilon_spent": privacy.epsilon_spent,
+        "delta_spent": privacy.delta_spent,
+        "noise": "none",
+    });
+    if let Some(k) = privacy.k {
+        privacy_json["k"] = json!(k);
+        privacy_json["suppression"] = json!(format!(
+            "groups with fewer than {k} distinct privacy units are not released"
+        ));
+    }
+    if !prepared.omitted.is_empty() {
+        privacy_json["omitted_columns"] = json!(prepared.omitted);
+    }
+    let mut meta = Map::new();
+    meta.insert(
+        "provenance".into(),
+        json!({
+            "datasets": p.datasets,
+            "providers": p.providers,
+            "catalog_versions": p.versions.iter().map(|(d, v)| (d.clone(), json!(v))).collect::<Map<String, Value>>(),
+            "retrieved_at": p.retrieved_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        }),
+    );
+    meta.insert("privacy".into(), privacy_json);
+    meta.insert("policy_version".into(), json!(prepared.policy_version));
+    meta
+}
+
+/// A whole answer as one JSON object.
+pub fn answer(prepared: &PreparedQuery, schema: &SchemaRef, batches: &[RecordBatch]) -> Value {
+    let mut out = Map::new();
+    out.insert("columns".into(), columns(schema));
+    out.insert(
+        "rows".into(),
+        Value::Array(batches.iter().flat_map(rows).collect()),
+    );
+    out.extend(answer_meta(prepared));
+    Value::Object(out)
+}
