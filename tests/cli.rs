@@ -1,31 +1,11 @@
 //! End-to-end tests of the `veil` binary: generation, registration with its
 //! refusals, principals, policy checks, queries and the demo.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn veil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_veil"))
-        .args(args)
-        .env_remove("VEIL_DATA_DIR")
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::*;
 
 #[test]
 fn generate_gives_the_same_bytes_for_the_same_seed() {
@@ -328,71 +308,10 @@ fn policy_check_reports_every_problem() {
     }
 }
 
-/// A data directory with a small sample registered and one consumer.
-fn deployment(tmp: &Path) -> (PathBuf, String) {
-    let dir = tmp.join("data");
-    let sample = tmp.join("sample");
-    assert!(
-        veil(&[
-            "datasets",
-            "generate",
-            "--out",
-            s(&sample),
-            "--persons",
-            "2000",
-            "--seed",
-            "3"
-        ])
-        .status
-        .success()
-    );
-    for table in [
-        "population",
-        "legal_persons",
-        "utility_usage",
-        "social_insurance",
-        "tax",
-        "health_visits",
-    ] {
-        let out = veil(&[
-            "datasets",
-            "register",
-            "--data-dir",
-            s(&dir),
-            s(&sample.join(format!("{table}.toml"))),
-        ]);
-        assert!(out.status.success(), "{:?}", text(&out));
-    }
-    let out = veil(&[
-        "principal",
-        "add",
-        "--data-dir",
-        s(&dir),
-        "--name",
-        "carol",
-        "--role",
-        "consumer",
-    ]);
-    assert!(out.status.success());
-    let out = veil(&[
-        "principal",
-        "add",
-        "--data-dir",
-        s(&dir),
-        "--name",
-        "root",
-        "--role",
-        "admin",
-    ]);
-    assert!(out.status.success());
-    let key = text(&out).0.lines().last().unwrap().to_owned();
-    (dir, key)
-}
-
 #[test]
 fn query_prints_the_api_json_and_refusals_exit_non_zero() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, _) = deployment(tmp.path());
+    let (dir, _, _) = deployment(tmp.path());
     let out = veil(&[
         "query",
         "--data-dir",
@@ -462,7 +381,14 @@ fn query_prints_the_api_json_and_refusals_exit_non_zero() {
 fn demo_sets_up_everything_and_is_idempotent() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let out = veil(&["demo", "--data-dir", s(&dir), "--persons", "2000"]);
+    let out = veil(&[
+        "demo",
+        "--data-dir",
+        s(&dir),
+        "--persons",
+        "2000",
+        "--no-serve",
+    ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let keys = std::fs::read_to_string(dir.join("demo-keys.toml")).unwrap();
@@ -483,9 +409,16 @@ fn demo_sets_up_everything_and_is_idempotent() {
     }
     // A second run changes nothing: same keys, same catalog versions.
     assert!(
-        veil(&["demo", "--data-dir", s(&dir), "--persons", "2000"])
-            .status
-            .success()
+        veil(&[
+            "demo",
+            "--data-dir",
+            s(&dir),
+            "--persons",
+            "2000",
+            "--no-serve"
+        ])
+        .status
+        .success()
     );
     assert_eq!(
         std::fs::read_to_string(dir.join("demo-keys.toml")).unwrap(),
@@ -513,4 +446,44 @@ fn demo_sets_up_everything_and_is_idempotent() {
                 .iter()
                 .all(|r| r[0].as_str().unwrap().starts_with("5301"))
     );
+
+    // Without --no-serve the demo serves the API with the keys it wrote.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["demo", "--data-dir", s(&dir), "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut addr = None;
+    for _ in 0..40 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("Serving the API on http://") {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+    }
+    let addr = addr.expect("the demo prints where it serves");
+    let key = keys
+        .split("[demo-consumer]")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .nth(3)
+        .unwrap()
+        .to_owned();
+    let answer = request(
+        &addr,
+        "POST",
+        "/v1/query",
+        Some(&key),
+        &[("Content-Type", "application/json")],
+        Some(br#"{"sql": "SELECT COUNT(*) AS n FROM population"}"#),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(answer.json()["rows"][0][0], 2000);
 }

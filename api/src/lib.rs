@@ -2,6 +2,8 @@
 //! and the store.
 //!
 //! - [`datadir`]: the data directory and its secrets.
+//! - [`http`]: the HTTP service: router, auth, limits, streaming answers,
+//!   metrics, OpenAPI.
 //! - [`store`]: the embedded SQLite store: policies, catalog, principals,
 //!   keys, grants.
 //! - [`registry`]: registering a dataset from its manifest.
@@ -9,8 +11,11 @@
 //! - [`wire`]: answers and errors as contract.md's JSON.
 
 pub mod datadir;
+pub mod http;
+pub mod receipt;
 pub mod registry;
 pub mod service;
+pub mod signing;
 pub mod store;
 pub mod wire;
 

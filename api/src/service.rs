@@ -6,7 +6,7 @@ use serde_json::Value;
 use veil_engine::{Dataset, Engine, QueryRequest};
 use veil_policies::Role;
 
-use crate::store::{PrincipalStatus, Store, StoreError};
+use crate::store::{AuditEntry, PrincipalStatus, Store, StoreError};
 use crate::wire::{self, ApiError, ErrorCode};
 
 /// An engine over the store's active policy and current datasets.
@@ -41,9 +41,11 @@ pub fn load_engine(store: &Store) -> Result<Loaded, StoreError> {
     Ok(Loaded { engine, skipped })
 }
 
-/// Runs one query as the named principal and returns the answer JSON.
+/// Runs one query as the named principal and returns the answer JSON; the
+/// query is audited like an HTTP one (refusals included) before the answer
+/// is returned.
 pub async fn query_as(
-    store: &Store,
+    store: &mut Store,
     engine: &Engine,
     name: &str,
     sql: &str,
@@ -70,18 +72,52 @@ pub async fn query_as(
             ),
         ));
     }
+    let signer = store
+        .data_dir()
+        .signer()
+        .map_err(|_| ApiError::new(ErrorCode::Internal, ""))?;
+    let mut entry = AuditEntry {
+        principal: name.to_owned(),
+        role: record.principal.role.name().to_owned(),
+        purpose: purpose.unwrap_or_default().to_owned(),
+        endpoint: "veil query".into(),
+        request: sql.to_owned(),
+        privacy: "{}".into(),
+        ..AuditEntry::default()
+    };
     let request = QueryRequest {
         principal: &record.principal,
         purpose,
         sql,
         now: Utc::now(),
     };
-    let prepared = engine.prepare(&request).map_err(|e| ApiError::from(&e))?;
-    let answer = engine.run(&prepared).await.map_err(|e| {
-        if let veil_engine::QueryError::Internal { detail } = &e {
-            tracing::error!(principal = name, detail = %detail, "query failed while running");
+    let outcome = match engine.prepare(&request) {
+        Ok(prepared) => engine.run(&prepared).await.map(|answer| (prepared, answer)),
+        Err(e) => Err(e),
+    };
+    let (prepared, answer) = match outcome {
+        Ok(ok) => ok,
+        Err(e) => {
+            if let veil_engine::QueryError::Internal { detail } = &e {
+                tracing::error!(principal = name, detail = %detail, "query failed while running");
+            }
+            let failure = ApiError::from(&e);
+            entry.outcome = format!("refused:{}", failure.code.as_str());
+            store
+                .append_audit(&[entry], &signer)
+                .map_err(|_| ApiError::new(ErrorCode::Internal, ""))?;
+            return Err(failure);
         }
-        ApiError::from(&e)
-    })?;
-    Ok(wire::answer(&prepared, &answer.schema, &answer.batches))
+    };
+    let mut json = wire::answer(&prepared, &answer.schema, &answer.batches);
+    entry.datasets = prepared.provenance.datasets.clone();
+    entry.fields = prepared.fields.clone();
+    entry.rows = Some(answer.batches.iter().map(|b| b.num_rows() as u64).sum());
+    entry.privacy = json["privacy"].to_string();
+    entry.outcome = "completed".into();
+    let seq = store
+        .append_audit(&[entry], &signer)
+        .map_err(|_| ApiError::new(ErrorCode::Internal, ""))?;
+    json["audit_seq"] = serde_json::json!(seq.first());
+    Ok(json)
 }

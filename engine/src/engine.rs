@@ -300,6 +300,13 @@ impl Engine {
         &self,
         query: &PreparedQuery,
     ) -> Result<SendableRecordBatchStream, QueryError> {
+        for name in &query.provenance.datasets {
+            if let Some(dataset) = self.datasets.get(name) {
+                dataset
+                    .check_file()
+                    .map_err(|detail| QueryError::Internal { detail })?;
+            }
+        }
         let physical = self
             .state
             .create_physical_plan(&query.checked.plan)

@@ -27,6 +27,8 @@ pub struct Dataset {
     /// The catalog version of the manifest.
     pub version: i64,
     pub(crate) raw: Arc<dyn TableProvider>,
+    path: std::path::PathBuf,
+    size: u64,
 }
 
 impl fmt::Debug for Dataset {
@@ -82,11 +84,33 @@ impl Dataset {
             .with_listing_options(options)
             .with_schema(schema);
         let raw = ListingTable::try_new(config).map_err(|e| fail(e.to_string()))?;
+        let size = std::fs::metadata(path)
+            .map_err(|e| fail(e.kind().to_string()))?
+            .len();
         Ok(Dataset {
             manifest,
             version,
             raw: Arc::new(raw),
+            path: path.to_path_buf(),
+            size,
         })
+    }
+
+    /// Whether the data file is still the one opened: a file that vanished
+    /// or changed size must not answer (a missing file would read as empty).
+    pub(crate) fn check_file(&self) -> Result<(), String> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.len() == self.size => Ok(()),
+            Ok(_) => Err(format!(
+                "the data file of `{}` changed since it was opened",
+                self.manifest.name
+            )),
+            Err(e) => Err(format!(
+                "the data file of `{}` cannot be read: {}",
+                self.manifest.name,
+                e.kind()
+            )),
+        }
     }
 
     pub(crate) fn raw_schema(&self) -> SchemaRef {

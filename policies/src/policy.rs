@@ -20,6 +20,9 @@ use crate::problem::{Problem, Problems, toml_problem};
 /// The policy format this build reads.
 pub const POLICY_FORMAT: u32 = 1;
 
+/// Rows per answer when a policy does not say.
+pub const DEFAULT_MAX_ROWS: u64 = 100_000;
+
 /// The default preset: L1-L4 plus the `important` and `core` marks.
 pub const DEFAULT_PRESET: &str = include_str!("../presets/default.toml");
 
@@ -87,6 +90,8 @@ pub struct Grade {
 pub struct Policy {
     pub name: String,
     pub description: String,
+    /// The most rows one answer may carry; longer answers are cut there.
+    pub max_rows: u64,
     pub grades: Vec<Grade>,
     digest: String,
 }
@@ -129,6 +134,7 @@ struct RawPolicy {
     name: Option<String>,
     #[serde(default)]
     description: String,
+    max_rows: Option<u64>,
     #[serde(default, rename = "grade")]
     grades: Vec<RawGrade>,
 }
@@ -193,10 +199,18 @@ impl RawPolicy {
                 grades.push(grade);
             }
         }
+        let max_rows = self.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
+        if !(1..=100_000_000).contains(&max_rows) {
+            problems.push(Problem::new(
+                "",
+                "`max_rows` must be between 1 and 100,000,000",
+            ));
+        }
         if problems.is_empty() {
             Ok(Policy {
                 name,
                 description: self.description,
+                max_rows,
                 grades,
                 digest,
             })

@@ -24,6 +24,12 @@ pub struct DemoArgs {
     /// Persons in the generated sample, when it has to be generated.
     #[arg(long, default_value_t = DEFAULT_PERSONS)]
     persons: u64,
+    /// Address to serve on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Set everything up and exit without serving.
+    #[arg(long)]
+    no_serve: bool,
 }
 
 struct DemoPrincipal {
@@ -122,11 +128,32 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     for (name, role, _) in &keys {
         println!("    {name:<15} {role}");
     }
-    println!();
-    println!("Try:");
-    println!("  veil datasets list --data-dir {}", root.display());
-    println!("  veil principal list --data-dir {}", root.display());
-    Ok(())
+    drop(store);
+    if args.no_serve {
+        println!("\nServe it with: veil serve --data-dir {}", root.display());
+        return Ok(());
+    }
+    let consumer_key = keys
+        .iter()
+        .find(|(n, _, _)| n == "demo-consumer")
+        .map(|(_, _, k)| k.clone())
+        .unwrap_or_default();
+    let banner = |addr: std::net::SocketAddr| {
+        println!();
+        println!(
+            "Serving the API on http://{addr} (docs at http://{addr}/docs); Ctrl-C stops it. Try:"
+        );
+        println!("  curl -s http://{addr}/v1/catalog -H 'Authorization: Bearer {consumer_key}'");
+        println!(
+            "  curl -s http://{addr}/v1/query -H 'Authorization: Bearer {consumer_key}' -H 'Content-Type: application/json' \\\n       -d '{{\"sql\": \"SELECT county_code, COUNT(*) AS n FROM population GROUP BY county_code ORDER BY n DESC LIMIT 5\"}}'"
+        );
+        println!(
+            "  veil query --data-dir {} --as demo-consumer --sql \"SELECT name, phone FROM population LIMIT 3\"",
+            root.display()
+        );
+    };
+    let config = veil_api::http::ServerConfig::new(root.clone(), args.listen);
+    super::serve::run_server(config, Some(&banner))
 }
 
 fn register(store: &mut Store, manifest: &Path) -> Result<(), Failure> {

@@ -1,10 +1,12 @@
 //! The command line: one module per command group.
 
+mod audit;
 mod datasets;
 mod demo;
 mod policy;
 mod principal;
 mod query;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -40,6 +42,14 @@ enum Command {
     Grant(principal::GrantCommand),
     /// Run one query as a principal, through the policy stage; prints the API's JSON.
     Query(query::QueryArgs),
+    /// Serve the HTTP API.
+    Serve(serve::ServeArgs),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Check receipts offline.
+    #[command(subcommand)]
+    Receipt(audit::ReceiptCommand),
 }
 
 /// The data directory, from `--data-dir` or `VEIL_DATA_DIR`.
@@ -58,6 +68,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Principal(cmd) => principal::run(cmd),
         Command::Grant(cmd) => principal::run_grant(cmd),
         Command::Query(args) => query::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Audit(cmd) => audit::run(cmd),
+        Command::Receipt(cmd) => audit::run_receipt(cmd),
     }
 }
 

@@ -22,7 +22,7 @@ pub struct QueryArgs {
 }
 
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
-    let store = Store::open(&args.dir.data_dir)?;
+    let mut store = Store::open(&args.dir.data_dir)?;
     let loaded = load_engine(&store)?;
     for (name, why) in &loaded.skipped {
         eprintln!("veil: dataset `{name}` is unavailable: {why}");
@@ -31,7 +31,7 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
         .enable_all()
         .build()?;
     let outcome = runtime.block_on(query_as(
-        &store,
+        &mut store,
         &loaded.engine,
         &args.principal,
         &args.sql,

@@ -4,6 +4,7 @@
 //! Every write is one transaction; SQLite runs in WAL mode with full
 //! synchronisation, so what a call reports as stored survives a crash.
 
+mod audit;
 mod catalog;
 mod principals;
 
@@ -13,6 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use veil_policies::{Policy, Problems};
 
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
 pub use catalog::RegisteredDataset;
 pub use principals::{
     ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name,
@@ -22,7 +24,7 @@ use crate::datadir::DataDir;
 
 /// Migrations by schema version; `PRAGMA user_version` records the last one
 /// applied.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_v2.sql")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -106,6 +108,49 @@ impl Store {
         let version = tx.last_insert_rowid();
         tx.commit()?;
         Ok(ActivePolicy { version, policy })
+    }
+}
+
+/// One stored policy version.
+#[derive(Debug, Clone)]
+pub struct PolicyVersion {
+    pub version: i64,
+    pub name: String,
+    pub digest: String,
+    pub loaded_at: String,
+    pub loaded_by: String,
+}
+
+impl Store {
+    /// Every policy version, oldest first.
+    pub fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT version, name, digest, loaded_at, loaded_by FROM policies ORDER BY version",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PolicyVersion {
+                    version: r.get(0)?,
+                    name: r.get(1)?,
+                    digest: r.get(2)?,
+                    loaded_at: r.get(3)?,
+                    loaded_by: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The text of the active policy.
+    pub fn active_policy_text(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT text FROM policies ORDER BY version DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 }
 

@@ -256,12 +256,19 @@ impl Store {
     /// The active principal holding a live `key`, if any. Revocation and
     /// suspension take effect on the next call.
     pub fn authenticate(&self, key: &str) -> Result<Option<PrincipalRecord>, StoreError> {
+        Ok(self
+            .authenticate_any(key)?
+            .filter(|r| r.status == PrincipalStatus::Active))
+    }
+
+    /// The principal holding a live `key`, suspended or not.
+    pub fn authenticate_any(&self, key: &str) -> Result<Option<PrincipalRecord>, StoreError> {
         let record = self
             .conn
             .query_row(
                 &format!(
                     "SELECT {} FROM principals p JOIN api_keys k ON k.principal_id = p.id
-                     WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND p.status = 'active'",
+                     WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
                     COLUMNS
                         .split(", ")
                         .map(|c| format!("p.{c}"))

@@ -9,17 +9,38 @@ fn stars(n: usize) -> String {
     std::iter::repeat_n(STAR, n).collect()
 }
 
+fn push_stars(out: &mut String, n: usize) {
+    out.extend(std::iter::repeat_n(STAR, n));
+}
+
 /// Keeps the first `head` and last `tail` characters when the value has at
-/// least `min` characters; otherwise hides every character.
-fn keep_ends(value: &str, head: usize, tail: usize, min: usize) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let n = chars.len();
-    if n < min.max(head + tail + 1) {
-        return stars(n);
+/// least `min` characters; otherwise hides every character. Writes into
+/// `out`, so a column is masked without an allocation per value.
+pub fn keep_ends_into(value: &str, head: usize, tail: usize, min: usize, out: &mut String) {
+    if value.is_ascii() {
+        let n = value.len();
+        if n < min.max(head + tail + 1) {
+            push_stars(out, n);
+        } else {
+            out.push_str(&value[..head]);
+            push_stars(out, n - head - tail);
+            out.push_str(&value[n - tail..]);
+        }
+        return;
     }
-    let mut out: String = chars[..head].iter().collect();
-    out.push_str(&stars(n - head - tail));
-    out.extend(&chars[n - tail..]);
+    let n = value.chars().count();
+    if n < min.max(head + tail + 1) {
+        push_stars(out, n);
+        return;
+    }
+    out.extend(value.chars().take(head));
+    push_stars(out, n - head - tail);
+    out.extend(value.chars().skip(n - tail));
+}
+
+fn keep_ends(value: &str, head: usize, tail: usize, min: usize) -> String {
+    let mut out = String::with_capacity(value.len());
+    keep_ends_into(value, head, tail, min, &mut out);
     out
 }
 
@@ -42,47 +63,56 @@ const COMPOUND_SURNAMES: [&str; 12] = [
 /// `张三丰` -> `张**`: the family name and one star per other character.
 /// A one-character name is hidden entirely.
 pub fn name(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    name_into(value, &mut out);
+    out
+}
+
+pub fn name_into(value: &str, out: &mut String) {
     let n = value.chars().count();
     if n <= 1 {
-        return stars(n);
+        push_stars(out, n);
+        return;
     }
-    let family = COMPOUND_SURNAMES
-        .iter()
-        .find(|s| value.starts_with(*s) && n > 2)
-        .map_or(1, |_| 2);
-    let mut out: String = value.chars().take(family).collect();
-    out.push_str(&stars(n - family));
-    out
+    let family = if n > 2 && COMPOUND_SURNAMES.iter().any(|s| value.starts_with(s)) {
+        2
+    } else {
+        1
+    };
+    out.extend(value.chars().take(family));
+    push_stars(out, n - family);
 }
 
 /// `云南省昆明市五华区人民路1号` -> `云南省昆明市五华区***`: the address down to
 /// its county-level division. Without a recognisable division, `***`.
 pub fn address(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
+    let mut out = String::with_capacity(value.len());
+    address_into(value, &mut out);
+    out
+}
+
+pub fn address_into(value: &str, out: &mut String) {
+    // Byte offsets just after the first character among `ends`, searching
+    // `limit` characters from byte offset `from`.
     let find = |from: usize, limit: usize, ends: &[char]| {
-        chars
-            .iter()
-            .enumerate()
-            .skip(from)
+        value[from..]
+            .char_indices()
             .take(limit)
             .find(|(_, c)| ends.contains(c))
-            .map(|(i, _)| i + 1)
+            .map(|(i, c)| from + i + c.len_utf8())
     };
-    // Province (省, or 自治区 / 市 for municipalities), then prefecture, then county.
+    // Province (省, or an autonomous region 自治区), then prefecture, then county.
     let after_province = find(0, 8, &['省']).or_else(|| {
-        let s: String = chars.iter().take(12).collect();
-        s.find("自治区").map(|b| s[..b].chars().count() + 3)
+        let head_end = value.char_indices().nth(12).map_or(value.len(), |(i, _)| i);
+        value[..head_end].find("自治区").map(|b| b + "自治区".len())
     });
     let start = after_province.unwrap_or(0);
-    let Some(after_prefecture) = find(start, 12, &['市', '州', '盟']) else {
-        return "***".into();
-    };
-    let Some(after_county) = find(after_prefecture, 12, &['区', '县', '市', '旗']) else {
-        return "***".into();
-    };
-    let mut out: String = chars[..after_county].iter().collect();
+    let county =
+        find(start, 12, &['市', '州', '盟']).and_then(|p| find(p, 12, &['区', '县', '市', '旗']));
+    if let Some(end) = county {
+        out.push_str(&value[..end]);
+    }
     out.push_str("***");
-    out
 }
 
 /// `91530102MA6K1234X5` -> `91530102**********`: registration authority,

@@ -142,10 +142,14 @@ impl ProtectUdf {
         use Generalization as G;
         use MaskMethod as M;
         let out: ArrayRef = match &self.protection {
-            Protection::Mask(M::IdNumber) => map_text(input, mask::id_number)?,
-            Protection::Mask(M::Phone) => map_text(input, mask::phone)?,
-            Protection::Mask(M::Name) => map_text(input, mask::name)?,
-            Protection::Mask(M::Address) => map_text(input, mask::address)?,
+            Protection::Mask(M::IdNumber) => {
+                map_text_into(input, |v, out| mask::keep_ends_into(v, 4, 4, 15, out))?
+            }
+            Protection::Mask(M::Phone) => {
+                map_text_into(input, |v, out| mask::keep_ends_into(v, 3, 4, 11, out))?
+            }
+            Protection::Mask(M::Name) => map_text_into(input, mask::name_into)?,
+            Protection::Mask(M::Address) => map_text_into(input, mask::address_into)?,
             Protection::Mask(M::CreditCode) => map_text(input, mask::credit_code)?,
             Protection::Mask(M::Redact) => Arc::new(
                 (0..input.len())
@@ -207,6 +211,29 @@ impl ProtectUdf {
         };
         Ok(out)
     }
+}
+
+/// Maps a text column through `f`, which writes each result into a reused
+/// buffer: one allocation per column, not per value.
+fn map_text_into(input: &ArrayRef, f: impl Fn(&str, &mut String)) -> Result<ArrayRef> {
+    let text = cast(input, &DataType::Utf8)?;
+    let text = text.as_string::<i32>();
+    let mut builder = arrow::array::StringBuilder::with_capacity(
+        text.len(),
+        text.value_data().len() + 4 * text.len(),
+    );
+    let mut buffer = String::with_capacity(64);
+    for v in text.iter() {
+        match v {
+            Some(v) => {
+                buffer.clear();
+                f(v, &mut buffer);
+                builder.append_value(&buffer);
+            }
+            None => builder.append_null(),
+        }
+    }
+    Ok(Arc::new(builder.finish()))
 }
 
 fn map_text(input: &ArrayRef, f: impl Fn(&str) -> String) -> Result<ArrayRef> {

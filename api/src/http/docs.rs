@@ -1,0 +1,264 @@
+//! `/openapi.json`, generated from [`ROUTES`], and `/docs`, a self-contained
+//! page that renders it and lets a caller try each endpoint with their key.
+//! A test walks `ROUTES` against the router, so the two cannot drift apart.
+
+use axum::Json;
+use axum::response::{Html, IntoResponse};
+use serde_json::{Map, Value, json};
+
+/// One documented endpoint.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Roles that may call it; empty for public endpoints.
+    pub roles: &'static [&'static str],
+    /// An example JSON request body, when it takes one.
+    pub body: Option<&'static str>,
+    pub query: &'static [&'static str],
+}
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/healthz",
+        summary: "Liveness.",
+        roles: &[],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus metrics.",
+        roles: &[],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/openapi.json",
+        summary: "This document.",
+        roles: &[],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/catalog",
+        summary: "The datasets visible to the caller, each field with its category, grade and the caller's disclosure level.",
+        roles: &["consumer", "modeler", "approver", "admin", "subject"],
+        body: None,
+        query: &["purpose"],
+    },
+    Route {
+        method: "get",
+        path: "/v1/catalog/{dataset}/versions",
+        summary: "Every registered version of a dataset's catalog entry.",
+        roles: &["approver", "admin"],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "post",
+        path: "/v1/datasets",
+        summary: "Register a dataset from a catalog manifest; its file lies under the data directory's datasets/ folder.",
+        roles: &["approver"],
+        body: Some(r#"{"manifest": "format = 1\n[dataset]\n..."}"#),
+        query: &[],
+    },
+    Route {
+        method: "post",
+        path: "/v1/query",
+        summary: "Run one SELECT under policy. Answers as application/json, text/csv or application/vnd.apache.arrow.stream (Accept), streamed, with provenance, privacy and a signed receipt.",
+        roles: &["consumer", "modeler"],
+        body: Some(
+            r#"{"sql": "SELECT county_code, COUNT(*) FROM population GROUP BY county_code", "purpose": "social-assistance"}"#,
+        ),
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/receipts/{request_id}",
+        summary: "The signed receipt of a CSV or Arrow answer (JSON answers carry theirs inline).",
+        roles: &["consumer", "modeler"],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/policy",
+        summary: "The active policy and its text.",
+        roles: &["approver", "admin"],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "put",
+        path: "/v1/policy",
+        summary: "Check a policy (as `veil policy check` does) and make it the active version.",
+        roles: &["approver"],
+        body: Some(r#"{"text": "format = 1\nname = \"default\"\n..."}"#),
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/policy/versions",
+        summary: "Every policy version.",
+        roles: &["approver", "admin"],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/principals",
+        summary: "Principals (never their keys).",
+        roles: &["admin"],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "post",
+        path: "/v1/principals",
+        summary: "Create a principal; its API key appears in this answer only.",
+        roles: &["admin"],
+        body: Some(
+            r#"{"name": "kunming-civil-affairs", "role": "consumer", "org": "昆明市民政局", "region": "530100"}"#,
+        ),
+        query: &[],
+    },
+    Route {
+        method: "post",
+        path: "/v1/principals/{name}/keys",
+        summary: "Issue one more key.",
+        roles: &["admin"],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "delete",
+        path: "/v1/principals/{name}/keys",
+        summary: "Revoke every key of a principal, effective on the next request.",
+        roles: &["admin"],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "put",
+        path: "/v1/principals/{name}/status",
+        summary: "Suspend or reactivate a principal (Art. 47-48).",
+        roles: &["admin"],
+        body: Some(r#"{"status": "suspended"}"#),
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/audit",
+        summary: "Search the audit log; a providing institution sees the use of its own data.",
+        roles: &["approver"],
+        body: None,
+        query: &["principal", "dataset", "since", "outcome", "limit"],
+    },
+    Route {
+        method: "get",
+        path: "/v1/audit/verify",
+        summary: "Whether the audit chain is intact.",
+        roles: &["approver", "admin"],
+        body: None,
+        query: &[],
+    },
+];
+
+const ERRORS: [(&str, &str); 11] = [
+    ("400", "bad_request or invalid_sql"),
+    ("401", "unauthenticated"),
+    ("403", "forbidden, policy_denied or budget_exhausted"),
+    ("404", "not_found"),
+    ("409", "conflict"),
+    ("413", "payload_too_large"),
+    ("429", "rate_limited"),
+    ("500", "internal"),
+    ("200", "success"),
+    ("201", "created"),
+    ("default", "an error: {\"error\": {\"code\", \"message\"}}"),
+];
+
+/// The OpenAPI 3 document of every route.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let mut op = json!({
+            "summary": r.summary,
+            "responses": ERRORS.iter().map(|(code, what)| (code.to_string(), json!({"description": what}))).collect::<Map<String, Value>>(),
+        });
+        if !r.roles.is_empty() {
+            op["security"] = json!([{"apiKey": []}]);
+            op["description"] = json!(format!("Roles: {}.", r.roles.join(", ")));
+        }
+        let mut parameters: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        parameters.extend(r.query.iter().map(|name| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})));
+        if !parameters.is_empty() {
+            op["parameters"] = Value::Array(parameters);
+        }
+        if let Some(example) = r.body {
+            let example: Value = serde_json::from_str(example).unwrap_or(Value::Null);
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}, "example": example}}});
+        }
+        let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
+        entry[r.method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "veil", "version": env!("CARGO_PKG_VERSION"), "description": "Privacy-preserving public data: usable but not visible."},
+        "components": {"securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    })
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    Json(document())
+}
+
+pub async fn page() -> impl IntoResponse {
+    Html(DOCS_PAGE)
+}
+
+const DOCS_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>veil API</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+section{border:1px solid #ddd;border-radius:6px;margin:1rem 0;padding:.75rem 1rem}
+code{background:#f4f4f4;padding:0 .25rem}.m{font-weight:bold;text-transform:uppercase;margin-right:.5rem}
+textarea,input{width:100%;box-sizing:border-box;font-family:monospace}pre{background:#f8f8f8;overflow:auto;max-height:20rem}
+</style></head>
+<body><h1>veil API</h1>
+<p>Every endpoint but the public ones takes <code>Authorization: Bearer &lt;key&gt;</code>.</p>
+<label>API key <input id="key" placeholder="veil_..."></label>
+<div id="routes">loading /openapi.json ...</div>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(doc => {
+  const root = document.getElementById('routes'); root.textContent = '';
+  for (const [path, ops] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(ops)) {
+    const s = document.createElement('section');
+    const body = op.requestBody ? JSON.stringify(op.requestBody.content['application/json'].example, null, 2) : '';
+    s.innerHTML = `<div><span class="m">${method}</span><code>${path}</code></div><p>${op.summary} ${op.description || ''}</p>`
+      + `<input class="path" value="${path}">` + (body ? `<textarea rows="4" class="body"></textarea>` : '')
+      + `<button>Send</button><pre class="out"></pre>`;
+    if (body) s.querySelector('.body').value = body;
+    s.querySelector('button').onclick = async () => {
+      const headers = {'Content-Type': 'application/json'};
+      const key = document.getElementById('key').value.trim(); if (key) headers.Authorization = 'Bearer ' + key;
+      const init = {method: method.toUpperCase(), headers};
+      if (body) init.body = s.querySelector('.body').value;
+      const r = await fetch(s.querySelector('.path').value, init);
+      s.querySelector('.out').textContent = r.status + ' ' + r.statusText + '\n' + await r.text();
+    };
+    root.appendChild(s);
+  }
+});
+</script></body></html>"#;

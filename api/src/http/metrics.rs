@@ -1,0 +1,115 @@
+//! Prometheus metrics at `/metrics`, in the text exposition format.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::state::AppState;
+
+const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<(String, String, u16), u64>,
+    latency: BTreeMap<String, Histogram>,
+    rows_released: u64,
+    audit_entries: u64,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn rows_released(&self, n: u64) {
+        self.lock().rows_released += n;
+    }
+
+    pub fn audit_entry(&self) {
+        self.lock().audit_entries += 1;
+    }
+}
+
+/// Counts every request by route, method and status, and times it.
+pub async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut inner = state.metrics.lock();
+    *inner
+        .requests
+        .entry((route.clone(), method, response.status().as_u16()))
+        .or_default() += 1;
+    let h = inner.latency.entry(route).or_default();
+    h.count += 1;
+    h.sum += seconds;
+    for (i, bound) in BUCKETS.iter().enumerate() {
+        if seconds <= *bound {
+            h.buckets[i] += 1;
+        }
+    }
+    response
+}
+
+pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let inner = state.metrics.lock();
+    let mut out = String::new();
+    out.push_str("# HELP veil_http_requests_total HTTP requests by route, method and status.\n# TYPE veil_http_requests_total counter\n");
+    for ((route, method, status), n) in &inner.requests {
+        out.push_str(&format!("veil_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str("# HELP veil_http_request_duration_seconds Time to the response head (streams continue after).\n# TYPE veil_http_request_duration_seconds histogram\n");
+    for (route, h) in &inner.latency {
+        for (bound, n) in BUCKETS.iter().zip(h.buckets) {
+            out.push_str(&format!("veil_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}\n"));
+        }
+        out.push_str(&format!(
+            "veil_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n",
+            h.count
+        ));
+        out.push_str(&format!(
+            "veil_http_request_duration_seconds_sum{{route=\"{route}\"}} {}\n",
+            h.sum
+        ));
+        out.push_str(&format!(
+            "veil_http_request_duration_seconds_count{{route=\"{route}\"}} {}\n",
+            h.count
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP veil_rows_released_total Rows released in answers.\n# TYPE veil_rows_released_total counter\nveil_rows_released_total {}\n",
+        inner.rows_released
+    ));
+    out.push_str(&format!(
+        "# HELP veil_audit_entries_total Audit entries written.\n# TYPE veil_audit_entries_total counter\nveil_audit_entries_total {}\n",
+        inner.audit_entries
+    ));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+}

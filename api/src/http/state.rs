@@ -1,0 +1,189 @@
+//! What every request shares: the store, the engine, the audit writer, the
+//! signing key, limits and metrics.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use veil_engine::Engine;
+
+use super::limits::Limits;
+use super::metrics::Metrics;
+use crate::service::load_engine;
+use crate::signing::Signer;
+use crate::store::{AuditEntry, Store, StoreError};
+
+/// Settings of a running service.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long a request may take before it is abandoned.
+    pub timeout: Duration,
+    /// Requests one principal may have in flight at once.
+    pub concurrency_per_principal: usize,
+    /// Requests one principal may start per minute.
+    pub requests_per_minute: u32,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        ServerConfig {
+            data_dir,
+            listen,
+            body_limit: 1 << 20,
+            timeout: Duration::from_secs(120),
+            concurrency_per_principal: 8,
+            requests_per_minute: 6_000,
+        }
+    }
+}
+
+pub struct AppState {
+    pub config: ServerConfig,
+    store: Mutex<Store>,
+    engine: RwLock<Arc<Engine>>,
+    audit: AuditWriter,
+    pub signer: Arc<Signer>,
+    pub limits: Limits,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn open(config: ServerConfig) -> Result<Arc<AppState>, StoreError> {
+        let store = Store::open(&config.data_dir)?;
+        let loaded = load_engine(&store)?;
+        for (name, why) in &loaded.skipped {
+            tracing::warn!(dataset = %name, reason = %why, "dataset unavailable");
+        }
+        let signer = Arc::new(store.data_dir().signer()?);
+        let audit = AuditWriter::start(Store::open(&config.data_dir)?, signer.clone());
+        Ok(Arc::new(AppState {
+            limits: Limits::new(config.requests_per_minute, config.concurrency_per_principal),
+            metrics: Metrics::default(),
+            store: Mutex::new(store),
+            engine: RwLock::new(Arc::new(loaded.engine)),
+            audit,
+            signer,
+            config,
+        }))
+    }
+
+    /// The store, for short operations. A poisoned lock (a panic elsewhere)
+    /// still gives access: the store itself is transactional.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Rebuilds the engine after the catalog or the policy changed.
+    pub fn reload_engine(&self) -> Result<(), StoreError> {
+        let loaded = load_engine(&self.store())?;
+        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.engine);
+        Ok(())
+    }
+
+    /// Appends an audit entry and waits until it is on disk.
+    pub async fn audit(&self, entry: AuditEntry) -> Result<i64, StoreError> {
+        self.audit.append(entry).await
+    }
+
+    /// Stops the audit writer and signs the head of the log.
+    pub fn close(&self, wait: Duration) {
+        self.audit.close(wait);
+    }
+}
+
+type Pending = (AuditEntry, oneshot::Sender<Result<i64, String>>);
+
+/// Appends audit entries on its own thread with group commit: entries that
+/// arrive while a transaction commits go into the next one, so one fsync
+/// covers many requests and each request still waits for its own durability.
+struct AuditWriter {
+    sender: Mutex<Option<mpsc::Sender<Pending>>>,
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl AuditWriter {
+    fn start(mut store: Store, signer: Arc<Signer>) -> AuditWriter {
+        let (sender, receiver) = mpsc::channel::<Pending>();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 1024 {
+                        match receiver.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+                    match store.append_audit(&entries, &signer) {
+                        Ok(seqs) => {
+                            for ((_, reply), seq) in batch.into_iter().zip(seqs) {
+                                let _ = reply.send(Ok(seq));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the audit log could not be written");
+                            for (_, reply) in batch {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                if let Err(e) = store.checkpoint_audit(&signer) {
+                    tracing::error!(error = %e, "the audit head could not be signed at shutdown");
+                }
+                let _ = done_tx.send(());
+            })
+            .expect("the audit writer thread starts");
+        AuditWriter {
+            sender: Mutex::new(Some(sender)),
+            done: Mutex::new(Some(done_rx)),
+        }
+    }
+
+    async fn append(&self, entry: AuditEntry) -> Result<i64, StoreError> {
+        let (reply, wait) = oneshot::channel();
+        let sent = match self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(sender) => sender.send((entry, reply)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::Conflict("the service is shutting down".into()));
+        }
+        match wait.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(StoreError::Conflict(format!(
+                "the audit log could not be written: {e}"
+            ))),
+            Err(_) => Err(StoreError::Conflict("the audit writer stopped".into())),
+        }
+    }
+
+    fn close(&self, wait: Duration) {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = done.recv_timeout(wait);
+        }
+    }
+}
