@@ -1,0 +1,146 @@
+//! Requests per second and p99 latency over loopback with 64 keep-alive
+//! connections, for `/healthz` and for a small masked query, in the same run.
+//! The server runs in this process on a real port; so does the load.
+//!
+//! ```sh
+//! cargo bench -p veil-api --bench http_load
+//! VEIL_BENCH_SECONDS=10 VEIL_BENCH_CONNECTIONS=64 cargo bench -p veil-api --bench http_load
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use veil_api::Store;
+use veil_api::http::{AppState, ServerConfig, serve};
+use veil_api::store::NewPrincipal;
+use veil_policies::Role;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Outcome {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Outcome {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort();
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or_default()
+    }
+}
+
+async fn load(addr: std::net::SocketAddr, connections: u64, seconds: u64, make: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            let (mut n, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match sender.send_request(make()).await {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        let body = response.into_body().collect().await;
+                        if !ok || body.is_err() {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+                latencies.push(t.elapsed());
+                n += 1;
+            }
+            (n, errors, latencies)
+        }));
+    }
+    let mut out = Outcome { requests: 0, errors: 0, seconds: 0.0, latencies: Vec::new() };
+    for t in tasks {
+        let (n, e, l) = t.await.unwrap();
+        out.requests += n;
+        out.errors += e;
+        out.latencies.extend(l);
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    out
+}
+
+fn main() {
+    let seconds = env("VEIL_BENCH_SECONDS", 5);
+    let connections = env("VEIL_BENCH_CONNECTIONS", 64);
+    let persons = env("VEIL_BENCH_PERSONS", 100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let sample = dir.join("datasets/sample");
+    veil_datasets::generate(&sample, &veil_datasets::Options { persons, seed: 1 }, &|_| {}).unwrap();
+    let key = {
+        let mut store = Store::open(&dir).unwrap();
+        veil_api::registry::register(&mut store, &sample.join("population.toml"), None, "bench").unwrap();
+        let (_, key) = store
+            .add_principal(&NewPrincipal { name: "bench", role: Role::Consumer, org: None, region: None, subject: None })
+            .unwrap();
+        key.expose().to_owned()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut config = ServerConfig::new(dir.clone(), "127.0.0.1:0".parse().unwrap());
+        config.requests_per_minute = u32::MAX;
+        config.concurrency_per_principal = connections as usize * 2;
+        let state = AppState::open(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(state, listener, async {
+            let _ = stopped.await;
+        }));
+
+        let healthz: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync> = Arc::new(move || {
+            Request::get("/healthz").header("host", "bench").body(Full::new(Bytes::new())).unwrap()
+        });
+        let body = Bytes::from_static(br#"{"sql": "SELECT name, phone, county_code FROM population WHERE county_code = '530102' LIMIT 10"}"#);
+        let auth = format!("Bearer {key}");
+        let masked: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync> = Arc::new(move || {
+            Request::post("/v1/query")
+                .header("host", "bench")
+                .header("authorization", auth.as_str())
+                .header("content-type", "application/json")
+                .body(Full::new(body.clone()))
+                .unwrap()
+        });
+        println!("{connections} connections over loopback, {seconds} s per endpoint, {persons} persons");
+        println!("{:<34} {:>10} {:>10} {:>10} {:>8}", "endpoint", "req/s", "p50 (ms)", "p99 (ms)", "errors");
+        let mut rates = Vec::new();
+        for (name, make) in [("GET /healthz", healthz), ("POST /v1/query (masked, 10 rows)", masked)] {
+            let _ = load(addr, connections, 1, make.clone()).await; // warm up
+            let o = load(addr, connections, seconds, make).await;
+            let rps = o.requests as f64 / o.seconds;
+            rates.push(rps);
+            println!(
+                "{name:<34} {rps:>10.0} {:>10.2} {:>10.2} {:>8}",
+                o.percentile(0.50).as_secs_f64() * 1e3,
+                o.percentile(0.99).as_secs_f64() * 1e3,
+                o.errors
+            );
+        }
+        println!("masked query throughput / healthz throughput = {:.3}", rates[1] / rates[0]);
+        let _ = stop.send(());
+        let _ = server.await;
+    });
+}
