@@ -42,14 +42,7 @@ fn generate_gives_the_same_bytes_for_the_same_seed() {
         stdout.contains("population") && stdout.contains("3000 rows"),
         "{stdout}"
     );
-    for table in [
-        "population",
-        "legal_persons",
-        "utility_usage",
-        "social_insurance",
-        "tax",
-        "health_visits",
-    ] {
+    for table in TABLES {
         for ext in ["parquet", "toml"] {
             let name = format!("{table}.{ext}");
             let bytes = std::fs::read(a.join(&name)).unwrap();

@@ -20,7 +20,10 @@ use veil_api::store::NewPrincipal;
 use veil_policies::Role;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Outcome {
@@ -34,11 +37,18 @@ impl Outcome {
     fn percentile(&self, p: f64) -> Duration {
         let mut l = self.latencies.clone();
         l.sort();
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or_default()
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
     }
 }
 
-async fn load(addr: std::net::SocketAddr, connections: u64, seconds: u64, make: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>) -> Outcome {
+async fn load(
+    addr: std::net::SocketAddr,
+    connections: u64,
+    seconds: u64,
+    make: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>,
+) -> Outcome {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -47,7 +57,9 @@ async fn load(addr: std::net::SocketAddr, connections: u64, seconds: u64, make: 
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
             tokio::spawn(conn);
             let (mut n, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
             while Instant::now() < deadline {
@@ -71,7 +83,12 @@ async fn load(addr: std::net::SocketAddr, connections: u64, seconds: u64, make: 
             (n, errors, latencies)
         }));
     }
-    let mut out = Outcome { requests: 0, errors: 0, seconds: 0.0, latencies: Vec::new() };
+    let mut out = Outcome {
+        requests: 0,
+        errors: 0,
+        seconds: 0.0,
+        latencies: Vec::new(),
+    };
     for t in tasks {
         let (n, e, l) = t.await.unwrap();
         out.requests += n;
@@ -89,16 +106,31 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let sample = dir.join("datasets/sample");
-    veil_datasets::generate(&sample, &veil_datasets::Options { persons, seed: 1 }, &|_| {}).unwrap();
+    veil_datasets::generate(
+        &sample,
+        &veil_datasets::Options { persons, seed: 1 },
+        &|_| {},
+    )
+    .unwrap();
     let key = {
         let mut store = Store::open(&dir).unwrap();
-        veil_api::registry::register(&mut store, &sample.join("population.toml"), None, "bench").unwrap();
+        veil_api::registry::register(&mut store, &sample.join("population.toml"), None, "bench")
+            .unwrap();
         let (_, key) = store
-            .add_principal(&NewPrincipal { name: "bench", role: Role::Consumer, org: None, region: None, subject: None })
+            .add_principal(&NewPrincipal {
+                name: "bench",
+                role: Role::Consumer,
+                org: None,
+                region: None,
+                subject: None,
+            })
             .unwrap();
         key.expose().to_owned()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let mut config = ServerConfig::new(dir.clone(), "127.0.0.1:0".parse().unwrap());
         config.requests_per_minute = u32::MAX;

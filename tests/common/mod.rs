@@ -31,14 +31,7 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-pub const TABLES: [&str; 6] = [
-    "population",
-    "legal_persons",
-    "utility_usage",
-    "social_insurance",
-    "tax",
-    "health_visits",
-];
+pub use veil_datasets::TABLES;
 
 /// A data directory with a small generated sample registered, a consumer
 /// `carol` and an admin `root`. Returns the directory and carol's and root's keys.

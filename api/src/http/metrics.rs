@@ -97,14 +97,22 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             h.count
         ));
     }
-    out.push_str(&format!(
-        "# HELP veil_rows_released_total Rows released in answers.\n# TYPE veil_rows_released_total counter\nveil_rows_released_total {}\n",
-        inner.rows_released
-    ));
-    out.push_str(&format!(
-        "# HELP veil_audit_entries_total Audit entries written.\n# TYPE veil_audit_entries_total counter\nveil_audit_entries_total {}\n",
-        inner.audit_entries
-    ));
+    for (name, help, value) in [
+        (
+            "veil_rows_released_total",
+            "Rows released in answers.",
+            inner.rows_released,
+        ),
+        (
+            "veil_audit_entries_total",
+            "Audit entries written.",
+            inner.audit_entries,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -54,6 +54,46 @@ pub enum ChainReport {
 
 const GENESIS: [u8; 32] = [0u8; 32];
 
+/// The columns of one link of the chain, in the order [`ChainRow::read`] reads.
+const CHAIN_COLUMNS: &str = "seq, time, principal, role, purpose, endpoint, request, datasets, fields, rows, privacy, outcome, prev_hash, hash";
+
+/// One stored link, with `datasets` and `fields` as the JSON text that was
+/// hashed (the entry's own lists are left empty).
+struct ChainRow {
+    seq: i64,
+    time: String,
+    entry: AuditEntry,
+    datasets: String,
+    fields: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl ChainRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChainRow> {
+        Ok(ChainRow {
+            seq: r.get(0)?,
+            time: r.get(1)?,
+            entry: AuditEntry {
+                principal: r.get(2)?,
+                role: r.get(3)?,
+                purpose: r.get(4)?,
+                endpoint: r.get(5)?,
+                request: r.get(6)?,
+                datasets: Vec::new(),
+                fields: Vec::new(),
+                rows: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                privacy: r.get(10)?,
+                outcome: r.get(11)?,
+            },
+            datasets: r.get(7)?,
+            fields: r.get(8)?,
+            prev_hash: r.get(12)?,
+            hash: r.get(13)?,
+        })
+    }
+}
+
 fn field(h: &mut Sha256, text: &str) {
     h.update((text.len() as u32).to_be_bytes());
     h.update(text.as_bytes());
@@ -188,31 +228,23 @@ impl Store {
     /// deleted, inserted or reordered entry breaks it, and the first bad
     /// entry is named.
     pub fn verify_audit(&self, public_key: &[u8]) -> Result<ChainReport, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, time, principal, role, purpose, endpoint, request, datasets, fields, rows, privacy, outcome, prev_hash, hash
-             FROM audit_log ORDER BY rowid",
-        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {CHAIN_COLUMNS} FROM audit_log ORDER BY rowid"
+        ))?;
         let mut rows = stmt.query([])?;
         let mut expected_seq = 0i64;
         let mut prev = GENESIS.to_vec();
         while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
+            let ChainRow {
+                seq,
+                time,
+                entry,
+                datasets,
+                fields,
+                prev_hash: stored_prev,
+                hash: stored_hash,
+            } = ChainRow::read(r)?;
             expected_seq += 1;
-            let entry = AuditEntry {
-                principal: r.get(2)?,
-                role: r.get(3)?,
-                purpose: r.get(4)?,
-                endpoint: r.get(5)?,
-                request: r.get(6)?,
-                datasets: Vec::new(),
-                fields: Vec::new(),
-                rows: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                privacy: r.get(10)?,
-                outcome: r.get(11)?,
-            };
-            let (time, datasets, fields): (String, String, String) =
-                (r.get(1)?, r.get(7)?, r.get(8)?);
-            let (stored_prev, stored_hash): (Vec<u8>, Vec<u8>) = (r.get(12)?, r.get(13)?);
             if seq != expected_seq {
                 return Ok(ChainReport::Broken {
                     seq,
@@ -281,14 +313,14 @@ impl Store {
 
     /// Entries matching a filter, newest first.
     pub fn search_audit(&self, filter: &AuditFilter<'_>) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, time, principal, role, purpose, endpoint, request, datasets, fields, rows, privacy, outcome FROM audit_log
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {CHAIN_COLUMNS} FROM audit_log
              WHERE (?1 IS NULL OR principal = ?1)
                AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(datasets) WHERE json_each.value = ?2))
                AND (?3 IS NULL OR time >= ?3)
                AND (?4 IS NULL OR outcome LIKE ?4 || '%')
-             ORDER BY seq DESC LIMIT ?5",
-        )?;
+             ORDER BY seq DESC LIMIT ?5"
+        ))?;
         let records = stmt
             .query_map(
                 params![
@@ -298,27 +330,19 @@ impl Store {
                     filter.outcome,
                     filter.limit.clamp(1, 10_000) as i64
                 ],
-                |r| {
-                    let datasets: String = r.get(7)?;
-                    let fields: String = r.get(8)?;
-                    Ok(AuditRecord {
-                        seq: r.get(0)?,
-                        time: r.get(1)?,
-                        entry: AuditEntry {
-                            principal: r.get(2)?,
-                            role: r.get(3)?,
-                            purpose: r.get(4)?,
-                            endpoint: r.get(5)?,
-                            request: r.get(6)?,
-                            datasets: serde_json::from_str(&datasets).unwrap_or_default(),
-                            fields: serde_json::from_str(&fields).unwrap_or_default(),
-                            rows: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                            privacy: r.get(10)?,
-                            outcome: r.get(11)?,
-                        },
-                    })
-                },
+                ChainRow::read,
             )?
+            .map(|row| {
+                row.map(|mut c| {
+                    c.entry.datasets = serde_json::from_str(&c.datasets).unwrap_or_default();
+                    c.entry.fields = serde_json::from_str(&c.fields).unwrap_or_default();
+                    AuditRecord {
+                        seq: c.seq,
+                        time: c.time,
+                        entry: c.entry,
+                    }
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(records)
     }
@@ -467,27 +491,14 @@ mod tests {
             .unwrap();
         let mut prev = GENESIS.to_vec();
         for seq in 1..=70i64 {
-            let (time, datasets, fields, e) = conn
+            let row = conn
                 .query_row(
-                    "SELECT time, principal, role, purpose, endpoint, request, datasets, fields, rows, privacy, outcome FROM audit_log WHERE seq = ?1",
+                    &format!("SELECT {CHAIN_COLUMNS} FROM audit_log WHERE seq = ?1"),
                     [seq],
-                    |r| {
-                        let e = AuditEntry {
-                            principal: r.get(1)?,
-                            role: r.get(2)?,
-                            purpose: r.get(3)?,
-                            endpoint: r.get(4)?,
-                            request: r.get(5)?,
-                            datasets: vec![],
-                            fields: vec![],
-                            rows: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-                            privacy: r.get(9)?,
-                            outcome: r.get(10)?,
-                        };
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?, e))
-                    },
+                    ChainRow::read,
                 )
                 .unwrap();
+            let (time, datasets, fields, e) = (row.time, row.datasets, row.fields, row.entry);
             let hash = entry_hash(&prev, seq, &time, &e, &datasets, &fields);
             conn.execute(
                 "UPDATE audit_log SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",

@@ -155,6 +155,27 @@ struct Out {
     units: Vec<Unit>,
 }
 
+impl Out {
+    /// A node over this one that keeps its columns, rows and units.
+    fn wrap(
+        self,
+        build: impl FnOnce(LogicalPlan) -> datafusion::error::Result<LogicalPlan>,
+    ) -> Result<Out, QueryError> {
+        let Out {
+            plan,
+            cols,
+            rows,
+            units,
+        } = self;
+        Ok(Out {
+            plan: build(plan).map_err(plan_error)?,
+            cols,
+            rows,
+            units,
+        })
+    }
+}
+
 pub(crate) struct Stage<'a> {
     ctx: &'a Context<'a>,
     fields: Fields,
@@ -210,15 +231,7 @@ impl Stage<'_> {
                 self.check_condition(&f.predicate, &scope, outer, "a filter (WHERE or HAVING)")?;
                 self.check_functions(&f.predicate, &scope, outer, &Lineage::default())?;
                 let predicate = self.rewrite(&f.predicate, &scope)?;
-                let plan = LogicalPlan::Filter(
-                    Filter::try_new(predicate, Arc::new(input.plan)).map_err(plan_error)?,
-                );
-                Ok(Out {
-                    plan,
-                    cols: input.cols,
-                    rows: input.rows,
-                    units: input.units,
-                })
+                input.wrap(|p| Filter::try_new(predicate, Arc::new(p)).map(LogicalPlan::Filter))
             }
             LogicalPlan::Aggregate(agg) => self.enforce_k(agg, outer),
             LogicalPlan::Window(w) => {
@@ -294,15 +307,7 @@ impl Stage<'_> {
                     self.check_functions(&sort.expr, &scope, outer, &Lineage::default())?;
                     exprs.push(self.rewrite(&sort.expr, &scope)?);
                 }
-                let plan = plan
-                    .with_new_exprs(exprs, vec![input.plan])
-                    .map_err(plan_error)?;
-                Ok(Out {
-                    plan,
-                    cols: input.cols,
-                    rows: input.rows,
-                    units: input.units,
-                })
+                input.wrap(|p| plan.with_new_exprs(exprs, vec![p]))
             }
             LogicalPlan::Limit(l) => {
                 let input = self.plan(&l.input, outer)?;
@@ -311,26 +316,14 @@ impl Stage<'_> {
                         return Err(invalid("LIMIT and OFFSET take literal numbers"));
                     }
                 }
-                let plan = plan
-                    .with_new_exprs(plan.expressions(), vec![input.plan])
-                    .map_err(plan_error)?;
-                Ok(Out {
-                    plan,
-                    cols: input.cols,
-                    rows: input.rows,
-                    units: input.units,
-                })
+                input.wrap(|p| plan.with_new_exprs(plan.expressions(), vec![p]))
             }
             LogicalPlan::Join(join) => self.join(join, outer),
             LogicalPlan::SubqueryAlias(a) => {
                 let input = self.plan(&a.input, outer)?;
-                let plan = SubqueryAlias::try_new(Arc::new(input.plan), a.alias.clone())
-                    .map_err(plan_error)?;
-                Ok(Out {
-                    plan: LogicalPlan::SubqueryAlias(plan),
-                    cols: input.cols,
-                    rows: input.rows,
-                    units: input.units,
+                input.wrap(|p| {
+                    SubqueryAlias::try_new(Arc::new(p), a.alias.clone())
+                        .map(LogicalPlan::SubqueryAlias)
                 })
             }
             LogicalPlan::Union(u) => {
