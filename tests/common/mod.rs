@@ -95,7 +95,7 @@ impl Server {
         args.extend_from_slice(extra);
         let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env("VEIL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
