@@ -9,6 +9,7 @@
 //!
 //! [`source`] checks a data file against its manifest at registration.
 
+pub mod dp;
 mod engine;
 mod error;
 mod policy;
