@@ -79,7 +79,7 @@ fn errors_have_stable_codes_and_statuses() {
             server.post_json(
                 "/v1/query",
                 Some(&carol),
-                &json!({"sql": "SELECT 1", "epsilon": 0.5}),
+                &json!({"sql": "SELECT COUNT(*) FROM health_visits", "epsilon": -1}),
             ),
             400,
             "bad_request",
@@ -818,4 +818,96 @@ fn audit_requests(dir: &Path) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+#[test]
+fn dp_budgets_cannot_be_overspent_by_concurrent_queries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, carol, _) = deployment(tmp.path());
+    let server = Server::start(&dir, &["--concurrency", "32"]);
+    let sql =
+        "SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category";
+
+    // A dry run prices the query and spends nothing.
+    let dry = server
+        .post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": sql, "epsilon": 0.25, "dry_run": true}),
+        )
+        .json();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["costs"][0]["dataset"], "health_visits");
+    assert_eq!(dry["costs"][0]["fits"], true);
+    let remaining = |server: &Server| {
+        let budget = server.get("/v1/budget", Some(&carol)).json();
+        budget["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["dataset"] == "health_visits")
+            .unwrap()["remaining_epsilon"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(remaining(&server), 1.0);
+
+    // The health budget is ε = 1; sixteen racing answers at ε = 0.25: four fit.
+    let body = json!({"sql": sql, "epsilon": 0.25}).to_string();
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, key, body) = (server.addr.clone(), carol.clone(), body.clone());
+            std::thread::spawn(move || {
+                request(
+                    &addr,
+                    "POST",
+                    "/v1/query",
+                    Some(&key),
+                    &[("Content-Type", "application/json")],
+                    Some(body.as_bytes()),
+                )
+            })
+        })
+        .collect();
+    let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let answered: Vec<&Response> = responses.iter().filter(|r| r.status == 200).collect();
+    let exhausted = responses
+        .iter()
+        .filter(|r| r.status == 403 && r.code() == "budget_exhausted")
+        .count();
+    assert_eq!(
+        (answered.len(), exhausted),
+        (4, 12),
+        "{:?}",
+        responses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let answer = answered[0].json();
+    assert_eq!(answer["privacy"]["mode"], "dp");
+    assert_eq!(answer["privacy"]["epsilon_spent"], 0.25);
+    assert_eq!(answer["rows"].as_array().unwrap().len(), 18);
+    assert!(
+        answer["privacy"]["columns"][0]["ci95_half_width"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(remaining(&server) < 1e-9);
+
+    // A refused query costs nothing and is refused for its own reason.
+    let bad = server.post_json(
+        "/v1/query",
+        Some(&carol),
+        &json!({"sql": "SELECT MIN(cost) FROM health_visits", "epsilon": 0.1}),
+    );
+    assert_eq!(bad.code(), "policy_denied");
+    assert_eq!(
+        server
+            .post_json(
+                "/v1/query",
+                Some(&carol),
+                &json!({"sql": "SELECT 1", "dry_run": true})
+            )
+            .code(),
+        "bad_request"
+    );
 }

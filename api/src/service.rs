@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use serde_json::Value;
-use veil_engine::{Dataset, Engine, QueryRequest};
+use veil_engine::{Dataset, DpOptions, DpPrepared, Engine, PreparedQuery, QueryRequest};
 use veil_policies::Role;
 
 use crate::store::{AuditEntry, PrincipalStatus, Store, StoreError};
@@ -50,7 +50,9 @@ pub async fn query_as(
     name: &str,
     sql: &str,
     purpose: Option<&str>,
+    dp: Option<(DpOptions, bool)>,
 ) -> Result<Value, ApiError> {
+    let internal = |_| ApiError::new(ErrorCode::Internal, "");
     let record = store
         .principal(name)
         .map_err(|_| ApiError::new(ErrorCode::Internal, ""))?
@@ -90,11 +92,41 @@ pub async fn query_as(
         purpose,
         sql,
         now: Utc::now(),
+        dp: dp.map(|(options, _)| options),
     };
+    let dry_run = dp.is_some_and(|(_, dry)| dry);
+    let mut charged = Vec::new();
     let outcome = match engine.prepare(&request) {
-        Ok(prepared) => engine.run(&prepared).await.map(|answer| (prepared, answer)),
+        Ok(prepared) => {
+            if let Some(cost) = &prepared.dp {
+                if dry_run {
+                    entry.outcome = "dry_run".into();
+                    entry.datasets = prepared.provenance.datasets.clone();
+                    store.append_audit(&[entry], &signer).map_err(internal)?;
+                    return Ok(dry_run_json(store, name, &prepared, cost));
+                }
+                match store.charge(name, &cost.costs, sql) {
+                    Ok(ids) => charged = ids,
+                    Err(e) => {
+                        let failure = match e {
+                            StoreError::BudgetExhausted(m) => {
+                                ApiError::new(ErrorCode::BudgetExhausted, m)
+                            }
+                            _ => ApiError::new(ErrorCode::Internal, ""),
+                        };
+                        entry.outcome = format!("refused:{}", failure.code.as_str());
+                        store.append_audit(&[entry], &signer).map_err(internal)?;
+                        return Err(failure);
+                    }
+                }
+            }
+            engine.run(&prepared).await.map(|answer| (prepared, answer))
+        }
         Err(e) => Err(e),
     };
+    if outcome.is_err() && !charged.is_empty() {
+        store.refund(&charged).map_err(internal)?;
+    }
     let (prepared, answer) = match outcome {
         Ok(ok) => ok,
         Err(e) => {
@@ -120,4 +152,35 @@ pub async fn query_as(
         .map_err(|_| ApiError::new(ErrorCode::Internal, ""))?;
     json["audit_seq"] = serde_json::json!(seq.first());
     Ok(json)
+}
+
+/// The price of a DP query and the error to expect, without running it or
+/// spending anything.
+pub fn dry_run_json(
+    store: &Store,
+    principal: &str,
+    prepared: &PreparedQuery,
+    dp: &DpPrepared,
+) -> Value {
+    let costs: Vec<Value> = dp
+        .costs
+        .iter()
+        .map(|c| {
+            let spent = store.spent(principal, &c.dataset).ok();
+            let left = spent.map(|s| (c.budget_epsilon - s.epsilon(c.budget_delta)).max(0.0));
+            serde_json::json!({
+                "dataset": c.dataset,
+                "rho": c.rho,
+                "delta0": c.delta0,
+                "budget": {"epsilon": c.budget_epsilon, "delta": c.budget_delta},
+                "epsilon_left_before": left,
+                "fits": spent.is_some_and(|s| crate::store::fits(s, c)),
+            })
+        })
+        .collect();
+    let privacy = wire::answer_meta(prepared)
+        .get("privacy")
+        .cloned()
+        .unwrap_or(Value::Null);
+    serde_json::json!({"dry_run": true, "privacy": privacy, "costs": costs})
 }

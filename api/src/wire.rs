@@ -222,6 +222,24 @@ pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
         "delta_spent": privacy.delta_spent,
         "noise": "none",
     });
+    if let Some(dp) = &prepared.dp {
+        privacy_json["noise"] = json!(format!(
+            "{}, exact integer sampling (Canonne, Kamath, Steinke 2020); budgets account the tighter of basic composition and zCDP",
+            dp.mechanism.name()
+        ));
+        privacy_json["mechanism"] = json!(dp.mechanism.name());
+        privacy_json["rho_spent"] = json!(dp.costs.first().map_or(0.0, |c| c.rho));
+        privacy_json["bounds"] = json!({"max_groups_per_unit": dp.options.max_groups, "max_rows_per_group": dp.options.max_rows});
+        privacy_json["columns"] = Value::Array(
+            dp.noise
+                .iter()
+                .map(|n| json!({"column": n.column, "statistic": n.statistic, "scale": n.scale, "std": n.std, "ci95_half_width": n.ci95}))
+                .collect(),
+        );
+        if let Some(t) = dp.selection_threshold {
+            privacy_json["partition_selection"] = json!({"threshold_units": t, "note": "groups without a public domain appear only when their noisy count of privacy units reaches the threshold"});
+        }
+    }
     if let Some(k) = privacy.k {
         privacy_json["k"] = json!(k);
         privacy_json["suppression"] = json!(format!(

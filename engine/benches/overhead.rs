@@ -131,6 +131,7 @@ fn main() {
                     purpose: None,
                     sql,
                     now: Utc::now(),
+                    dp: None,
                 };
                 let prepared = engine.prepare(&request).unwrap();
                 let mut stream = engine.stream(&prepared).await.unwrap();
@@ -165,6 +166,7 @@ fn main() {
         purpose: None,
         sql: FIVE_JOINS,
         now: Utc::now(),
+        dp: None,
     };
     let outcome = engine.prepare(&request);
     let n = 200;

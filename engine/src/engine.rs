@@ -29,6 +29,66 @@ pub struct QueryRequest<'a> {
     pub purpose: Option<&'a str>,
     pub sql: &'a str,
     pub now: DateTime<Utc>,
+    /// Asks for a differentially private answer.
+    pub dp: Option<DpOptions>,
+}
+
+/// What a differentially private query spends and how it bounds
+/// contributions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpOptions {
+    /// The ε this answer alone satisfies (at the dataset's δ).
+    pub epsilon: f64,
+    /// L0: groups one privacy unit may contribute to.
+    pub max_groups: u64,
+    /// Linf: rows one privacy unit may contribute to one group.
+    pub max_rows: u64,
+}
+
+impl DpOptions {
+    pub fn new(epsilon: f64) -> Self {
+        DpOptions {
+            epsilon,
+            max_groups: 1,
+            max_rows: 1,
+        }
+    }
+}
+
+/// What a DP query costs one dataset's budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpCost {
+    pub dataset: String,
+    /// ε and δ spent under basic composition.
+    pub epsilon: f64,
+    pub delta: f64,
+    /// ρ spent under zCDP, and the δ₀ outside zCDP (partition selection).
+    pub rho: f64,
+    pub delta0: f64,
+    /// The policy's budget for this principal and dataset.
+    pub budget_epsilon: f64,
+    pub budget_delta: f64,
+}
+
+/// The differentially private part of a prepared query.
+pub struct DpPrepared {
+    release: crate::dp::release::DpRelease,
+    pub costs: Vec<DpCost>,
+    pub options: DpOptions,
+    pub noise: Vec<crate::dp::release::ColumnNoise>,
+    /// The noisy-count threshold of partition selection, when keys have no
+    /// public domain.
+    pub selection_threshold: Option<i64>,
+    pub mechanism: crate::dp::release::Mechanism,
+}
+
+impl std::fmt::Debug for DpPrepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpPrepared")
+            .field("costs", &self.costs)
+            .field("options", &self.options)
+            .finish()
+    }
 }
 
 /// Where an answer's data came from (Art. 40) and the catalog versions used.
@@ -63,6 +123,9 @@ pub struct PreparedQuery {
     /// Columns `SELECT *` left out because the caller may not see them row
     /// by row.
     pub omitted: Vec<String>,
+    /// Set for differentially private queries: the cost to charge before
+    /// running, and the noise.
+    pub dp: Option<DpPrepared>,
 }
 
 impl PreparedQuery {
@@ -241,14 +304,158 @@ impl Engine {
             &request.principal.name,
             request.purpose.unwrap_or(""),
         );
+        let manifests: Vec<&veil_policies::DatasetManifest> =
+            self.datasets.values().map(|d| &d.manifest).collect();
         let ctx = policy::Context {
             policy: &self.policy,
+            manifests: &manifests,
             principal: request.principal,
             today: today(request.now),
             pseudonym_key: Arc::new(key),
         };
+        if let Some(options) = request.dp {
+            return self.prepare_dp(&ctx, &plan, options, request);
+        }
         let checked = policy::check(&ctx, &plan, wildcard)?;
         Ok(self.prepared(checked, request.now))
+    }
+
+    /// The differential-privacy budget (ε, δ) of `dataset` for a caller: the
+    /// strictest grade among its fields that are dp for them; `None` when
+    /// no field is.
+    pub fn dp_budget(
+        &self,
+        dataset: &str,
+        principal: &Principal,
+        purpose: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<(f64, f64)> {
+        let d = self.datasets.get(dataset)?;
+        let mut budget: Option<(f64, f64)> = None;
+        for f in &d.manifest.fields {
+            if decide(&self.policy, &d.manifest, f, principal, purpose, now).level != Level::Dp {
+                continue;
+            }
+            if let Some(g) = self.policy.grade(&f.grade) {
+                let (e, dl) = budget.unwrap_or((f64::INFINITY, f64::INFINITY));
+                budget = Some((e.min(g.budget.epsilon), dl.min(g.budget.delta)));
+            }
+        }
+        budget
+    }
+
+    fn prepare_dp(
+        &self,
+        ctx: &policy::Context<'_>,
+        plan: &datafusion::logical_expr::LogicalPlan,
+        options: DpOptions,
+        request: &QueryRequest<'_>,
+    ) -> Result<PreparedQuery, QueryError> {
+        use crate::dp::{bound_contributions, release};
+        if !(options.epsilon.is_finite() && options.epsilon > 0.0 && options.epsilon <= 100.0) {
+            return Err(crate::error::invalid(
+                "`epsilon` must be a number above 0 and at most 100",
+            ));
+        }
+        for (what, v) in [
+            ("max_groups", options.max_groups),
+            ("max_rows", options.max_rows),
+        ] {
+            if !(1..=1000).contains(&v) {
+                return Err(crate::error::invalid(format!(
+                    "`{what}` must be between 1 and 1000"
+                )));
+            }
+        }
+        let checked = policy::check_dp(ctx, plan)?;
+        let mut budgets = Vec::new();
+        for name in &checked.dp_datasets {
+            let (epsilon, delta) = self
+                .dp_budget(name, request.principal, request.purpose, request.now)
+                .unwrap_or((0.0, 0.0));
+            if delta <= 0.0 || epsilon <= 0.0 {
+                return Err(deny(
+                    None,
+                    "dp",
+                    format!(
+                        "`{name}` has no differential-privacy budget with δ > 0 for you; zCDP accounting needs one"
+                    ),
+                ));
+            }
+            budgets.push((name.clone(), epsilon, delta));
+        }
+        let delta_b = budgets.iter().map(|b| b.2).fold(f64::INFINITY, f64::min);
+        let domains: Option<Vec<Vec<String>>> =
+            checked.keys.iter().map(|k| k.domain.clone()).collect();
+        if let Some(ds) = &domains {
+            let cells = ds
+                .iter()
+                .map(Vec::len)
+                .try_fold(1usize, |a, n| a.checked_mul(n))
+                .unwrap_or(usize::MAX);
+            if cells > release::MAX_DOMAIN_GROUPS {
+                return Err(crate::error::invalid(format!(
+                    "the keys' public domains make {cells} groups; at most {} are released",
+                    release::MAX_DOMAIN_GROUPS
+                )));
+            }
+        }
+        let bounded = bound_contributions::bound_contributions(
+            &checked,
+            options.max_groups,
+            options.max_rows,
+        )?;
+        let kinds = checked.aggregates.iter().map(|a| a.kind).collect();
+        let release = release::calibrate(
+            bounded,
+            checked.outputs.clone(),
+            kinds,
+            domains,
+            options.epsilon,
+            delta_b,
+            options.max_groups,
+            options.max_rows,
+        );
+        let cost = release.cost;
+        let costs = budgets
+            .into_iter()
+            .map(|(dataset, budget_epsilon, budget_delta)| DpCost {
+                dataset,
+                epsilon: cost.epsilon,
+                delta: cost.delta,
+                rho: cost.rho,
+                delta0: cost.delta0,
+                budget_epsilon,
+                budget_delta,
+            })
+            .collect();
+        let noise = release.noise.clone();
+        let selection_threshold = release.selection.map(|s| s.threshold);
+        let mechanism = release.mechanism;
+        let run = Checked {
+            plan: release.bounded.plan.clone(),
+            datasets: checked.datasets,
+            fields: checked.fields,
+            k: None,
+            protected: false,
+            omitted: Vec::new(),
+        };
+        let mut prepared = self.prepared(run, request.now);
+        prepared.privacy = Privacy {
+            mode: "dp",
+            k: None,
+            epsilon_spent: cost.epsilon,
+            delta_spent: cost.delta,
+        };
+        prepared.dp = Some(DpPrepared {
+            release,
+            costs,
+            options,
+            noise,
+            selection_threshold,
+            mechanism,
+        });
+        Ok(prepared)
     }
 
     fn prepared(&self, checked: Checked, now: DateTime<Utc>) -> PreparedQuery {
@@ -292,6 +499,7 @@ impl Engine {
             policy_version: self.policy_version.clone(),
             fields,
             omitted,
+            dp: None,
         }
     }
 
@@ -312,9 +520,38 @@ impl Engine {
             .create_physical_plan(&query.checked.plan)
             .await
             .map_err(planning_error)?;
-        execute_stream(physical, self.state.task_ctx()).map_err(|e| QueryError::Internal {
-            detail: e.to_string(),
-        })
+        let exact =
+            execute_stream(physical, self.state.task_ctx()).map_err(|e| QueryError::Internal {
+                detail: e.to_string(),
+            })?;
+        let Some(dp) = &query.dp else {
+            return Ok(exact);
+        };
+        // A DP plan yields exact statistics per group: they never leave
+        // here. The noise is drawn now, after the caller charged the budget.
+        let key_types: Vec<_> = query
+            .checked
+            .plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let batches = exact
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| QueryError::Internal {
+                detail: e.to_string(),
+            })?;
+        let mut entropy = crate::dp::sample::SecureEntropy::new();
+        let batch = crate::dp::release::release(&dp.release, &key_types, &batches, &mut entropy)?;
+        let schema = batch.schema();
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::iter(vec![Ok(batch)]),
+            ),
+        ))
     }
 
     /// Runs a prepared query to completion.

@@ -18,6 +18,8 @@ pub mod source;
 mod sql;
 mod tables;
 
-pub use engine::{Answer, Engine, PreparedQuery, Privacy, Provenance, QueryRequest};
+pub use engine::{
+    Answer, DpCost, DpOptions, DpPrepared, Engine, PreparedQuery, Privacy, Provenance, QueryRequest,
+};
 pub use error::{QueryError, Refusal};
 pub use tables::{Dataset, OpenError};

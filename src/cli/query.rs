@@ -19,6 +19,18 @@ pub struct QueryArgs {
     /// The purpose (application scenario) a grant was approved for.
     #[arg(long)]
     purpose: Option<String>,
+    /// Ask for a differentially private answer that alone is ε-DP.
+    #[arg(long)]
+    epsilon: Option<f64>,
+    /// L0: groups one privacy unit may contribute to.
+    #[arg(long, default_value_t = 1, requires = "epsilon")]
+    max_groups: u64,
+    /// Linf: rows one privacy unit may contribute to a group.
+    #[arg(long, default_value_t = 1, requires = "epsilon")]
+    max_rows: u64,
+    /// Print the cost and the expected error without running or spending.
+    #[arg(long, requires = "epsilon")]
+    dry_run: bool,
 }
 
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
@@ -36,6 +48,16 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
         &args.principal,
         &args.sql,
         args.purpose.as_deref(),
+        args.epsilon.map(|epsilon| {
+            (
+                veil_engine::DpOptions {
+                    epsilon,
+                    max_groups: args.max_groups,
+                    max_rows: args.max_rows,
+                },
+                args.dry_run,
+            )
+        }),
     ));
     match outcome {
         Ok(answer) => {

@@ -70,7 +70,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/v1/query",
-        summary: "Run one SELECT under policy. Answers as application/json, text/csv or application/vnd.apache.arrow.stream (Accept), streamed, with provenance, privacy and a signed receipt.",
+        summary: "Run one SELECT under policy. Answers as application/json, text/csv or application/vnd.apache.arrow.stream (Accept), streamed, with provenance, privacy and a signed receipt. With `epsilon`, a differentially private aggregate (budget charged before release; `dry_run` prices it without spending).",
         roles: &["consumer", "modeler"],
         body: Some(
             r#"{"sql": "SELECT county_code, COUNT(*) FROM population GROUP BY county_code", "purpose": "social-assistance"}"#,
@@ -84,6 +84,14 @@ pub const ROUTES: &[Route] = &[
         roles: &["consumer", "modeler"],
         body: None,
         query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/budget",
+        summary: "Per dataset queryable under differential privacy: the budget, what was spent (basic composition and zCDP) and the ε left.",
+        roles: &["consumer", "modeler"],
+        body: None,
+        query: &["purpose"],
     },
     Route {
         method: "get",

@@ -63,6 +63,7 @@ impl From<StoreError> for ApiFailure {
             StoreError::Invalid(p) => Self::bad_request(p.to_string()),
             StoreError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
             StoreError::NotFound(m) => Self::not_found(m),
+            StoreError::BudgetExhausted(m) => Self::new(ErrorCode::BudgetExhausted, m),
             other => Self::internal(other),
         }
     }

@@ -44,6 +44,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/datasets", post(admin::register_dataset))
         .route("/v1/query", post(query::query))
         .route("/v1/receipts/{request_id}", get(query::receipt))
+        .route("/v1/budget", get(query::budget))
         .route("/v1/policy", get(admin::policy).put(admin::update_policy))
         .route("/v1/policy/versions", get(admin::policy_versions))
         .route(

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use veil_engine::{PreparedQuery, QueryRequest};
+use veil_engine::{DpOptions, PreparedQuery, QueryRequest};
 use veil_policies::Role;
 
 use super::auth::Caller;
@@ -41,8 +41,18 @@ pub struct QueryBody {
     sql: String,
     #[serde(default)]
     purpose: Option<String>,
+    /// Asks for a differentially private answer that alone is ε-DP.
     #[serde(default)]
     epsilon: Option<f64>,
+    /// L0: groups one privacy unit may contribute to (default 1).
+    #[serde(default)]
+    max_groups: Option<u64>,
+    /// Linf: rows one privacy unit may contribute to a group (default 1).
+    #[serde(default)]
+    max_rows: Option<u64>,
+    /// Return the cost and the expected error without running or spending.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +111,36 @@ pub async fn query(
     if body.sql.trim().is_empty() {
         return Err(ApiFailure::bad_request("`sql` is empty"));
     }
-    if body.epsilon.is_some() {
+    if let Some(e) = body.epsilon
+        && !(e.is_finite() && e > 0.0 && e <= 100.0)
+    {
         return Err(ApiFailure::bad_request(
-            "`epsilon` is for differentially private queries, which this version does not run yet",
+            "`epsilon` must be a number above 0 and at most 100",
         ));
     }
+    for (what, v) in [("max_groups", body.max_groups), ("max_rows", body.max_rows)] {
+        if v.is_some_and(|v| !(1..=1000).contains(&v)) {
+            return Err(ApiFailure::bad_request(format!(
+                "`{what}` must be between 1 and 1000"
+            )));
+        }
+    }
+    let dp = match (
+        body.epsilon,
+        body.max_groups.is_some() || body.max_rows.is_some() || body.dry_run,
+    ) {
+        (Some(epsilon), _) => Some(DpOptions {
+            epsilon,
+            max_groups: body.max_groups.unwrap_or(1),
+            max_rows: body.max_rows.unwrap_or(1),
+        }),
+        (None, true) => {
+            return Err(ApiFailure::bad_request(
+                "`max_groups`, `max_rows` and `dry_run` go with `epsilon`, for differentially private queries",
+            ));
+        }
+        (None, false) => None,
+    };
     let format = Format::negotiate(&headers)?;
     let purpose = body.purpose.clone().filter(|p| !p.trim().is_empty());
     let request_id = random_id();
@@ -125,8 +160,41 @@ pub async fn query(
         purpose: purpose.as_deref(),
         sql: &body.sql,
         now: Utc::now(),
+        dp,
     };
     let checked = engine.prepare(&request);
+    // A DP answer is paid before it exists: the charge is atomic, and the
+    // noise is drawn after it. A dry run only reports the price.
+    let mut charged = Vec::new();
+    if let Ok(prepared) = &checked
+        && let Some(dp) = &prepared.dp
+    {
+        if body.dry_run {
+            entry.outcome = "dry_run".into();
+            entry.datasets = prepared.provenance.datasets.clone();
+            entry.privacy = privacy_json(prepared).to_string();
+            state.audit(entry).await.map_err(ApiFailure::internal)?;
+            state.metrics.audit_entry();
+            return Ok(Json(crate::service::dry_run_json(
+                &state.store(),
+                caller.name(),
+                prepared,
+                dp,
+            ))
+            .into_response());
+        }
+        let charge = state.store().charge(caller.name(), &dp.costs, &body.sql);
+        match charge {
+            Ok(ids) => charged = ids,
+            Err(e) => {
+                let failure = ApiFailure::from(e);
+                entry.outcome = format!("refused:{}", failure.0.code.as_str());
+                state.audit(entry).await.map_err(ApiFailure::internal)?;
+                state.metrics.audit_entry();
+                return Err(failure);
+            }
+        }
+    }
     let stream = match &checked {
         Ok(prepared) => tokio::time::timeout(state.config.timeout, engine.stream(prepared))
             .await
@@ -140,6 +208,9 @@ pub async fn query(
         (_, Err(e)) => {
             if let veil_engine::QueryError::Internal { detail } = &e {
                 tracing::error!(principal = caller.name(), detail = %detail, "query failed before streaming");
+            }
+            if !charged.is_empty() {
+                state.store().refund(&charged)?;
             }
             let failure = ApiError::from(&e);
             entry.outcome = format!("refused:{}", failure.code.as_str());
@@ -442,4 +513,45 @@ pub async fn receipt(
             "no receipt for this request (JSON answers carry theirs inline)",
         )),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetQuery {
+    purpose: Option<String>,
+}
+
+/// `GET /v1/budget`: per dataset the caller may query under differential
+/// privacy, the budget, what was spent and what is left.
+pub async fn budget(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<axum::extract::Query<BudgetQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiFailure> {
+    caller.require(&[Role::Consumer, Role::Modeler], "GET /v1/budget")?;
+    let axum::extract::Query(q) = query?;
+    let engine = state.engine();
+    let now = Utc::now();
+    let mut budgets = Vec::new();
+    for d in engine.datasets() {
+        let name = &d.manifest.name;
+        let Some((epsilon, delta)) =
+            engine.dp_budget(name, &caller.0.principal, q.purpose.as_deref(), now)
+        else {
+            continue;
+        };
+        let spent = state.store().spent(caller.name(), name)?;
+        let used = spent.epsilon(delta);
+        budgets.push(json!({
+            "dataset": name,
+            "budget": {"epsilon": epsilon, "delta": delta},
+            "spent": {"epsilon": used, "basic": {"epsilon": spent.epsilon, "delta": spent.delta}, "zcdp": {"rho": spent.rho, "delta0": spent.delta0}},
+            "remaining_epsilon": (epsilon - used).max(0.0),
+        }));
+    }
+    Ok(Json(json!({
+        "budgets": budgets,
+        "accounting": "per dataset, the tighter of basic composition and zCDP over every answer released to you",
+    }))
+    .into_response())
 }

@@ -5,6 +5,7 @@
 //! synchronisation, so what a call reports as stored survives a crash.
 
 mod audit;
+mod budget;
 mod catalog;
 mod principals;
 
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use veil_policies::{Policy, Problems};
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
+pub use budget::{Spent, fits};
 pub use catalog::RegisteredDataset;
 pub use principals::{
     ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name,
@@ -24,7 +26,11 @@ use crate::datadir::DataDir;
 
 /// Migrations by schema version; `PRAGMA user_version` records the last one
 /// applied.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +44,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    BudgetExhausted(String),
     #[error("the store was written by a newer veil (schema {found}, this build knows {known})")]
     TooNew { found: i64, known: i64 },
 }

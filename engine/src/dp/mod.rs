@@ -1,4 +1,9 @@
-//! Differential privacy: exact samplers, and (next) the rewriting of
-//! aggregate queries with contribution bounds, and the accounting.
+//! Differential privacy: exact samplers ([`sample`]), zCDP accounting
+//! ([`accounting`]), the rewrite that bounds each privacy unit's
+//! contribution ([`bound_contributions`]), and the noisy release
+//! ([`release`]).
 
+pub mod accounting;
+pub(crate) mod bound_contributions;
+pub mod release;
 pub mod sample;

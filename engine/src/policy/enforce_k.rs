@@ -128,7 +128,7 @@ impl Stage<'_> {
                         Some(field.qualified()),
                         "dp",
                         format!(
-                            "field `{}` is available to you only through differential privacy, which this query does not request",
+                            "field `{}` is available to you only through differential privacy, which this query does not request (send `epsilon`)",
                             field.qualified()
                         ),
                     ));

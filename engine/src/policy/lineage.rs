@@ -18,6 +18,8 @@ pub(crate) struct FieldInfo {
     pub field: String,
     pub level: Level,
     pub identifier: bool,
+    /// Whether this is its dataset's privacy unit.
+    pub unit: bool,
     pub allow_min_max: bool,
 }
 
@@ -97,6 +99,10 @@ impl Lineage {
 #[derive(Debug, Default)]
 pub(crate) struct Fields {
     infos: Vec<FieldInfo>,
+    /// Below a differentially private aggregate, aggregate-only and dp fields
+    /// may be filtered and joined on: the aggregate bounds every unit's
+    /// contribution and noises the result, whatever the rows are.
+    pub below_dp: bool,
 }
 
 impl Fields {
@@ -129,11 +135,12 @@ impl Fields {
                 Level::Pseudonym { .. } => format!(
                     "is pseudonymised for you: its token may be shown and joined on, but not used in {position}"
                 ),
+                Level::Aggregate { .. } | Level::Dp if self.below_dp => continue,
                 Level::Aggregate { k } => format!(
                     "is aggregate-only for you (k = {k}): it may appear only inside COUNT, SUM or AVG, not in {position}"
                 ),
                 Level::Dp => format!(
-                    "is available to you only through differential privacy; it cannot be used in {position} of this query"
+                    "is available to you only through differential privacy; it cannot be used in {position} of this query (send `epsilon` for a differentially private answer)"
                 ),
                 Level::Compare | Level::Deny => format!("is not available to you in {position}"),
                 Level::Plain | Level::Generalized(_) => continue,
@@ -156,7 +163,7 @@ impl Fields {
                     "is aggregate-only for you (k = {k}): {what} would reveal single records; aggregate it with COUNT, SUM or AVG"
                 ),
                 Level::Dp => format!(
-                    "is available to you only through differential privacy: {what} would reveal it without noise"
+                    "is available to you only through differential privacy: {what} would reveal it without noise (send `epsilon` for a differentially private answer)"
                 ),
                 Level::Compare | Level::Deny => {
                     format!("is not available to you: {what} would reveal it")
@@ -197,6 +204,16 @@ impl Fields {
                 Level::Masked(_) | Level::Pseudonym { .. } | Level::Generalized(_)
             )
         })
+    }
+
+    /// Whether the lineage is exactly one raw use of a privacy unit.
+    pub fn is_single_unit(&self, lineage: &Lineage) -> bool {
+        matches!(lineage.uses(), [u] if !u.aggregated && self.get(u.field).unit)
+    }
+
+    /// Whether a raw use of a dp field is in the lineage.
+    pub fn has_dp(&self, lineage: &Lineage) -> bool {
+        lineage.raw().any(|id| self.get(id).level == Level::Dp)
     }
 
     /// Whether the lineage is exactly one raw use of a pseudonymised field.

@@ -13,6 +13,7 @@
 //!   with at least k distinct privacy units.
 //! - [`expr`]: error oracles closed in every expression.
 
+mod check_dp;
 mod enforce_k;
 mod expr;
 mod lineage;
@@ -33,12 +34,15 @@ use veil_policies::{Level, Policy, Principal};
 
 use crate::error::{QueryError, deny, invalid};
 use crate::protect::PseudonymKey;
+pub(crate) use check_dp::{DpChecked, DpKind, DpSource, check_dp};
 use lineage::Fields;
 pub(crate) use lineage::Lineage;
 
 /// Who asks, and what the stage needs to protect their answer.
 pub(crate) struct Context<'a> {
     pub policy: &'a Policy,
+    /// The manifests of the registered datasets (bounds, domains).
+    pub manifests: &'a [&'a veil_policies::DatasetManifest],
     pub principal: &'a Principal,
     pub today: NaiveDate,
     /// The key of the caller's pseudonyms (principal and purpose).
@@ -78,15 +82,7 @@ pub(crate) fn check(
     plan: &LogicalPlan,
     wildcard: bool,
 ) -> Result<Checked, QueryError> {
-    let mut stage = Stage {
-        ctx,
-        fields: Fields::default(),
-        subqueries: HashMap::new(),
-        scans: 0,
-        touched: BTreeSet::new(),
-        datasets: BTreeSet::new(),
-        k: None,
-    };
+    let mut stage = Stage::new(ctx);
     let out = stage.plan(plan, &[])?;
     let out = stage.strip_units(out)?;
     stage.fields.check_output(&out.rows, "returning its rows")?;
@@ -153,6 +149,20 @@ struct Out {
     /// What the existence of a row depends on.
     rows: Lineage,
     units: Vec<Unit>,
+}
+
+impl<'a> Stage<'a> {
+    fn new(ctx: &'a Context<'a>) -> Self {
+        Stage {
+            ctx,
+            fields: Fields::default(),
+            subqueries: HashMap::new(),
+            scans: 0,
+            touched: BTreeSet::new(),
+            datasets: BTreeSet::new(),
+            k: None,
+        }
+    }
 }
 
 impl Out {
@@ -439,9 +449,11 @@ impl Stage<'_> {
         };
         let mut exprs = Vec::with_capacity(join.on.len() * 2 + 1);
         let mut keys = Lineage::default();
+        let mut on_units = false;
         for (l, r) in &join.on {
             let ll = self.lineage(l, &left_scope, outer)?;
             let rl = self.lineage(r, &right_scope, outer)?;
+            on_units |= self.fields.is_single_unit(&ll) && self.fields.is_single_unit(&rl);
             self.check_functions(l, &left_scope, outer, &Lineage::default())?;
             self.check_functions(r, &right_scope, outer, &Lineage::default())?;
             if !(self.fields.is_single_token(&ll) && self.fields.is_single_token(&rl)) {
@@ -467,6 +479,20 @@ impl Stage<'_> {
             };
             let lineage = self.check_condition(filter, &scope, outer, "a JOIN condition")?;
             self.check_functions(filter, &scope, outer, &Lineage::default())?;
+            for conjunct in split_conjunction(filter) {
+                if let Expr::BinaryExpr(BinaryExpr {
+                    left: l,
+                    op: Operator::Eq,
+                    right: r,
+                }) = conjunct
+                {
+                    let (ll, rl) = (
+                        self.lineage(l, &scope, outer)?,
+                        self.lineage(r, &scope, outer)?,
+                    );
+                    on_units |= self.fields.is_single_unit(&ll) && self.fields.is_single_unit(&rl);
+                }
+            }
             keys.extend(&lineage);
             exprs.push(self.rewrite(filter, &scope)?);
         }
@@ -490,6 +516,17 @@ impl Stage<'_> {
             }
         };
         let rows = Lineage::union([&left.rows, &right.rows]);
+        if self.fields.below_dp
+            && self.fields.has_dp(&left.rows)
+            && self.fields.has_dp(&right.rows)
+            && !on_units
+        {
+            return Err(deny(
+                None,
+                "dp",
+                "datasets protected by differential privacy may be joined only on their privacy units",
+            ));
+        }
         let plan = LogicalPlan::Join(join.clone())
             .with_new_exprs(exprs, vec![left.plan, right.plan])
             .map_err(plan_error)?;

@@ -161,6 +161,7 @@ impl Stage<'_> {
             field: field.to_owned(),
             level: level.clone(),
             identifier: spec.is_some_and(|f| f.identifier.is_some()),
+            unit: field == manifest.privacy_unit,
             allow_min_max: self.ctx.allow_min_max(spec.map(|f| f.grade.as_str())),
         });
         Lineage::of(id)

@@ -121,6 +121,7 @@ pub fn request<'a>(
         purpose,
         sql,
         now: now(),
+        dp: None,
     }
 }
 

@@ -1,0 +1,206 @@
+//! The DP rewrite: every privacy unit's contribution is bounded before
+//! anything is summed across units.
+//!
+//! ```text
+//! Aggregate by keys: SUM(c), COUNT(*) AS units, SUM(s_j), SUM(n_j)       -- across units
+//!   Filter: group_rank <= L0                                             -- at most L0 groups per unit
+//!     Window: row_number() OVER (PARTITION BY unit ORDER BY random())
+//!       Aggregate by (unit, keys): COUNT(*) AS c, SUM(v_j) AS s_j, ...   -- per unit first
+//!         Filter: row_rank <= Linf                                       -- at most Linf rows per group
+//!           Window: row_number() OVER (PARTITION BY unit, keys ORDER BY random())
+//!             Filter: unit IS NOT NULL                                   -- rows without a unit are dropped
+//!               Projection: unit, keys, clamp(v_j) on the grid AS v_j
+//!                 the checked input
+//! ```
+//!
+//! Rows and groups are chosen at random, not by file order. Values are
+//! clamped to the catalog's bounds and put on a fixed-point grid of a power
+//! of two, so every sum is an exact integer and the noise can be an exact
+//! integer too (Mironov 2012). NULL values add nothing to SUM and AVG, and are
+//! not counted by COUNT(field); COUNT(*) counts rows whatever they hold.
+
+use arrow::datatypes::DataType;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::{
+    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, try_cast, when,
+};
+use datafusion::prelude::{col, lit};
+
+use crate::error::{QueryError, invalid};
+use crate::policy::{DpChecked, DpKind};
+
+/// Bits of precision kept for a value relative to its bound.
+const GRID_BITS: i32 = 20;
+
+/// The statistics the bounded plan computes for one aggregate, by column.
+#[derive(Debug, Clone)]
+pub(crate) struct Stats {
+    /// Column of the integer sum of the values on the grid (SUM, AVG) or of
+    /// non-NULL counts (COUNT(field)).
+    pub sum: Option<String>,
+    /// Column of the count of non-NULL values (AVG).
+    pub count: Option<String>,
+    /// The grid: one integer unit is worth this much.
+    pub grid: f64,
+    /// Largest absolute value of one row on the grid.
+    pub row_bound: f64,
+}
+
+pub(crate) struct Bounded {
+    pub plan: LogicalPlan,
+    /// Key columns of `plan`, in the order of the query's keys.
+    pub keys: Vec<String>,
+    pub rows_column: String,
+    pub units_column: String,
+    pub stats: Vec<Stats>,
+}
+
+fn plan_error(e: datafusion::error::DataFusionError) -> QueryError {
+    invalid(format!(
+        "the differentially private plan cannot be built: {e}"
+    ))
+}
+
+/// The power of two that keeps `GRID_BITS` bits of a value bounded by `bound`.
+pub(crate) fn grid_for(bound: f64) -> f64 {
+    let bound = bound.max(f64::MIN_POSITIVE);
+    2f64.powi(bound.log2().ceil() as i32 - GRID_BITS)
+}
+
+fn random_order() -> Vec<SortExpr> {
+    vec![datafusion::functions::math::expr_fn::random().sort(true, false)]
+}
+
+pub(crate) fn bound_contributions(
+    checked: &DpChecked,
+    max_groups: u64,
+    max_rows: u64,
+) -> Result<Bounded, QueryError> {
+    let unit = "__veil_u";
+    let keys: Vec<String> = (0..checked.keys.len())
+        .map(|i| format!("__veil_k{i}"))
+        .collect();
+    let key_cols = || keys.iter().map(|k| col(k.as_str())).collect::<Vec<_>>();
+
+    let mut project = vec![cast(col(checked.unit.as_str()), DataType::Utf8).alias(unit)];
+    for (k, name) in checked.keys.iter().zip(&keys) {
+        project.push(k.expr.clone().alias(name));
+    }
+    let mut stats = Vec::with_capacity(checked.aggregates.len());
+    let mut per_unit = vec![count(lit(1)).alias("__veil_c")];
+    let mut across = vec![
+        sum(col("__veil_c")).alias("__veil_rows"),
+        count(lit(1)).alias("__veil_units"),
+    ];
+    for (j, a) in checked.aggregates.iter().enumerate() {
+        let v = format!("__veil_v{j}");
+        let n = format!("__veil_n{j}");
+        let present = |e: &Expr| when(e.clone().is_null(), lit(0i64)).otherwise(lit(1i64));
+        let s = match (a.kind, &a.value) {
+            (DpKind::Count, Some(value)) => {
+                project.push(present(value).map_err(plan_error)?.alias(&v));
+                Stats {
+                    sum: Some(v.clone()),
+                    count: None,
+                    grid: 1.0,
+                    row_bound: 1.0,
+                }
+            }
+            (DpKind::Count | DpKind::CountUnits, _) => Stats {
+                sum: None,
+                count: None,
+                grid: 1.0,
+                row_bound: 1.0,
+            },
+            (DpKind::Sum { lo, hi } | DpKind::Avg { lo, hi }, Some(value)) => {
+                let bound = lo.abs().max(hi.abs());
+                let grid = grid_for(bound);
+                let x = try_cast(value.clone(), DataType::Float64);
+                let clamped = when(x.clone().lt(lit(lo)), lit(lo))
+                    .when(x.clone().gt(lit(hi)), lit(hi))
+                    .otherwise(x)
+                    .map_err(plan_error)?;
+                let scaled =
+                    datafusion::functions::math::expr_fn::round(vec![clamped * lit(1.0 / grid)]);
+                project.push(cast(scaled, DataType::Int64).alias(&v));
+                let avg = matches!(a.kind, DpKind::Avg { .. });
+                if avg {
+                    project.push(present(value).map_err(plan_error)?.alias(&n));
+                }
+                Stats {
+                    sum: Some(v.clone()),
+                    count: avg.then(|| n.clone()),
+                    grid,
+                    row_bound: (bound / grid).ceil(),
+                }
+            }
+            (DpKind::Sum { .. } | DpKind::Avg { .. }, None) => {
+                return Err(invalid("SUM and AVG need an argument"));
+            }
+        };
+        if let Some(v) = &s.sum {
+            per_unit.push(sum(col(v.as_str())).alias(format!("{v}_u")));
+            across.push(sum(col(format!("{v}_u").as_str())).alias(format!("{v}_s")));
+        }
+        if let Some(n) = &s.count {
+            per_unit.push(sum(col(n.as_str())).alias(format!("{n}_u")));
+            across.push(sum(col(format!("{n}_u").as_str())).alias(format!("{n}_s")));
+        }
+        stats.push(s);
+    }
+
+    let mut unit_and_keys = vec![col(unit)];
+    unit_and_keys.extend(key_cols());
+    let row_rank = datafusion::functions_window::expr_fn::row_number()
+        .partition_by(unit_and_keys.clone())
+        .order_by(random_order())
+        .build()
+        .map_err(plan_error)?
+        .alias("__veil_row_rank");
+    let group_rank = datafusion::functions_window::expr_fn::row_number()
+        .partition_by(vec![col(unit)])
+        .order_by(random_order())
+        .build()
+        .map_err(plan_error)?
+        .alias("__veil_group_rank");
+
+    let plan = LogicalPlanBuilder::from(checked.input.clone())
+        .project(project)
+        .and_then(|b| b.filter(col(unit).is_not_null()))
+        .and_then(|b| b.window(vec![row_rank]))
+        .and_then(|b| b.filter(col("__veil_row_rank").lt_eq(lit(max_rows as i64))))
+        .and_then(|b| b.aggregate(unit_and_keys, per_unit))
+        .and_then(|b| b.window(vec![group_rank]))
+        .and_then(|b| b.filter(col("__veil_group_rank").lt_eq(lit(max_groups as i64))))
+        .and_then(|b| b.aggregate(key_cols(), across))
+        .and_then(|b| b.build())
+        .map_err(plan_error)?;
+    let stats = stats
+        .into_iter()
+        .map(|s| Stats {
+            sum: s.sum.map(|v| format!("{v}_s")),
+            count: s.count.map(|n| format!("{n}_s")),
+            ..s
+        })
+        .collect();
+    Ok(Bounded {
+        plan,
+        keys,
+        rows_column: "__veil_rows".into(),
+        units_column: "__veil_units".into(),
+        stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_keep_twenty_bits() {
+        assert_eq!(grid_for(1.0), 2f64.powi(-20));
+        assert_eq!(grid_for(10_000.0), 2f64.powi(14 - 20));
+        assert_eq!(grid_for(500_000.0), 2f64.powi(19 - 20));
+        assert!((10_000.0 / grid_for(10_000.0)) <= 2f64.powi(20));
+    }
+}
