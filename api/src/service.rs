@@ -34,7 +34,7 @@ pub fn load_engine(store: &Store) -> Result<Loaded, StoreError> {
             continue;
         }
         match Dataset::open(d.manifest.clone(), d.version, &d.data_path) {
-            Ok(dataset) => engine.add_dataset(dataset),
+            Ok(dataset) => engine.add_dataset(dataset.with_unique_units(d.unique_units)),
             Err(e) => skipped.push((d.manifest.name.clone(), e.to_string())),
         }
     }

@@ -2,7 +2,7 @@
 //! stay free of serde; this module is where they become JSON.
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::SecondsFormat;
 use serde_json::{Map, Value, json};
@@ -89,15 +89,50 @@ impl From<&QueryError> for ApiError {
     }
 }
 
-/// The columns of an answer: name and Arrow type.
+/// The columns of an answer: name and Arrow type. Strings are `Utf8`
+/// whatever their physical layout.
 pub fn columns(schema: &SchemaRef) -> Value {
     Value::Array(
-        schema
+        portable_schema(schema)
             .fields()
             .iter()
             .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
             .collect(),
     )
+}
+
+/// The answer's schema with string views and large strings as plain `Utf8`,
+/// which every Arrow reader knows.
+pub fn portable_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View | DataType::LargeUtf8 => {
+                f.as_ref().clone().with_data_type(DataType::Utf8)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
+/// A batch in [`portable_schema`].
+pub fn portable(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = portable_schema(&batch.schema());
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
 }
 
 /// Rows of a batch as JSON arrays: numbers as numbers, dates as ISO text.

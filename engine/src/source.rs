@@ -28,6 +28,9 @@ pub struct CheckedSource {
     /// Hex SHA-256 of the file's bytes, for provenance.
     pub sha256: String,
     pub rows: u64,
+    /// Whether no privacy unit has two rows: then a count of rows is a count
+    /// of units wherever no join can repeat them.
+    pub unique_units: bool,
 }
 
 /// Resolves the data file of `manifest` (found in `manifest_dir`), or the
@@ -48,9 +51,12 @@ pub fn check_source(
     };
     let sha256 = file_sha256(&path)
         .map_err(|e| problem(format!("cannot read the data file: {}", e.kind())))?;
+    let unique_units = units_are_unique(manifest, &path)
+        .map_err(|e| problem(format!("cannot read the privacy unit: {e}")))?;
     Ok(CheckedSource {
         path,
         size,
+        unique_units,
         sha256,
         rows,
     })
@@ -308,4 +314,78 @@ fn check_csv(manifest: &DatasetManifest, path: &Path) -> Result<u64, Problems> {
     } else {
         Err(Problems(problems))
     }
+}
+
+/// Whether every non-NULL privacy unit appears in one row only. Units are
+/// kept as 128-bit hashes (two SipHash keys), so memory stays at 16 bytes per
+/// unit, and the scan stops at the first repeat. A hash collision could only
+/// make a unique file look repeated, which is the safe direction.
+fn units_are_unique(manifest: &DatasetManifest, path: &Path) -> Result<bool, String> {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let keys = (
+        std::collections::hash_map::RandomState::new(),
+        std::collections::hash_map::RandomState::new(),
+    );
+    let mut seen = std::collections::HashSet::new();
+    let mut unique = true;
+    let mut visit = |column: &ArrayRef| {
+        let text = match arrow::compute::cast(column, &DataType::Utf8) {
+            Ok(t) => t,
+            Err(e) => return Err(e.to_string()),
+        };
+        for v in arrow::array::AsArray::as_string::<i32>(&text)
+            .iter()
+            .flatten()
+        {
+            let (mut a, mut b) = (keys.0.build_hasher(), keys.1.build_hasher());
+            v.hash(&mut a);
+            v.hash(&mut b);
+            if !seen.insert((u128::from(a.finish()) << 64) | u128::from(b.finish())) {
+                unique = false;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    match manifest.format {
+        FileFormat::Parquet => {
+            let file = File::open(path).map_err(|e| e.kind().to_string())?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+            let index = builder
+                .schema()
+                .index_of(&manifest.privacy_unit)
+                .map_err(|e| e.to_string())?;
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
+            let reader = builder
+                .with_projection(mask)
+                .with_batch_size(64 * 1024)
+                .build()
+                .map_err(|e| e.to_string())?;
+            for batch in reader {
+                let batch = batch.map_err(|e| e.to_string())?;
+                if !visit(batch.column(0))? {
+                    break;
+                }
+            }
+        }
+        FileFormat::Csv => {
+            let schema = csv_schema(manifest);
+            let index = schema
+                .index_of(&manifest.privacy_unit)
+                .map_err(|e| e.to_string())?;
+            let reader = arrow::csv::ReaderBuilder::new(schema)
+                .with_header(true)
+                .with_projection(vec![index])
+                .build(File::open(path).map_err(|e| e.kind().to_string())?)
+                .map_err(|e| e.to_string())?;
+            for batch in reader {
+                let batch = batch.map_err(|e| e.to_string())?;
+                if !visit(batch.column(0))? {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(unique)
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result as DfResult, internal_err};
@@ -29,6 +29,8 @@ pub struct Dataset {
     pub(crate) raw: Arc<dyn TableProvider>,
     path: std::path::PathBuf,
     size: u64,
+    /// One row per privacy unit (checked at registration).
+    pub(crate) unique_units: bool,
 }
 
 impl fmt::Debug for Dataset {
@@ -65,7 +67,19 @@ impl Dataset {
                     .map_err(|e| fail(e.to_string()))?
                     .schema()
                     .clone();
-                let schema = Arc::new(Schema::new(schema.fields().clone()));
+                // Strings are read as views, as DataFusion does by default:
+                // no copy of the text out of the Parquet pages.
+                let fields: Vec<Field> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| match f.data_type() {
+                        DataType::Utf8 | DataType::LargeUtf8 => {
+                            f.as_ref().clone().with_data_type(DataType::Utf8View)
+                        }
+                        _ => f.as_ref().clone(),
+                    })
+                    .collect();
+                let schema = Arc::new(Schema::new(fields));
                 (
                     ListingOptions::new(Arc::new(ParquetFormat::default()))
                         .with_file_extension(".parquet"),
@@ -93,7 +107,15 @@ impl Dataset {
             raw: Arc::new(raw),
             path: path.to_path_buf(),
             size,
+            unique_units: false,
         })
+    }
+
+    /// Declares that the file has one row per privacy unit, as registration
+    /// found. Counting rows then counts units where no join repeats them.
+    pub fn with_unique_units(mut self, unique: bool) -> Self {
+        self.unique_units = unique;
+        self
     }
 
     /// Whether the data file is still the one opened: a file that vanished

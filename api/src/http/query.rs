@@ -344,7 +344,7 @@ impl AnswerWriter {
     ) -> Self {
         AnswerWriter {
             format,
-            schema,
+            schema: wire::portable_schema(&schema),
             sender,
             digest: Sha256::new(),
             rows: 0,
@@ -405,6 +405,9 @@ impl AnswerWriter {
         if batch.num_rows() == 0 {
             return true;
         }
+        let Ok(batch) = wire::portable(&batch) else {
+            return false;
+        };
         let out = match self.format {
             Format::Json => {
                 let mut out = Vec::new();

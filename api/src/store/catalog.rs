@@ -19,11 +19,13 @@ pub struct RegisteredDataset {
     pub file_size: u64,
     pub file_sha256: String,
     pub rows: u64,
+    /// One row per privacy unit, checked on the file at registration.
+    pub unique_units: bool,
     pub registered_at: DateTime<Utc>,
     pub registered_by: String,
 }
 
-const COLUMNS: &str = "name, version, manifest, data_path, file_size, file_sha256, rows, registered_at, registered_by";
+const COLUMNS: &str = "name, version, manifest, data_path, file_size, file_sha256, rows, registered_at, registered_by, unique_units";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<RegisteredDataset> {
     let text: String = r.get(2)?;
@@ -42,6 +44,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RegisteredDataset> {
         rows: r.get::<_, i64>(6)? as u64,
         registered_at: parse_time(&r.get::<_, String>(7)?)?,
         registered_by: r.get(8)?,
+        unique_units: r.get(9)?,
     })
 }
 
@@ -75,7 +78,7 @@ impl Store {
         )?;
         tx.execute(
             &format!(
-                "INSERT INTO datasets ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO datasets ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ),
             params![
                 manifest.name,
@@ -86,7 +89,8 @@ impl Store {
                 source.sha256,
                 source.rows as i64,
                 now_text(),
-                by
+                by,
+                source.unique_units
             ],
         )?;
         tx.commit()?;

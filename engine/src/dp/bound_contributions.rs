@@ -164,6 +164,43 @@ pub(crate) fn bound_contributions(
         .map_err(plan_error)?
         .alias("__veil_group_rank");
 
+    // With one row per unit, every unit is in one group with one row: the
+    // bounds hold already, and the statistics are plain aggregates by key.
+    if checked.unit_unique {
+        let mut direct = vec![
+            count(lit(1)).alias("__veil_rows"),
+            count(lit(1)).alias("__veil_units"),
+        ];
+        for s in &stats {
+            if let Some(v) = &s.sum {
+                direct.push(sum(col(v.as_str())).alias(format!("{v}_s")));
+            }
+            if let Some(n) = &s.count {
+                direct.push(sum(col(n.as_str())).alias(format!("{n}_s")));
+            }
+        }
+        let plan = LogicalPlanBuilder::from(checked.input.clone())
+            .project(project)
+            .and_then(|b| b.filter(col(unit).is_not_null()))
+            .and_then(|b| b.aggregate(key_cols(), direct))
+            .and_then(|b| b.build())
+            .map_err(plan_error)?;
+        let stats = stats
+            .into_iter()
+            .map(|s| Stats {
+                sum: s.sum.map(|v| format!("{v}_s")),
+                count: s.count.map(|n| format!("{n}_s")),
+                ..s
+            })
+            .collect();
+        return Ok(Bounded {
+            plan,
+            keys,
+            rows_column: "__veil_rows".into(),
+            units_column: "__veil_units".into(),
+            stats,
+        });
+    }
     let plan = LogicalPlanBuilder::from(checked.input.clone())
         .project(project)
         .and_then(|b| b.filter(col(unit).is_not_null()))

@@ -447,3 +447,121 @@ pub(crate) fn release(
         detail: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dp::sample::tests::Seeded;
+    use arrow::array::Int64Array;
+
+    fn count_release(epsilon: f64) -> DpRelease {
+        let bounded = Bounded {
+            plan: datafusion::logical_expr::LogicalPlanBuilder::empty(false)
+                .build()
+                .unwrap(),
+            keys: vec![],
+            rows_column: "__veil_rows".into(),
+            units_column: "__veil_units".into(),
+            stats: vec![Stats {
+                sum: None,
+                count: None,
+                grid: 1.0,
+                row_bound: 1.0,
+            }],
+        };
+        calibrate(
+            bounded,
+            vec![("n".into(), DpSource::Aggregate(0))],
+            vec![DpKind::Count],
+            Some(vec![]),
+            epsilon,
+            1e-6,
+            1,
+            1,
+        )
+    }
+
+    fn exact(rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("__veil_rows", DataType::Int64, false),
+            Field::new("__veil_units", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![rows])),
+                Arc::new(Int64Array::from(vec![rows])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn draws(plan: &DpRelease, rows: i64, n: usize, seed: u64) -> Vec<i64> {
+        let mut e = Seeded::new(seed);
+        let batch = exact(rows);
+        (0..n)
+            .map(|_| {
+                let out = release(plan, &[], std::slice::from_ref(&batch), &mut e).unwrap();
+                out.column(0).as_primitive::<Int64Type>().value(0)
+            })
+            .collect()
+    }
+
+    /// Neighbouring datasets (counts 100 and 99): for every outcome,
+    /// P[D] ≤ e^ε·P[D'] + slack and back, with the randomness controlled.
+    #[test]
+    fn neighbouring_answers_are_within_e_to_the_epsilon() {
+        let epsilon = 1.0;
+        let plan = count_release(epsilon);
+        assert_eq!(plan.mechanism, Mechanism::Laplace);
+        let n = 20_000;
+        let (a, b) = (draws(&plan, 100, n, 11), draws(&plan, 99, n, 12));
+        let freq = |v: &[i64], x: i64| v.iter().filter(|&&y| y == x).count() as f64 / n as f64;
+        for x in 90..=110 {
+            let (pa, pb) = (freq(&a, x), freq(&b, x));
+            // Sampling slack: five standard errors of the larger frequency.
+            let slack = 5.0 * (pa.max(pb).max(1.0 / n as f64) / n as f64).sqrt();
+            assert!(pa <= epsilon.exp() * pb + slack, "P[{x}]: {pa} vs {pb}");
+            assert!(pb <= epsilon.exp() * pa + slack, "P[{x}]: {pb} vs {pa}");
+        }
+        // And the bound is nearly tight: a shift of one moves mass by e^ε.
+        let (pa, pb) = (freq(&a, 102), freq(&b, 102));
+        assert!(
+            pb * epsilon.exp() / pa > 0.8 && pb * epsilon.exp() / pa < 1.25,
+            "{pa} {pb}"
+        );
+    }
+
+    #[test]
+    fn the_mechanism_with_less_noise_is_chosen() {
+        // One small query: Laplace; a Gaussian wins only when δ is generous
+        // and many groups share a unit.
+        assert_eq!(count_release(0.5).mechanism, Mechanism::Laplace);
+        let bounded = Bounded {
+            plan: datafusion::logical_expr::LogicalPlanBuilder::empty(false)
+                .build()
+                .unwrap(),
+            keys: vec![],
+            rows_column: "__veil_rows".into(),
+            units_column: "__veil_units".into(),
+            stats: vec![Stats {
+                sum: None,
+                count: None,
+                grid: 1.0,
+                row_bound: 1.0,
+            }],
+        };
+        let many = calibrate(
+            bounded,
+            vec![("n".into(), DpSource::Aggregate(0))],
+            vec![DpKind::Count],
+            Some(vec![]),
+            1.0,
+            1e-3,
+            100,
+            1,
+        );
+        assert_eq!(many.mechanism, Mechanism::Gaussian);
+        assert!(many.cost.rho < many.cost.epsilon * many.cost.epsilon / 2.0);
+    }
+}

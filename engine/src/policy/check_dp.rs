@@ -60,6 +60,9 @@ pub(crate) struct DpChecked {
     pub input: LogicalPlan,
     /// The hidden column holding the privacy unit of the protected dataset.
     pub unit: String,
+    /// Whether that unit never repeats in the input: each unit then has one
+    /// row, and bounding its contribution needs no work.
+    pub unit_unique: bool,
     pub keys: Vec<DpKey>,
     pub aggregates: Vec<DpAggregate>,
     pub outputs: Vec<(String, DpSource)>,
@@ -223,15 +226,16 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
             "this query reads nothing that needs differential privacy; send it without `epsilon`",
         ));
     }
-    let unit = input
+    let (unit, unit_unique) = input
         .units
         .iter()
         .find(|u| dp_datasets.contains(&u.dataset))
-        .map(|u| u.name.clone())
+        .map(|u| (u.name.clone(), u.unique))
         .ok_or_else(|| deny(None, "dp", "the privacy unit cannot be followed through UNION or DISTINCT; aggregate directly over the tables"))?;
     Ok(DpChecked {
         input: input.plan,
         unit,
+        unit_unique,
         keys,
         aggregates,
         outputs,

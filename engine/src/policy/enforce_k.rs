@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use datafusion::functions_aggregate::expr_fn::count_distinct;
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
 use datafusion::logical_expr::{
     Aggregate, Expr, Filter, LogicalPlan, Projection, utils::conjunction,
 };
@@ -177,7 +177,13 @@ impl Stage<'_> {
             .map(|i| format!("__veil_k_{}", i + 1))
             .collect();
         for (u, name) in input.units.iter().zip(&counts) {
-            aggregates.push(count_distinct(col(u.name.as_str())).alias(name));
+            // Where no unit repeats, counting rows (with a unit) counts units.
+            let units = if u.unique {
+                count(col(u.name.as_str()))
+            } else {
+                count_distinct(col(u.name.as_str()))
+            };
+            aggregates.push(units.alias(name));
         }
         let aggregated = LogicalPlan::Aggregate(
             Aggregate::try_new(Arc::new(filtered), group, aggregates).map_err(plan_error)?,

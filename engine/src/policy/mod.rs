@@ -139,6 +139,9 @@ pub(crate) struct Scope<'p> {
 struct Unit {
     name: String,
     dataset: String,
+    /// No unit value repeats in the rows carrying this column: true from a
+    /// scan of a dataset with one row per unit, false past any join.
+    unique: bool,
 }
 
 /// A rewritten plan node. `cols` follows the *original* node's schema; the
@@ -496,6 +499,25 @@ impl Stage<'_> {
             keys.extend(&lineage);
             exprs.push(self.rewrite(filter, &scope)?);
         }
+        // A join can repeat any row: no unit column is unique past it.
+        let repeated = |units: &[Unit]| {
+            units
+                .iter()
+                .map(|u| Unit {
+                    unique: false,
+                    ..u.clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        let (left_units, right_units) = (repeated(&left.units), repeated(&right.units));
+        let left = Out {
+            units: left_units,
+            ..left
+        };
+        let right = Out {
+            units: right_units,
+            ..right
+        };
         let (cols, units) = match join.join_type {
             JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
                 let mut units = left.units.clone();

@@ -126,11 +126,12 @@ impl Stage<'_> {
         let unit = Unit {
             name: format!("{UNIT_PREFIX}{}", self.scans),
             dataset: manifest.name.clone(),
+            unique: dataset.unique_units,
         };
         let unit_expr = column(&manifest.privacy_unit);
         let is_text = unit_expr
             .get_type(plan.schema())
-            .is_ok_and(|t| t == DataType::Utf8);
+            .is_ok_and(|t| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8));
         let unit_expr = if is_text {
             unit_expr
         } else {

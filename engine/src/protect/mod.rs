@@ -216,22 +216,24 @@ impl ProtectUdf {
 /// Maps a text column through `f`, which writes each result into a reused
 /// buffer: one allocation per column, not per value.
 fn map_text_into(input: &ArrayRef, f: impl Fn(&str, &mut String)) -> Result<ArrayRef> {
-    let text = cast(input, &DataType::Utf8)?;
-    let text = text.as_string::<i32>();
-    let mut builder = arrow::array::StringBuilder::with_capacity(
-        text.len(),
-        text.value_data().len() + 4 * text.len(),
-    );
+    let mut builder = arrow::array::StringBuilder::with_capacity(input.len(), 24 * input.len());
     let mut buffer = String::with_capacity(64);
-    for v in text.iter() {
-        match v {
-            Some(v) => {
-                buffer.clear();
-                f(v, &mut buffer);
-                builder.append_value(&buffer);
-            }
-            None => builder.append_null(),
+    let mut push = |v: Option<&str>| match v {
+        Some(v) => {
+            buffer.clear();
+            f(v, &mut buffer);
+            builder.append_value(&buffer);
         }
+        None => builder.append_null(),
+    };
+    // Views and plain strings are read in place; anything else is cast.
+    match input.data_type() {
+        DataType::Utf8View => input.as_string_view().iter().for_each(&mut push),
+        DataType::Utf8 => input.as_string::<i32>().iter().for_each(&mut push),
+        _ => cast(input, &DataType::Utf8)?
+            .as_string::<i32>()
+            .iter()
+            .for_each(&mut push),
     }
     Ok(Arc::new(builder.finish()))
 }

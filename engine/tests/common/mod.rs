@@ -54,8 +54,13 @@ pub fn build_engine(dir: &std::path::Path, policy: Policy) -> Engine {
     for name in veil_datasets::TABLES.iter().copied().chain(["pums_pid"]) {
         let text = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap();
         let manifest = DatasetManifest::parse(&text, &|g| policy.grade(g).is_some()).unwrap();
+        let source = veil_engine::source::check_source(&manifest, dir, None).unwrap();
         let path = dir.join(&manifest.path);
-        engine.add_dataset(Dataset::open(manifest, 1, &path).unwrap());
+        engine.add_dataset(
+            Dataset::open(manifest, 1, &path)
+                .unwrap()
+                .with_unique_units(source.unique_units),
+        );
     }
     engine
 }
