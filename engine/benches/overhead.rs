@@ -32,11 +32,11 @@ const QUERIES: [(&str, &str); 3] = [
 ];
 
 const FIVE_JOINS: &str = "SELECT p.county_code, COUNT(*) FROM population p \
-    JOIN legal_persons l ON l.legal_rep_id_number = p.id_number \
+    JOIN legal_persons l ON l.county_code = p.county_code \
     JOIN tax t ON t.uscc = l.uscc \
-    JOIN social_insurance s ON s.employer_uscc = l.uscc \
-    JOIN utility_usage u ON u.subject_id = l.uscc \
-    JOIN health_visits h ON h.county_code = p.county_code \
+    JOIN social_insurance s ON s.county_code = l.county_code \
+    JOIN utility_usage u ON u.county_code = l.county_code \
+    JOIN legal_persons l2 ON l2.county_code = p.county_code \
     WHERE p.sex = 'F' GROUP BY p.county_code";
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -84,8 +84,15 @@ fn main() {
     for table in veil_datasets::TABLES {
         let text = std::fs::read_to_string(dir.join(format!("{table}.toml"))).unwrap();
         let manifest = DatasetManifest::parse(&text, &|g| policy.grade(g).is_some()).unwrap();
+        let unique = veil_engine::source::check_source(&manifest, &dir, None)
+            .unwrap()
+            .unique_units;
         let path = dir.join(&manifest.path);
-        engine.add_dataset(Dataset::open(manifest, 1, &path).unwrap());
+        engine.add_dataset(
+            Dataset::open(manifest, 1, &path)
+                .unwrap()
+                .with_unique_units(unique),
+        );
         runtime
             .block_on(plain.register_parquet(
                 table,
