@@ -6,6 +6,7 @@
 //! VEIL_BENCH_PERSONS=10000000 VEIL_BENCH_DIR=/tmp/veil-10m cargo bench -p veil-engine --bench overhead
 //! ```
 //! The sample is generated into `VEIL_BENCH_DIR` when it is not there yet.
+//! `VEIL_BENCH_ONLY=masked` runs only the queries whose name contains it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -108,7 +109,11 @@ fn main() {
         "{:<32} {:>12} {:>12} {:>8} {:>10}",
         "query", "plain (ms)", "veil (ms)", "ratio", "rows"
     );
-    for (name, sql) in QUERIES {
+    let only = std::env::var("VEIL_BENCH_ONLY").unwrap_or_default();
+    for (name, sql) in QUERIES
+        .into_iter()
+        .filter(|(n, _)| n.contains(only.as_str()))
+    {
         let mut plain_times = Vec::new();
         let mut veil_times = Vec::new();
         let mut rows = (0, 0);

@@ -28,8 +28,8 @@ pub struct CheckedSource {
     /// Hex SHA-256 of the file's bytes, for provenance.
     pub sha256: String,
     pub rows: u64,
-    /// Whether no privacy unit has two rows: then a count of rows is a count
-    /// of units wherever no join can repeat them.
+    /// Whether every row has a privacy unit and no unit has two rows: then a
+    /// count of rows is a count of units wherever no join can repeat them.
     pub unique_units: bool,
 }
 
@@ -316,7 +316,8 @@ fn check_csv(manifest: &DatasetManifest, path: &Path) -> Result<u64, Problems> {
     }
 }
 
-/// Whether every non-NULL privacy unit appears in one row only. Units are
+/// Whether the file has one row per privacy unit: every row has a unit (none
+/// is NULL) and no unit appears in two rows. Units are
 /// kept as 128-bit hashes (two SipHash keys), so memory stays at 16 bytes per
 /// unit, and the scan stops at the first repeat. A hash collision could only
 /// make a unique file look repeated, which is the safe direction.
@@ -333,10 +334,11 @@ fn units_are_unique(manifest: &DatasetManifest, path: &Path) -> Result<bool, Str
             Ok(t) => t,
             Err(e) => return Err(e.to_string()),
         };
-        for v in arrow::array::AsArray::as_string::<i32>(&text)
-            .iter()
-            .flatten()
-        {
+        for v in arrow::array::AsArray::as_string::<i32>(&text).iter() {
+            let Some(v) = v else {
+                unique = false;
+                return Ok(false);
+            };
             let (mut a, mut b) = (keys.0.build_hasher(), keys.1.build_hasher());
             v.hash(&mut a);
             v.hash(&mut b);

@@ -7,13 +7,17 @@
 //! ```text
 //! Projection: the original columns
 //!   Filter: __veil_k_1 >= k AND ...
-//!     Aggregate: groups, aggregates, COUNT(DISTINCT __veil_unit_N) AS __veil_k_1, ...
+//!     Aggregate: groups, aggregates, veil_units_at_least(__veil_unit_N) AS __veil_k_1, ...
 //!       Filter: __veil_unit_N IS NOT NULL AND ...
 //! ```
+//!
+//! `veil_units_at_least` counts distinct units only up to k. A unit column
+//! straight from a dataset with one row per unit (and no join since) needs
+//! neither: the rows are counted, and no row lacks a unit.
 
 use std::sync::Arc;
 
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{
     Aggregate, Expr, Filter, LogicalPlan, Projection, utils::conjunction,
 };
@@ -21,6 +25,7 @@ use datafusion::prelude::{col, lit};
 use veil_policies::Level;
 
 use super::lineage::Lineage;
+use super::units_at_least::units_at_least;
 use super::{Out, Scope, Stage, plan_error, unalias};
 use crate::error::{QueryError, deny, invalid};
 
@@ -164,24 +169,31 @@ impl Stage<'_> {
             }
         }
         self.k = Some(self.k.unwrap_or(0).max(k));
+        // Rows without a unit are left out of every aggregate. A unique unit
+        // column has none: its dataset was checked to have a unit in every row.
         let known = conjunction(
             input
                 .units
                 .iter()
+                .filter(|u| !u.unique)
                 .map(|u| col(u.name.as_str()).is_not_null()),
-        )
-        .unwrap_or(lit(true));
-        let filtered =
-            LogicalPlan::Filter(Filter::try_new(known, Arc::new(input.plan)).map_err(plan_error)?);
+        );
+        let filtered = match known {
+            Some(known) => LogicalPlan::Filter(
+                Filter::try_new(known, Arc::new(input.plan)).map_err(plan_error)?,
+            ),
+            None => input.plan,
+        };
         let counts: Vec<String> = (0..input.units.len())
             .map(|i| format!("__veil_k_{}", i + 1))
             .collect();
         for (u, name) in input.units.iter().zip(&counts) {
-            // Where no unit repeats, counting rows (with a unit) counts units.
+            // Where every row has its own unit, counting rows counts units;
+            // otherwise distinct units are counted, up to k.
             let units = if u.unique {
-                count(col(u.name.as_str()))
+                count(lit(1i64))
             } else {
-                count_distinct(col(u.name.as_str()))
+                units_at_least(k).call(vec![col(u.name.as_str())])
             };
             aggregates.push(units.alias(name));
         }

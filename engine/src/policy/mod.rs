@@ -18,6 +18,7 @@ mod enforce_k;
 mod expr;
 mod lineage;
 mod protect_scan;
+mod units_at_least;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

@@ -10,7 +10,13 @@ fn stars(n: usize) -> String {
 }
 
 fn push_stars(out: &mut String, n: usize) {
-    out.extend(std::iter::repeat_n(STAR, n));
+    const STARS: &str = "********************************";
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(STARS.len());
+        out.push_str(&STARS[..take]);
+        left -= take;
+    }
 }
 
 /// Keeps the first `head` and last `tail` characters when the value has at
@@ -91,24 +97,52 @@ pub fn address(value: &str) -> String {
     out
 }
 
+/// The UTF-8 bytes of a character from U+0800 to U+FFFF.
+const fn utf8(c: char) -> [u8; 3] {
+    let c = c as u32;
+    [
+        0xe0 | (c >> 12) as u8,
+        0x80 | ((c >> 6) & 0x3f) as u8,
+        0x80 | (c & 0x3f) as u8,
+    ]
+}
+
+const PREFECTURE_ENDS: [[u8; 3]; 3] = [utf8('市'), utf8('州'), utf8('盟')];
+const COUNTY_ENDS: [[u8; 3]; 4] = [utf8('区'), utf8('县'), utf8('市'), utf8('旗')];
+
 pub fn address_into(value: &str, out: &mut String) {
     // Byte offsets just after the first character among `ends`, searching
-    // `limit` characters from byte offset `from`.
-    let find = |from: usize, limit: usize, ends: &[char]| {
-        value[from..]
-            .char_indices()
-            .take(limit)
-            .find(|(_, c)| ends.contains(c))
-            .map(|(i, c)| from + i + c.len_utf8())
+    // `limit` characters from byte offset `from`. Every end is a three-byte
+    // character, so characters are stepped over by their lead byte and only
+    // three-byte ones are compared, without decoding.
+    let bytes = value.as_bytes();
+    let find = |from: usize, limit: usize, ends: &[[u8; 3]]| {
+        let mut at = from;
+        for _ in 0..limit {
+            let &lead = bytes.get(at)?;
+            let width = match lead {
+                0x00..=0x7f => 1,
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                _ => 4,
+            };
+            if width == 3
+                && let Some(b) = bytes.get(at..at + 3)
+                && ends.iter().any(|e| e.as_slice() == b)
+            {
+                return Some(at + 3);
+            }
+            at += width;
+        }
+        None
     };
     // Province (省, or an autonomous region 自治区), then prefecture, then county.
-    let after_province = find(0, 8, &['省']).or_else(|| {
+    let after_province = find(0, 8, &[utf8('省')]).or_else(|| {
         let head_end = value.char_indices().nth(12).map_or(value.len(), |(i, _)| i);
         value[..head_end].find("自治区").map(|b| b + "自治区".len())
     });
     let start = after_province.unwrap_or(0);
-    let county =
-        find(start, 12, &['市', '州', '盟']).and_then(|p| find(p, 12, &['区', '县', '市', '旗']));
+    let county = find(start, 12, &PREFECTURE_ENDS).and_then(|p| find(p, 12, &COUNTY_ENDS));
     if let Some(end) = county {
         out.push_str(&value[..end]);
     }

@@ -11,6 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, StringArray};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Date32Type};
 use chrono::NaiveDate;
@@ -216,26 +217,58 @@ impl ProtectUdf {
 /// Maps a text column through `f`, which writes each result into a reused
 /// buffer: one allocation per column, not per value.
 fn map_text_into(input: &ArrayRef, f: impl Fn(&str, &mut String)) -> Result<ArrayRef> {
-    let mut builder = arrow::array::StringBuilder::with_capacity(input.len(), 24 * input.len());
-    let mut buffer = String::with_capacity(64);
-    let mut push = |v: Option<&str>| match v {
-        Some(v) => {
-            buffer.clear();
-            f(v, &mut buffer);
-            builder.append_value(&buffer);
+    // Masks write straight into one values buffer, and the input's NULLs are
+    // the output's: no per-value copy, no per-value bitmap work. A mask
+    // rarely lengthens a value (stars replace multi-byte characters), so the
+    // input's bytes, plus a little, are the buffer's capacity.
+    fn run<'a>(
+        values: impl Iterator<Item = Option<&'a str>>,
+        len: usize,
+        bytes: usize,
+        f: impl Fn(&str, &mut String),
+    ) -> Result<(OffsetBuffer<i32>, String)> {
+        let mut out = String::with_capacity(bytes + 16);
+        let mut offsets = Vec::with_capacity(len + 1);
+        offsets.push(0i32);
+        for v in values {
+            if let Some(v) = v {
+                f(v, &mut out);
+            }
+            let end = i32::try_from(out.len()).map_err(|_| {
+                datafusion::error::DataFusionError::Execution(
+                    "a masked column exceeds 2 GiB".into(),
+                )
+            })?;
+            offsets.push(end);
         }
-        None => builder.append_null(),
-    };
-    // Views and plain strings are read in place; anything else is cast.
-    match input.data_type() {
-        DataType::Utf8View => input.as_string_view().iter().for_each(&mut push),
-        DataType::Utf8 => input.as_string::<i32>().iter().for_each(&mut push),
-        _ => cast(input, &DataType::Utf8)?
-            .as_string::<i32>()
-            .iter()
-            .for_each(&mut push),
+        Ok((OffsetBuffer::new(ScalarBuffer::from(offsets)), out))
     }
-    Ok(Arc::new(builder.finish()))
+    let (offsets, values) = match input.data_type() {
+        DataType::Utf8View => {
+            let a = input.as_string_view();
+            // Out-of-line bytes plus the inline ones: an upper bound.
+            let bytes = a.data_buffers().iter().map(|b| b.len()).sum::<usize>() + 12 * a.len();
+            run(a.iter(), a.len(), bytes, f)?
+        }
+        DataType::Utf8 => {
+            let a = input.as_string::<i32>();
+            run(a.iter(), a.len(), a.value_data().len(), f)?
+        }
+        _ => {
+            let text = cast(input, &DataType::Utf8)?;
+            let a = text.as_string::<i32>();
+            run(a.iter(), a.len(), a.value_data().len(), f)?
+        }
+    };
+    let nulls = input.nulls().cloned();
+    // SAFETY: `values` is a `String`, so it is valid UTF-8, and every offset
+    // is its length after a whole `&str` was pushed, so each slice between
+    // offsets is valid UTF-8 too. The offsets start at 0, never decrease, end
+    // at the buffer's length, and number one more than the values, as are
+    // the input's NULLs. Checking it all again costs as much as masking.
+    Ok(Arc::new(unsafe {
+        StringArray::new_unchecked(offsets, values.into_bytes().into(), nulls)
+    }))
 }
 
 fn map_text(input: &ArrayRef, f: impl Fn(&str) -> String) -> Result<ArrayRef> {
