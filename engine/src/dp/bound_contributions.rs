@@ -5,15 +5,20 @@
 //! Aggregate by keys: SUM(c), COUNT(*) AS units, SUM(s_j), SUM(n_j)       -- across units
 //!   Filter: group_rank <= L0                                             -- at most L0 groups per unit
 //!     Window: row_number() OVER (PARTITION BY unit ORDER BY random())
-//!       Aggregate by (unit, keys): COUNT(*) AS c, SUM(v_j) AS s_j, ...   -- per unit first
-//!         Filter: row_rank <= Linf                                       -- at most Linf rows per group
-//!           Window: row_number() OVER (PARTITION BY unit, keys ORDER BY random())
-//!             Filter: unit IS NOT NULL                                   -- rows without a unit are dropped
-//!               Projection: unit, keys, clamp(v_j) on the grid AS v_j
-//!                 the checked input
+//!       Projection: min(c, Linf), s_j and n_j scaled by min(1, Linf / c) -- at most Linf rows' worth
+//!         Aggregate by (unit, keys): COUNT(*) AS c, SUM(v_j) AS s_j, ...   -- per unit first
+//!           Filter: unit IS NOT NULL                                     -- rows without a unit are dropped
+//!             Projection: unit, keys, clamp(v_j) on the grid AS v_j
+//!               the checked input
 //! ```
 //!
-//! Rows and groups are chosen at random, not by file order. Values are
+//! A unit with more than Linf rows in a group contributes what Linf of them
+//! would in expectation: its count is Linf and its sums are scaled by
+//! Linf / c, rounded to the grid and clamped to Linf rows' bound. That is a
+//! deterministic function of the unit's own rows with the same sensitivity as
+//! sampling rows, and it needs a hash aggregate instead of a sort of all rows.
+//! Groups are chosen at random (a window over the per-unit rows), and not at
+//! all when the keys' public domains have no more tuples than L0. Values are
 //! clamped to the catalog's bounds and put on a fixed-point grid of a power
 //! of two, so every sum is an exact integer and the noise can be an exact
 //! integer too (Mironov 2012). NULL values add nothing to SUM and AVG, and are
@@ -151,12 +156,6 @@ pub(crate) fn bound_contributions(
 
     let mut unit_and_keys = vec![col(unit)];
     unit_and_keys.extend(key_cols());
-    let row_rank = datafusion::functions_window::expr_fn::row_number()
-        .partition_by(unit_and_keys.clone())
-        .order_by(random_order())
-        .build()
-        .map_err(plan_error)?
-        .alias("__veil_row_rank");
     let group_rank = datafusion::functions_window::expr_fn::row_number()
         .partition_by(vec![col(unit)])
         .order_by(random_order())
@@ -201,15 +200,102 @@ pub(crate) fn bound_contributions(
             stats,
         });
     }
-    let plan = LogicalPlanBuilder::from(checked.input.clone())
+    // Linf: a unit's rows in one group count as at most Linf rows. Its
+    // statistics there are scaled by min(1, Linf / n): the expected value of
+    // keeping Linf of its n rows at random, without sorting any rows. Each
+    // scaled statistic is an integer within Linf times the row bound (clamped
+    // again, so that no float rounding can exceed it).
+    let scale = |column: &str, row_bound: f64| -> Result<Expr, QueryError> {
+        let limit = max_rows as f64 * row_bound;
+        let x = cast(col(column), DataType::Float64) * col("__veil_factor");
+        let x = datafusion::functions::math::expr_fn::round(vec![x]);
+        let x = when(x.clone().gt(lit(limit)), lit(limit))
+            .when(x.clone().lt(lit(-limit)), lit(-limit))
+            .otherwise(x)
+            .map_err(plan_error)?;
+        Ok(cast(x, DataType::Int64).alias(column))
+    };
+    let mut scaled = unit_and_keys.clone();
+    scaled.push(
+        when(
+            col("__veil_c").gt(lit(max_rows as i64)),
+            lit(max_rows as i64),
+        )
+        .otherwise(col("__veil_c"))
+        .map_err(plan_error)?
+        .alias("__veil_c"),
+    );
+    for s in &stats {
+        if let Some(v) = &s.sum {
+            scaled.push(scale(&format!("{v}_u"), s.row_bound)?);
+        }
+        if let Some(n) = &s.count {
+            scaled.push(scale(&format!("{n}_u"), 1.0)?);
+        }
+    }
+    let factor = when(
+        col("__veil_c").gt(lit(max_rows as i64)),
+        lit(max_rows as f64) / cast(col("__veil_c"), DataType::Float64),
+    )
+    .otherwise(lit(1.0))
+    .map_err(plan_error)?
+    .alias("__veil_factor");
+    let mut with_factor = unit_and_keys.clone();
+    with_factor.push(col("__veil_c"));
+    for s in &stats {
+        if let Some(v) = &s.sum {
+            with_factor.push(col(format!("{v}_u").as_str()));
+        }
+        if let Some(n) = &s.count {
+            with_factor.push(col(format!("{n}_u").as_str()));
+        }
+    }
+    with_factor.push(factor);
+
+    // L0: a unit keeps at most L0 of its groups, chosen at random. When
+    // every key has a public domain and there are no more key tuples than
+    // L0, no unit can exceed it: rows outside the domains (never released)
+    // are dropped and the choice is skipped.
+    let domains: Option<Vec<&Vec<String>>> =
+        checked.keys.iter().map(|k| k.domain.as_ref()).collect();
+    let tuples = domains.as_ref().map(|ds| {
+        ds.iter()
+            .try_fold(1u64, |a, d| a.checked_mul(d.len() as u64))
+            .unwrap_or(u64::MAX)
+    });
+    let within_domains = match (&domains, tuples) {
+        (Some(ds), Some(t)) if t <= max_groups => Some(
+            ds.iter()
+                .zip(&keys)
+                .map(|(d, k)| {
+                    cast(col(k.as_str()), DataType::Utf8)
+                        .in_list(d.iter().map(|v| lit(v.as_str())).collect(), false)
+                })
+                .reduce(Expr::and)
+                .unwrap_or(lit(true)),
+        ),
+        _ => None,
+    };
+    let mut builder = LogicalPlanBuilder::from(checked.input.clone())
         .project(project)
         .and_then(|b| b.filter(col(unit).is_not_null()))
-        .and_then(|b| b.window(vec![row_rank]))
-        .and_then(|b| b.filter(col("__veil_row_rank").lt_eq(lit(max_rows as i64))))
-        .and_then(|b| b.aggregate(unit_and_keys, per_unit))
-        .and_then(|b| b.window(vec![group_rank]))
-        .and_then(|b| b.filter(col("__veil_group_rank").lt_eq(lit(max_groups as i64))))
-        .and_then(|b| b.aggregate(key_cols(), across))
+        .map_err(plan_error)?;
+    if let Some(within) = &within_domains {
+        builder = builder.filter(within.clone()).map_err(plan_error)?;
+    }
+    builder = builder
+        .aggregate(unit_and_keys, per_unit)
+        .and_then(|b| b.project(with_factor))
+        .and_then(|b| b.project(scaled))
+        .map_err(plan_error)?;
+    if within_domains.is_none() {
+        builder = builder
+            .window(vec![group_rank])
+            .and_then(|b| b.filter(col("__veil_group_rank").lt_eq(lit(max_groups as i64))))
+            .map_err(plan_error)?;
+    }
+    let plan = builder
+        .aggregate(key_cols(), across)
         .and_then(|b| b.build())
         .map_err(plan_error)?;
     let stats = stats
