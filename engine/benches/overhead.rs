@@ -17,7 +17,11 @@ use futures::StreamExt;
 use veil_engine::{Dataset, Engine, QueryRequest};
 use veil_policies::{DatasetManifest, Policy, Principal, Role};
 
-const QUERIES: [(&str, &str); 3] = [
+const QUERIES: [(&str, &str); 4] = [
+    (
+        "masked LIMIT 10",
+        "SELECT name, phone, county_code FROM population WHERE county_code = '530102' LIMIT 10",
+    ),
     (
         "masked projection",
         "SELECT id_number, name, phone, address, county_code FROM population",
