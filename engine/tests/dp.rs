@@ -271,3 +271,30 @@ fn removing_one_person_moves_the_answer_within_the_guarantee() {
         mean(&b)
     );
 }
+
+#[test]
+fn one_group_per_unit_keeps_each_person_in_exactly_one_group() {
+    // 18 declared categories and L0 = 1: each unit's one group is drawn at
+    // random. Every person then counts once (Linf = 1) in one category, so
+    // the released counts add up to the persons, not the visits.
+    let persons: f64 = exact("SELECT COUNT(DISTINCT id_number) FROM health_visits")[0][0]
+        .parse()
+        .unwrap();
+    let visits: f64 = exact("SELECT COUNT(*) FROM health_visits")[0][0]
+        .parse()
+        .unwrap();
+    assert!(visits > persons * 1.2, "{visits} visits, {persons} persons");
+    let (prepared, rows) = run_dp(
+        "SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category",
+        DpOptions::new(50.0),
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 18);
+    let noise = &prepared.dp.unwrap().noise[0];
+    let total: f64 = rows.iter().map(|r| r[1].parse::<f64>().unwrap()).sum();
+    assert!(
+        (total - persons).abs() < 12.0 * noise.std * 18f64.sqrt() + 1.0,
+        "{total} released against {persons} persons (noise std {})",
+        noise.std
+    );
+}
