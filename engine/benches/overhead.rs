@@ -8,6 +8,8 @@
 //! The sample is generated into `VEIL_BENCH_DIR` when it is not there yet.
 //! `VEIL_BENCH_ONLY=masked` runs only the queries whose name contains it.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use veil_engine::{Dataset, Engine, QueryRequest};
 use veil_policies::{DatasetManifest, Policy, Principal, Role};
+
+use common::{ensure_sample, env};
 
 const QUERIES: [(&str, &str); 4] = [
     (
@@ -50,33 +54,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let persons: u64 = std::env::var("VEIL_BENCH_PERSONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let persons: u64 = env("VEIL_BENCH_PERSONS", 1_000_000);
     let dir = PathBuf::from(
         std::env::var("VEIL_BENCH_DIR").unwrap_or_else(|_| format!("/tmp/veil-bench-{persons}")),
     );
-    let runs: usize = std::env::var("VEIL_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    if !dir.join("population.parquet").exists() {
-        let started = Instant::now();
-        veil_datasets::generate(
-            &dir,
-            &veil_datasets::Options {
-                persons,
-                seed: veil_datasets::DEFAULT_SEED,
-            },
-            &|_| {},
-        )
-        .unwrap();
-        eprintln!(
-            "generated {persons} persons in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
+    let runs: usize = env("VEIL_BENCH_RUNS", 3);
+    ensure_sample(&dir, persons);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

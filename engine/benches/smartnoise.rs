@@ -32,6 +32,8 @@
 //! - Memory: peak RSS of the veil process during its runs (the kernel's high
 //!   water mark, reset before each query) and of the SmartNoise process.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,6 +45,8 @@ use chrono::Utc;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use veil_engine::{Dataset, DpOptions, Engine, QueryRequest};
 use veil_policies::{DatasetManifest, Policy, Principal, Role};
+
+use common::{ensure_sample, env};
 
 const DELTA: f64 = 1e-5;
 
@@ -107,13 +111,6 @@ const OURS: [Case; 2] = [
         max_rows: 12,
     },
 ];
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -630,26 +627,6 @@ fn peak_rss_mb() -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn ensure_sample(dir: &Path, persons: u64) {
-    if dir.join("utility_usage.parquet").exists() {
-        return;
-    }
-    let started = Instant::now();
-    veil_datasets::generate(
-        dir,
-        &veil_datasets::Options {
-            persons,
-            seed: veil_datasets::DEFAULT_SEED,
-        },
-        &|_| {},
-    )
-    .unwrap();
-    eprintln!(
-        "generated {persons} persons in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 /// The interpreter with SmartNoise SQL: `VEIL_BENCH_PYTHON`, or a virtual

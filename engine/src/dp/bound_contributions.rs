@@ -60,6 +60,28 @@ pub(crate) struct Bounded {
     pub stats: Vec<Stats>,
 }
 
+impl Bounded {
+    /// The bounded plan, whose statistics across units are the `_s` columns
+    /// of the per-row ones.
+    fn new(plan: LogicalPlan, keys: Vec<String>, stats: Vec<Stats>) -> Bounded {
+        let stats = stats
+            .into_iter()
+            .map(|s| Stats {
+                sum: s.sum.map(|v| format!("{v}_s")),
+                count: s.count.map(|n| format!("{n}_s")),
+                ..s
+            })
+            .collect();
+        Bounded {
+            plan,
+            keys,
+            rows_column: "__veil_rows".into(),
+            units_column: "__veil_units".into(),
+            stats,
+        }
+    }
+}
+
 fn plan_error(e: datafusion::error::DataFusionError) -> QueryError {
     invalid(format!(
         "the differentially private plan cannot be built: {e}"
@@ -93,6 +115,8 @@ pub(crate) fn bound_contributions(
     }
     let mut stats = Vec::with_capacity(checked.aggregates.len());
     let mut per_unit = vec![count(lit(1)).alias("__veil_c")];
+    // Each per-unit statistic's column and the bound of one row in it.
+    let mut per_unit_columns: Vec<(String, f64)> = Vec::new();
     let mut across = vec![
         sum(col("__veil_c")).alias("__veil_rows"),
         count(lit(1)).alias("__veil_units"),
@@ -143,13 +167,12 @@ pub(crate) fn bound_contributions(
                 return Err(invalid("SUM and AVG need an argument"));
             }
         };
-        if let Some(v) = &s.sum {
-            per_unit.push(sum(col(v.as_str())).alias(format!("{v}_u")));
-            across.push(sum(col(format!("{v}_u").as_str())).alias(format!("{v}_s")));
-        }
-        if let Some(n) = &s.count {
-            per_unit.push(sum(col(n.as_str())).alias(format!("{n}_u")));
-            across.push(sum(col(format!("{n}_u").as_str())).alias(format!("{n}_s")));
+        let columns = s.sum.iter().map(|v| (v, s.row_bound));
+        for (column, row_bound) in columns.chain(s.count.iter().map(|n| (n, 1.0))) {
+            let u = format!("{column}_u");
+            per_unit.push(sum(col(column.as_str())).alias(&u));
+            across.push(sum(col(u.as_str())).alias(format!("{column}_s")));
+            per_unit_columns.push((u, row_bound));
         }
         stats.push(s);
     }
@@ -184,21 +207,7 @@ pub(crate) fn bound_contributions(
             .and_then(|b| b.aggregate(key_cols(), direct))
             .and_then(|b| b.build())
             .map_err(plan_error)?;
-        let stats = stats
-            .into_iter()
-            .map(|s| Stats {
-                sum: s.sum.map(|v| format!("{v}_s")),
-                count: s.count.map(|n| format!("{n}_s")),
-                ..s
-            })
-            .collect();
-        return Ok(Bounded {
-            plan,
-            keys,
-            rows_column: "__veil_rows".into(),
-            units_column: "__veil_units".into(),
-            stats,
-        });
+        return Ok(Bounded::new(plan, keys, stats));
     }
     // Linf: a unit's rows in one group count as at most Linf rows. Its
     // statistics there are scaled by min(1, Linf / n): the expected value of
@@ -225,13 +234,8 @@ pub(crate) fn bound_contributions(
         .map_err(plan_error)?
         .alias("__veil_c"),
     );
-    for s in &stats {
-        if let Some(v) = &s.sum {
-            scaled.push(scale(&format!("{v}_u"), s.row_bound)?);
-        }
-        if let Some(n) = &s.count {
-            scaled.push(scale(&format!("{n}_u"), 1.0)?);
-        }
+    for (column, row_bound) in &per_unit_columns {
+        scaled.push(scale(column, *row_bound)?);
     }
     let factor = when(
         col("__veil_c").gt(lit(max_rows as i64)),
@@ -242,14 +246,7 @@ pub(crate) fn bound_contributions(
     .alias("__veil_factor");
     let mut with_factor = unit_and_keys.clone();
     with_factor.push(col("__veil_c"));
-    for s in &stats {
-        if let Some(v) = &s.sum {
-            with_factor.push(col(format!("{v}_u").as_str()));
-        }
-        if let Some(n) = &s.count {
-            with_factor.push(col(format!("{n}_u").as_str()));
-        }
-    }
+    with_factor.extend(per_unit_columns.iter().map(|(c, _)| col(c.as_str())));
     with_factor.push(factor);
 
     // L0: a unit keeps at most L0 of its groups, chosen at random. When
@@ -298,21 +295,7 @@ pub(crate) fn bound_contributions(
         .aggregate(key_cols(), across)
         .and_then(|b| b.build())
         .map_err(plan_error)?;
-    let stats = stats
-        .into_iter()
-        .map(|s| Stats {
-            sum: s.sum.map(|v| format!("{v}_s")),
-            count: s.count.map(|n| format!("{n}_s")),
-            ..s
-        })
-        .collect();
-    Ok(Bounded {
-        plan,
-        keys,
-        rows_column: "__veil_rows".into(),
-        units_column: "__veil_units".into(),
-        stats,
-    })
+    Ok(Bounded::new(plan, keys, stats))
 }
 
 #[cfg(test)]

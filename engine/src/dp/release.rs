@@ -454,8 +454,9 @@ mod tests {
     use crate::dp::sample::tests::Seeded;
     use arrow::array::Int64Array;
 
-    fn count_release(epsilon: f64) -> DpRelease {
-        let bounded = Bounded {
+    /// A bounded plan with one COUNT(*) and no keys.
+    fn one_count() -> Bounded {
+        Bounded {
             plan: datafusion::logical_expr::LogicalPlanBuilder::empty(false)
                 .build()
                 .unwrap(),
@@ -468,7 +469,11 @@ mod tests {
                 grid: 1.0,
                 row_bound: 1.0,
             }],
-        };
+        }
+    }
+
+    fn count_release(epsilon: f64) -> DpRelease {
+        let bounded = one_count();
         calibrate(
             bounded,
             vec![("n".into(), DpSource::Aggregate(0))],
@@ -537,20 +542,7 @@ mod tests {
         // One small query: Laplace; a Gaussian wins only when δ is generous
         // and many groups share a unit.
         assert_eq!(count_release(0.5).mechanism, Mechanism::Laplace);
-        let bounded = Bounded {
-            plan: datafusion::logical_expr::LogicalPlanBuilder::empty(false)
-                .build()
-                .unwrap(),
-            keys: vec![],
-            rows_column: "__veil_rows".into(),
-            units_column: "__veil_units".into(),
-            stats: vec![Stats {
-                sum: None,
-                count: None,
-                grid: 1.0,
-                row_bound: 1.0,
-            }],
-        };
+        let bounded = one_count();
         let many = calibrate(
             bounded,
             vec![("n".into(), DpSource::Aggregate(0))],

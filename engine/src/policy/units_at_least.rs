@@ -78,11 +78,7 @@ impl AggregateUDFImpl for UnitsAtLeast {
     }
 
     fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(Groups {
-            k: self.k,
-            groups: Vec::new(),
-            hashes: Vec::new(),
-        }))
+        Ok(Box::new(Groups::new(self.k)))
     }
 
     fn default_value(&self, _: &DataType) -> Result<ScalarValue> {
@@ -171,6 +167,16 @@ struct Groups {
     groups: Vec<Vec<u64>>,
     /// Reused buffer of row hashes.
     hashes: Vec<u64>,
+}
+
+impl Groups {
+    fn new(k: usize) -> Self {
+        Groups {
+            k,
+            groups: Vec::new(),
+            hashes: Vec::new(),
+        }
+    }
 }
 
 impl GroupsAccumulator for Groups {
@@ -265,11 +271,7 @@ mod tests {
 
     #[test]
     fn counts_distinct_units_up_to_k_and_ignores_nulls() {
-        let mut acc = Groups {
-            k: 3,
-            groups: Vec::new(),
-            hashes: Vec::new(),
-        };
+        let mut acc = Groups::new(3);
         let values = strings(&[
             Some("a"),
             Some("a"),
@@ -290,22 +292,14 @@ mod tests {
     #[test]
     fn partial_states_merge_without_double_counting() {
         let part = |v: &[Option<&str>]| {
-            let mut acc = Groups {
-                k: 4,
-                groups: Vec::new(),
-                hashes: Vec::new(),
-            };
+            let mut acc = Groups::new(4);
             acc.update_batch(&[strings(v)], &vec![0; v.len()], None, 1)
                 .unwrap();
             acc.state(EmitTo::All).unwrap()
         };
         let a = part(&[Some("p1"), Some("p2")]);
         let b = part(&[Some("p2"), Some("p3")]);
-        let mut merged = Groups {
-            k: 4,
-            groups: Vec::new(),
-            hashes: Vec::new(),
-        };
+        let mut merged = Groups::new(4);
         merged.merge_batch(&a, &[0], 1).unwrap();
         merged.merge_batch(&b, &[0], 1).unwrap();
         let out = merged.evaluate(EmitTo::All).unwrap();
@@ -327,19 +321,11 @@ mod tests {
     fn filtered_rows_and_converted_states_agree() {
         let values = strings(&[Some("a"), Some("b"), Some("c")]);
         let filter = BooleanArray::from(vec![true, false, true]);
-        let acc = Groups {
-            k: 5,
-            groups: Vec::new(),
-            hashes: Vec::new(),
-        };
+        let acc = Groups::new(5);
         let state = acc
             .convert_to_state(std::slice::from_ref(&values), Some(&filter))
             .unwrap();
-        let mut merged = Groups {
-            k: 5,
-            groups: Vec::new(),
-            hashes: Vec::new(),
-        };
+        let mut merged = Groups::new(5);
         merged.merge_batch(&state, &[0, 0, 0], 1).unwrap();
         let out = merged.evaluate(EmitTo::All).unwrap();
         assert_eq!(
