@@ -148,6 +148,8 @@ pub struct Engine {
     policy: Arc<Policy>,
     policy_version: String,
     master_key: [u8; 32],
+    /// Verification products, or why one is unavailable.
+    products: BTreeMap<String, Result<Arc<crate::verify::ProductTable>, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -182,12 +184,121 @@ impl Engine {
             policy: Arc::new(policy),
             policy_version: policy_version.into(),
             master_key,
+            products: BTreeMap::new(),
         }
     }
 
     pub fn add_dataset(&mut self, dataset: Dataset) {
         self.datasets
             .insert(dataset.manifest.name.clone(), Arc::new(dataset));
+    }
+
+    /// The dataset named `name`, shared.
+    pub fn dataset(&self, name: &str) -> Option<Arc<Dataset>> {
+        self.datasets.get(name).cloned()
+    }
+
+    /// Installs a verification product's table, or the reason it has none.
+    pub fn add_product(
+        &mut self,
+        name: &str,
+        table: Result<Arc<crate::verify::ProductTable>, String>,
+    ) {
+        self.products.insert(name.to_owned(), table);
+    }
+
+    /// Gives every product of the policy its table, or the reason it has
+    /// none: its dataset is not loaded, or does not have the fields the
+    /// product names. `index` finds (or builds) the subject index of a
+    /// dataset's field; tables of `previous` built from the same product
+    /// over the same dataset version are kept, not rebuilt.
+    pub fn install_products(
+        &mut self,
+        index: &dyn Fn(&Dataset, &str) -> Result<Arc<crate::verify::SubjectIndex>, String>,
+        previous: Option<&Engine>,
+    ) {
+        let mut indexes: HashMap<(String, String), Arc<crate::verify::SubjectIndex>> =
+            HashMap::new();
+        let products = self.policy.products.clone();
+        for product in &products {
+            let table = (|| {
+                let dataset = self.datasets.get(&product.dataset).ok_or_else(|| {
+                    format!("its dataset `{}` is not registered", product.dataset)
+                })?;
+                if let Some(problem) = product.check_against(&dataset.manifest).first() {
+                    return Err(problem.to_string());
+                }
+                if let Some(kept) = previous
+                    .and_then(|e| e.product_table(&product.name))
+                    .filter(|t| t.is_for(product, dataset))
+                {
+                    return Ok(kept.clone());
+                }
+                let key = (product.dataset.clone(), product.subject.clone());
+                let subject_index = match indexes.get(&key) {
+                    Some(i) => i.clone(),
+                    None => {
+                        let i = index(dataset, &product.subject)?;
+                        indexes.insert(key, i.clone());
+                        i
+                    }
+                };
+                crate::verify::ProductTable::build(product, dataset.clone(), subject_index)
+                    .map(Arc::new)
+            })();
+            self.products.insert(product.name.clone(), table);
+        }
+    }
+
+    /// The table of a product, when it has one.
+    pub fn product_table(&self, name: &str) -> Option<&Arc<crate::verify::ProductTable>> {
+        self.products.get(name).and_then(|t| t.as_ref().ok())
+    }
+
+    /// The products of the policy, each with its table or the reason it is
+    /// unavailable.
+    pub fn products(
+        &self,
+    ) -> impl Iterator<Item = (&str, Result<&Arc<crate::verify::ProductTable>, &str>)> {
+        self.products
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_ref().map_err(String::as_str)))
+    }
+
+    /// Checks a verification request against the product, the caller and
+    /// the policy; the result answers it.
+    pub fn verify(
+        &self,
+        request: &crate::verify::VerifyRequest<'_>,
+    ) -> Result<crate::verify::Checked<'_>, crate::verify::VerifyError> {
+        use crate::verify::VerifyError;
+        if self.policy.product(request.product).is_none() {
+            let known: Vec<&str> = self
+                .policy
+                .products
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(VerifyError::NotFound(if known.is_empty() {
+                "the policy publishes no verification product".into()
+            } else {
+                format!(
+                    "no product by that name; the products are {}",
+                    known.join(", ")
+                )
+            }));
+        }
+        match self.products.get(request.product) {
+            Some(Ok(table)) => table.check(request, &self.policy),
+            Some(Err(why)) => Err(VerifyError::NotFound(format!(
+                "product `{}` is unavailable: {why}",
+                request.product
+            ))),
+            None => Err(VerifyError::NotFound(format!(
+                "product `{}` is unavailable: its dataset is not loaded",
+                request.product
+            ))),
+        }
     }
 
     pub fn policy(&self) -> &Policy {

@@ -7,7 +7,8 @@
 //! region filters, k thresholds, error-oracle guards); DataFusion runs the
 //! result. Nothing reads a dataset except a plan the policy stage wrote.
 //!
-//! [`source`] checks a data file against its manifest at registration.
+//! [`source`] checks a data file against its manifest at registration;
+//! [`verify`] answers verification products from indexes, without SQL.
 
 pub mod dp;
 mod engine;
@@ -17,6 +18,7 @@ pub mod protect;
 pub mod source;
 mod sql;
 mod tables;
+pub mod verify;
 
 pub use engine::{
     Answer, DpCost, DpOptions, DpPrepared, Engine, PreparedQuery, Privacy, Provenance, QueryRequest,

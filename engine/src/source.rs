@@ -349,45 +349,67 @@ fn units_are_unique(manifest: &DatasetManifest, path: &Path) -> Result<bool, Str
         }
         Ok(true)
     };
+    read_columns(manifest, path, &[manifest.privacy_unit.as_str()], |batch| {
+        visit(batch.column(0))
+    })?;
+    Ok(unique)
+}
+
+/// Reads the named columns of a data file in file order, batch by batch,
+/// until `visit` returns false. Batches hold the columns in the order of
+/// `names`.
+pub(crate) fn read_columns(
+    manifest: &DatasetManifest,
+    path: &Path,
+    names: &[&str],
+    mut visit: impl FnMut(&arrow::array::RecordBatch) -> Result<bool, String>,
+) -> Result<(), String> {
+    let reorder = |batch: arrow::array::RecordBatch| -> Result<arrow::array::RecordBatch, String> {
+        let indices = names
+            .iter()
+            .map(|n| batch.schema().index_of(n).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        batch.project(&indices).map_err(|e| e.to_string())
+    };
     match manifest.format {
         FileFormat::Parquet => {
             let file = File::open(path).map_err(|e| e.kind().to_string())?;
             let builder =
                 ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
-            let index = builder
-                .schema()
-                .index_of(&manifest.privacy_unit)
-                .map_err(|e| e.to_string())?;
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
+            let indices = names
+                .iter()
+                .map(|n| builder.schema().index_of(n).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
             let reader = builder
                 .with_projection(mask)
                 .with_batch_size(64 * 1024)
                 .build()
                 .map_err(|e| e.to_string())?;
             for batch in reader {
-                let batch = batch.map_err(|e| e.to_string())?;
-                if !visit(batch.column(0))? {
+                if !visit(&reorder(batch.map_err(|e| e.to_string())?)?)? {
                     break;
                 }
             }
         }
         FileFormat::Csv => {
             let schema = csv_schema(manifest);
-            let index = schema
-                .index_of(&manifest.privacy_unit)
-                .map_err(|e| e.to_string())?;
+            let indices = names
+                .iter()
+                .map(|n| schema.index_of(n).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
             let reader = arrow::csv::ReaderBuilder::new(schema)
                 .with_header(true)
-                .with_projection(vec![index])
+                .with_projection(indices)
+                .with_batch_size(64 * 1024)
                 .build(File::open(path).map_err(|e| e.kind().to_string())?)
                 .map_err(|e| e.to_string())?;
             for batch in reader {
-                let batch = batch.map_err(|e| e.to_string())?;
-                if !visit(batch.column(0))? {
+                if !visit(&reorder(batch.map_err(|e| e.to_string())?)?)? {
                     break;
                 }
             }
         }
     }
-    Ok(unique)
+    Ok(())
 }

@@ -135,6 +135,10 @@ impl Dataset {
         }
     }
 
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(crate) fn raw_schema(&self) -> SchemaRef {
         self.raw.schema()
     }

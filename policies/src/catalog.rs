@@ -18,10 +18,10 @@ use crate::problem::{Problem, Problems, is_plain_name, toml_problem};
 pub const MANIFEST_FORMAT: u32 = 1;
 
 macro_rules! token_enum {
-    ($(#[$doc:meta])* $name:ident, $what:literal { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -48,6 +48,8 @@ macro_rules! token_enum {
         }
     };
 }
+
+pub(crate) use token_enum;
 
 token_enum!(
     /// Art. 25-27.

@@ -6,6 +6,8 @@
 //!   33 and the classification and grading of every field (Art. 11).
 //! - [`policy`]: grades and the bundle each stands for; the default preset.
 //! - [`principal`]: roles, region scopes, grants.
+//! - [`verify`]: verification products and the normalisations they compare
+//!   through.
 //! - [`disclosure`] and [`decide`]: a field's disclosure level for one
 //!   principal and purpose.
 //!
@@ -19,6 +21,7 @@ pub mod identifiers;
 pub mod policy;
 pub mod principal;
 mod problem;
+pub mod verify;
 
 pub use catalog::{Catalog, DatasetManifest, FieldSpec, FieldType};
 pub use decide::{Decision, Reason, decide};
@@ -26,3 +29,4 @@ pub use disclosure::{Generalization, Level, LevelKind, MaskMethod};
 pub use policy::{Grade, Policy};
 pub use principal::{Grant, Principal, RegionScope, Role};
 pub use problem::{Problem, Problems, is_plain_name};
+pub use verify::Product;

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::disclosure::LevelKind;
 use crate::principal::Role;
 use crate::problem::{Problem, Problems, toml_problem};
+use crate::verify::{Product, RawProduct};
 
 /// The policy format this build reads.
 pub const POLICY_FORMAT: u32 = 1;
@@ -93,6 +94,8 @@ pub struct Policy {
     /// The most rows one answer may carry; longer answers are cut there.
     pub max_rows: u64,
     pub grades: Vec<Grade>,
+    /// Verification products (Art. 29): `[[product]]` tables.
+    pub products: Vec<Product>,
     digest: String,
 }
 
@@ -110,6 +113,10 @@ impl Policy {
 
     pub fn grade(&self, name: &str) -> Option<&Grade> {
         self.grades.iter().find(|g| g.name == name)
+    }
+
+    pub fn product(&self, name: &str) -> Option<&Product> {
+        self.products.iter().find(|p| p.name == name)
     }
 
     /// A short digest of the policy text; with the store's version number it
@@ -137,6 +144,8 @@ struct RawPolicy {
     max_rows: Option<u64>,
     #[serde(default, rename = "grade")]
     grades: Vec<RawGrade>,
+    #[serde(default, rename = "product")]
+    products: Vec<RawProduct>,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +208,19 @@ impl RawPolicy {
                 grades.push(grade);
             }
         }
+        let mut names = HashSet::new();
+        let mut products = Vec::new();
+        for (i, raw) in self.products.into_iter().enumerate() {
+            if let Some(product) = raw.check(i, &mut problems) {
+                if !names.insert(product.name.clone()) {
+                    problems.push(Problem::new(
+                        format!("product `{}`", product.name),
+                        "is defined twice",
+                    ));
+                }
+                products.push(product);
+            }
+        }
         let max_rows = self.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
         if !(1..=100_000_000).contains(&max_rows) {
             problems.push(Problem::new(
@@ -212,6 +234,7 @@ impl RawPolicy {
                 description: self.description,
                 max_rows,
                 grades,
+                products,
                 digest,
             })
         } else {
