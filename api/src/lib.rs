@@ -8,6 +8,7 @@
 //!   keys, grants.
 //! - [`registry`]: registering a dataset from its manifest.
 //! - [`service`]: an engine over the store; one query as a principal.
+//! - [`verify`]: verification products: subject indexes, digests, quotas.
 //! - [`wire`]: answers and errors as contract.md's JSON.
 
 pub mod datadir;
@@ -17,6 +18,7 @@ pub mod registry;
 pub mod service;
 pub mod signing;
 pub mod store;
+pub mod verify;
 pub mod wire;
 
 pub use store::{Store, StoreError};

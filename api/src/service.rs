@@ -6,7 +6,8 @@ use serde_json::Value;
 use veil_engine::{Dataset, DpOptions, DpPrepared, Engine, PreparedQuery, QueryRequest};
 use veil_policies::Role;
 
-use crate::store::{AuditEntry, PrincipalStatus, Store, StoreError};
+use crate::store::{AuditEntry, PrincipalRecord, PrincipalStatus, Store, StoreError};
+use crate::verify::VerifyBody;
 use crate::wire::{self, ApiError, ErrorCode};
 
 /// An engine over the store's active policy and current datasets.
@@ -41,18 +42,8 @@ pub fn load_engine(store: &Store) -> Result<Loaded, StoreError> {
     Ok(Loaded { engine, skipped })
 }
 
-/// Runs one query as the named principal and returns the answer JSON; the
-/// query is audited like an HTTP one (refusals included) before the answer
-/// is returned.
-pub async fn query_as(
-    store: &mut Store,
-    engine: &Engine,
-    name: &str,
-    sql: &str,
-    purpose: Option<&str>,
-    dp: Option<(DpOptions, bool)>,
-) -> Result<Value, ApiError> {
-    let internal = |_| ApiError::new(ErrorCode::Internal, "");
+/// The named principal, when it exists and is not suspended.
+fn active_principal(store: &Store, name: &str) -> Result<PrincipalRecord, ApiError> {
     let record = store
         .principal(name)
         .map_err(|_| ApiError::new(ErrorCode::Internal, ""))?
@@ -65,6 +56,81 @@ pub async fn query_as(
             format!("`{name}` is suspended"),
         ));
     }
+    Ok(record)
+}
+
+/// Runs one verification as the named principal, like `POST /v1/verify`:
+/// checked, held to the product's daily limit per subject (counted from
+/// today's audit log), audited, answered.
+pub fn verify_as(
+    store: &mut Store,
+    engine: &Engine,
+    name: &str,
+    body: &VerifyBody,
+) -> Result<Value, ApiError> {
+    use crate::verify::{self, CLI_ENDPOINT};
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(cause = %e, "verification failed");
+        ApiError::new(ErrorCode::Internal, "")
+    }
+    let record = active_principal(store, name)?;
+    let principal = &record.principal;
+    let signer = store.data_dir().signer().map_err(internal)?;
+    let digest = verify::SubjectDigest::new(&store.data_dir().master_key().map_err(internal)?);
+    let now = Utc::now();
+    let quotas = verify::Quotas::default();
+    let since =
+        verify::day_start(verify::day(now)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for (who, request) in store.verifications_since(&since).map_err(internal)? {
+        if let Some((product, digests)) = verify::parse_audit_request(&request) {
+            quotas.restore(&who, &product, &digests, now);
+        }
+    }
+    let checked = verify::check(engine, principal, body, &digest, now).and_then(|v| {
+        quotas
+            .admit(name, v.checked.product(), &v.digests, now)
+            .map(|()| v)
+    });
+    let verification = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            let outcome = format!("refused:{}", e.code.as_str());
+            let entry = verify::audit_entry(principal, CLI_ENDPOINT, Some(body), None, outcome);
+            store.append_audit(&[entry], &signer).map_err(internal)?;
+            return Err(e);
+        }
+    };
+    let answers = verification.checked.answer();
+    let entry = verify::audit_entry(
+        principal,
+        CLI_ENDPOINT,
+        Some(body),
+        Some(&verification),
+        "ok".into(),
+    );
+    let seq = store.append_audit(&[entry], &signer).map_err(internal)?;
+    Ok(verify::answer_json(
+        &verification.checked,
+        &answers,
+        body.single,
+        engine.policy_version(),
+        seq.first().copied().unwrap_or_default(),
+    ))
+}
+
+/// Runs one query as the named principal and returns the answer JSON; the
+/// query is audited like an HTTP one (refusals included) before the answer
+/// is returned.
+pub async fn query_as(
+    store: &mut Store,
+    engine: &Engine,
+    name: &str,
+    sql: &str,
+    purpose: Option<&str>,
+    dp: Option<(DpOptions, bool)>,
+) -> Result<Value, ApiError> {
+    let internal = |_| ApiError::new(ErrorCode::Internal, "");
+    let record = active_principal(store, name)?;
     if !matches!(record.principal.role, Role::Consumer | Role::Modeler) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,

@@ -214,7 +214,7 @@ impl Engine {
     /// over the same dataset version are kept, not rebuilt.
     pub fn install_products(
         &mut self,
-        index: &dyn Fn(&Dataset, &str) -> Result<Arc<crate::verify::SubjectIndex>, String>,
+        index: &crate::verify::IndexSource<'_>,
         previous: Option<&Engine>,
     ) {
         let mut indexes: HashMap<(String, String), Arc<crate::verify::SubjectIndex>> =

@@ -68,6 +68,9 @@ pub fn subject_key(canonical: &str) -> Option<u128> {
     Some(key)
 }
 
+/// Finds (or builds) the subject index of a dataset's field.
+pub type IndexSource<'a> = dyn Fn(&Dataset, &str) -> Result<Arc<SubjectIndex>, String> + 'a;
+
 /// Identifier → row positions for one field of one dataset version.
 #[derive(Debug, PartialEq)]
 pub struct SubjectIndex {

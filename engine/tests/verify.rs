@@ -354,8 +354,12 @@ fn bad_requests_are_refused_before_any_lookup_and_never_echo_values() {
     let id = &p["id_number"];
     let mut bad_check = id[..17].to_owned();
     bad_check.push(if id.ends_with('0') { '1' } else { '0' });
+    let messages = std::cell::RefCell::new(Vec::new());
     let refusal = |product: &str, items: &[VerifyItem]| match verify(&consumer(), product, items) {
-        Err(VerifyError::BadRequest(m)) => m,
+        Err(VerifyError::BadRequest(m)) => {
+            messages.borrow_mut().push(m.clone());
+            m
+        }
         other => panic!("expected bad_request, got {other:?}"),
     };
     let m = refusal(
@@ -405,11 +409,11 @@ fn bad_requests_are_refused_before_any_lookup_and_never_echo_values() {
         .map(|_| item(id, &[("name", text("x"))]))
         .collect();
     assert!(refusal("person_identity", &too_many).contains("at most 10000"));
-    for m in [refusal(
-        "person_identity",
-        &[item(&bad_check, &[("name", text(&p["name"]))])],
-    )] {
-        assert!(!m.contains(&bad_check) && !m.contains(&p["name"]), "{m}");
+    for m in messages.borrow().iter() {
+        assert!(
+            !m.contains(&bad_check) && !m.contains(id.as_str()) && !m.contains(&p["name"]),
+            "{m}"
+        );
     }
     match verify(&consumer(), "nope", &[item(id, &[("name", text("x"))])]) {
         Err(VerifyError::NotFound(m)) => assert!(m.contains("person_identity"), "{m}"),

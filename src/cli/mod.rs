@@ -7,6 +7,7 @@ mod policy;
 mod principal;
 mod query;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,8 @@ enum Command {
     Grant(principal::GrantCommand),
     /// Run one query as a principal, through the policy stage; prints the API's JSON.
     Query(query::QueryArgs),
+    /// Verify claims about a subject through a verification product; prints the API's JSON.
+    Verify(verify::VerifyArgs),
     /// Serve the HTTP API.
     Serve(serve::ServeArgs),
     /// Check the audit log.
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Principal(cmd) => principal::run(cmd),
         Command::Grant(cmd) => principal::run_grant(cmd),
         Command::Query(args) => query::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Receipt(cmd) => audit::run_receipt(cmd),

@@ -31,6 +31,11 @@ pub fn run(cmd: PolicyCommand) -> Result<(), Failure> {
                 .map_err(|e| Failure::Refused(format!("{}: {e}", file.display())))?;
             let mut store = Store::open(&dir.data_dir)?;
             let active = store.load_policy(&text, "cli")?;
+            // The policy stands whatever happens here: a missing index is
+            // built again when the service loads.
+            if let Err(e) = veil_api::verify::build_indexes(&store, None) {
+                eprintln!("veil: the subject indexes could not all be built: {e}");
+            }
             println!(
                 "loaded policy `{}` as {}",
                 active.policy.name,
@@ -59,13 +64,14 @@ fn check(files: &[PathBuf]) -> Result<(), Failure> {
         match Policy::parse(text) {
             Ok(p) => {
                 println!(
-                    "{}: ok (policy `{}`, {} grades, digest {})",
+                    "{}: ok (policy `{}`, {} grades, {} verification products, digest {})",
                     file.display(),
                     p.name,
                     p.grades.len(),
+                    p.products.len(),
                     p.digest()
                 );
-                policies.push(p);
+                policies.push((file, p));
             }
             Err(problems) => report.extend(
                 problems
@@ -75,18 +81,34 @@ fn check(files: &[PathBuf]) -> Result<(), Failure> {
             ),
         }
     }
-    if policies.is_empty() {
-        policies.push(Policy::default_preset());
-    }
-    let grade_known = |g: &str| policies.iter().any(|p| p.grade(g).is_some());
+    let preset = Policy::default_preset();
+    let checked_policies: Vec<&Policy> = if policies.is_empty() {
+        vec![&preset]
+    } else {
+        policies.iter().map(|(_, p)| p).collect()
+    };
+    let grade_known = |g: &str| checked_policies.iter().any(|p| p.grade(g).is_some());
     for (file, text) in texts.iter().filter(|(_, t)| is_manifest(t)) {
         match DatasetManifest::parse(text, &grade_known) {
-            Ok(m) => println!(
-                "{}: ok (manifest `{}`, {} fields)",
-                file.display(),
-                m.name,
-                m.fields.len()
-            ),
+            Ok(m) => {
+                println!(
+                    "{}: ok (manifest `{}`, {} fields)",
+                    file.display(),
+                    m.name,
+                    m.fields.len()
+                );
+                // Products of the policies given that read this dataset.
+                for (policy_file, policy) in &policies {
+                    for product in policy.products.iter().filter(|p| p.dataset == m.name) {
+                        report.extend(
+                            product
+                                .check_against(&m)
+                                .iter()
+                                .map(|p| format!("{}: {p}", policy_file.display())),
+                        );
+                    }
+                }
+            }
             Err(problems) => report.extend(
                 problems
                     .0

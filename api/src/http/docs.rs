@@ -94,6 +94,24 @@ pub const ROUTES: &[Route] = &[
         query: &["purpose"],
     },
     Route {
+        method: "post",
+        path: "/v1/verify",
+        summary: "Verify claims about a subject against data you never see: `match`/`mismatch` (or true/false for predicate products) per claim and nothing else; an unknown subject fails every claim. One `subject` with `claims`, or `items`: up to 10,000 of them. Identifiers are checked before any lookup; per-principal limits per minute and per subject per day; every verification is audited with a keyed digest of the subject.",
+        roles: &["consumer"],
+        body: Some(
+            r#"{"product": "person_identity", "subject": "53010219900101001X", "claims": {"name": "张三", "birth_date": "1990-01-01"}}"#,
+        ),
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/verify/products",
+        summary: "The verification products: dataset, claims and how each compares, limits, and whether you may use it.",
+        roles: &["consumer", "modeler", "approver", "admin", "subject"],
+        body: None,
+        query: &[],
+    },
+    Route {
         method: "get",
         path: "/v1/policy",
         summary: "The active policy and its text.",

@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod query;
 mod state;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/query", post(query::query))
         .route("/v1/receipts/{request_id}", get(query::receipt))
         .route("/v1/budget", get(query::budget))
+        .route(
+            "/v1/verify",
+            post(verify::verify).layer(DefaultBodyLimit::max(state.config.verify_body_limit)),
+        )
+        .route("/v1/verify/products", get(verify::products))
         .route("/v1/policy", get(admin::policy).put(admin::update_policy))
         .route("/v1/policy/versions", get(admin::policy_versions))
         .route(
@@ -91,8 +97,13 @@ async fn guard_body_size(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > state.config.body_limit) {
-        return ApiFailure::payload_too_large(state.config.body_limit).into_response();
+    let limit = if request.uri().path() == "/v1/verify" {
+        state.config.verify_body_limit
+    } else {
+        state.config.body_limit
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return ApiFailure::payload_too_large(limit).into_response();
     }
     next.run(request).await
 }

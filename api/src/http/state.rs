@@ -15,6 +15,7 @@ use super::metrics::Metrics;
 use crate::service::load_engine;
 use crate::signing::Signer;
 use crate::store::{AuditEntry, Store, StoreError};
+use crate::verify::{Quotas, SubjectDigest, day, day_start, install_products, parse_audit_request};
 
 /// Settings of a running service.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct ServerConfig {
     pub concurrency_per_principal: usize,
     /// Requests one principal may start per minute.
     pub requests_per_minute: u32,
+    /// Largest `POST /v1/verify` body: a batch of 10,000 subjects.
+    pub verify_body_limit: usize,
 }
 
 impl ServerConfig {
@@ -40,6 +43,7 @@ impl ServerConfig {
             timeout: Duration::from_secs(120),
             concurrency_per_principal: 8,
             requests_per_minute: 6_000,
+            verify_body_limit: 16 << 20,
         }
     }
 }
@@ -52,18 +56,34 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     pub limits: Limits,
     pub metrics: Metrics,
+    /// Per-principal limits of verification products.
+    pub quotas: Quotas,
+    /// Keyed digests of verified subjects.
+    pub digest: SubjectDigest,
 }
 
 impl AppState {
     pub fn open(config: ServerConfig) -> Result<Arc<AppState>, StoreError> {
         let store = Store::open(&config.data_dir)?;
-        let loaded = load_engine(&store)?;
+        let mut loaded = load_engine(&store)?;
         for (name, why) in &loaded.skipped {
             tracing::warn!(dataset = %name, reason = %why, "dataset unavailable");
         }
+        install_products(&store, &mut loaded.engine, None)?;
         let signer = Arc::new(store.data_dir().signer()?);
         let audit = AuditWriter::start(Store::open(&config.data_dir)?, signer.clone());
+        let digest = SubjectDigest::new(&store.data_dir().master_key()?);
+        let quotas = Quotas::default();
+        let now = chrono::Utc::now();
+        let since = day_start(day(now)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (principal, request) in store.verifications_since(&since)? {
+            if let Some((product, digests)) = parse_audit_request(&request) {
+                quotas.restore(&principal, &product, &digests, now);
+            }
+        }
         Ok(Arc::new(AppState {
+            quotas,
+            digest,
             limits: Limits::new(config.requests_per_minute, config.concurrency_per_principal),
             metrics: Metrics::default(),
             store: Mutex::new(store),
@@ -89,7 +109,9 @@ impl AppState {
 
     /// Rebuilds the engine after the catalog or the policy changed.
     pub fn reload_engine(&self) -> Result<(), StoreError> {
-        let loaded = load_engine(&self.store())?;
+        let store = self.store();
+        let mut loaded = load_engine(&store)?;
+        install_products(&store, &mut loaded.engine, Some(&self.engine()))?;
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.engine);
         Ok(())
     }

@@ -311,6 +311,26 @@ impl Store {
         })
     }
 
+    /// The principal and request of every successful verification since
+    /// `since` (an RFC 3339 time), oldest first.
+    pub fn verifications_since(&self, since: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT principal, request FROM audit_log
+             WHERE time >= ?1 AND outcome = 'ok' AND endpoint IN (?2, ?3) ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![
+                    since,
+                    crate::verify::HTTP_ENDPOINT,
+                    crate::verify::CLI_ENDPOINT
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Entries matching a filter, newest first.
     pub fn search_audit(&self, filter: &AuditFilter<'_>) -> Result<Vec<AuditRecord>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(

@@ -107,8 +107,18 @@ impl Store {
     }
 
     /// Checks and stores a policy as the next version, which becomes active.
+    /// Its verification products must fit the datasets registered now.
     pub fn load_policy(&mut self, text: &str, by: &str) -> Result<ActivePolicy, StoreError> {
         let policy = Policy::parse(text)?;
+        let mut problems = Vec::new();
+        for product in &policy.products {
+            if let Some(d) = self.dataset(&product.dataset)? {
+                problems.extend(product.check_against(&d.manifest));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(StoreError::Invalid(Problems(problems)));
+        }
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO policies (name, digest, text, loaded_at, loaded_by) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -1,0 +1,565 @@
+//! Verification in the service (Art. 29, 32): the subject indexes kept next
+//! to the store, the keyed subject digests the audit log records, the
+//! per-principal quotas, and the request and answer JSON, shared by
+//! `POST /v1/verify` and `veil verify`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use serde_json::{Map, Value, json};
+use veil_engine::verify::{Checked, Claimed, SubjectIndex, VerifyError, VerifyItem};
+use veil_engine::{Dataset, Engine};
+use veil_policies::Product;
+use veil_policies::verify::Answer;
+
+use crate::datadir::DataDir;
+use crate::store::{AuditEntry, RegisteredDataset, Store, StoreError};
+use crate::wire::{ApiError, ErrorCode};
+
+/// The audit log's endpoint names for verifications.
+pub const HTTP_ENDPOINT: &str = "POST /v1/verify";
+pub const CLI_ENDPOINT: &str = "veil verify";
+
+/// Where the subject index of `field` of a dataset version lives.
+fn index_path(dir: &DataDir, d: &RegisteredDataset, field: &str) -> PathBuf {
+    dir.root()
+        .join("indexes")
+        .join(format!("{}-v{}-{field}.idx", d.manifest.name, d.version))
+}
+
+/// What an index file must have been built from: the dataset version and
+/// the exact bytes of its file.
+fn index_tag(d: &RegisteredDataset, field: &str) -> String {
+    format!(
+        "{}\nv{}\n{field}\n{}",
+        d.manifest.name, d.version, d.file_sha256
+    )
+}
+
+/// The subject index of `field`: read from its file, or built from the data
+/// and written when the file is missing or does not belong to this version.
+pub fn subject_index(
+    dir: &DataDir,
+    registered: &RegisteredDataset,
+    dataset: &Dataset,
+    field: &str,
+) -> Result<Arc<SubjectIndex>, String> {
+    let path = index_path(dir, registered, field);
+    let tag = index_tag(registered, field);
+    match SubjectIndex::load(&path, &tag) {
+        Ok(index) => return Ok(Arc::new(index)),
+        Err(why) if path.exists() => {
+            tracing::warn!(index = %path.display(), reason = %why, "rebuilding a subject index");
+        }
+        Err(_) => {}
+    }
+    let started = Instant::now();
+    let index = SubjectIndex::build(dataset, field)?;
+    // An index holds identifiers: private to the service, like the store.
+    let folder = path.parent().expect("under the data directory");
+    std::fs::create_dir_all(folder)
+        .and_then(|()| crate::datadir::set_mode(folder, 0o700))
+        .and_then(|()| index.save(&path, &tag))
+        .and_then(|()| crate::datadir::set_mode(&path, 0o600))
+        .map_err(|e| format!("the index cannot be written: {}", e.kind()))?;
+    tracing::info!(
+        dataset = %registered.manifest.name,
+        field,
+        subjects = index.subjects(),
+        ms = started.elapsed().as_millis() as u64,
+        "built a subject index"
+    );
+    Ok(Arc::new(index))
+}
+
+/// Gives the engine's products their tables, reading (or building) the
+/// subject indexes kept in the data directory; tables of `previous` that
+/// still fit are kept.
+pub fn install_products(
+    store: &Store,
+    engine: &mut Engine,
+    previous: Option<&Engine>,
+) -> Result<(), StoreError> {
+    let registered: HashMap<String, RegisteredDataset> = store
+        .datasets()?
+        .into_iter()
+        .map(|d| (d.manifest.name.clone(), d))
+        .collect();
+    let dir = store.data_dir();
+    engine.install_products(
+        &|dataset, field| {
+            let r = registered
+                .get(&dataset.manifest.name)
+                .filter(|r| r.version == dataset.version)
+                .ok_or_else(|| "its dataset is not registered".to_string())?;
+            subject_index(dir, r, dataset, field)
+        },
+        previous,
+    );
+    for (name, table) in engine.products() {
+        if let Err(why) = table {
+            tracing::warn!(
+                product = name,
+                reason = why,
+                "verification product unavailable"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Builds the missing subject indexes of the active policy's products, for
+/// one dataset or all: registration and policy loads call it, so the
+/// service finds them ready.
+pub fn build_indexes(store: &Store, only: Option<&str>) -> Result<(), StoreError> {
+    let Some(active) = store.active_policy()? else {
+        return Ok(());
+    };
+    let mut done = Vec::new();
+    for product in &active.policy.products {
+        if only.is_some_and(|d| d != product.dataset)
+            || done.contains(&(&product.dataset, &product.subject))
+        {
+            continue;
+        }
+        let Some(registered) = store.dataset(&product.dataset)? else {
+            continue;
+        };
+        if !product.check_against(&registered.manifest).is_empty() {
+            continue;
+        }
+        let dataset = Dataset::open(
+            registered.manifest.clone(),
+            registered.version,
+            &registered.data_path,
+        )
+        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        subject_index(store.data_dir(), &registered, &dataset, &product.subject)
+            .map_err(StoreError::Conflict)?;
+        done.push((&product.dataset, &product.subject));
+    }
+    Ok(())
+}
+
+/// Keyed digests of subjects for the audit log and the daily quota: the
+/// same subject always has the same digest, and without the service's
+/// master key a digest cannot be tested against a guessed identifier.
+pub struct SubjectDigest(ring::hmac::Key);
+
+impl SubjectDigest {
+    pub fn new(master: &[u8; 32]) -> Self {
+        let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, master);
+        let derived = ring::hmac::sign(&root, b"veil verification subject digest v1");
+        SubjectDigest(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            derived.as_ref(),
+        ))
+    }
+
+    /// 128 bits of HMAC-SHA256 over the canonical identifier.
+    pub fn digest(&self, canonical: &str) -> u128 {
+        let tag = ring::hmac::sign(&self.0, canonical.as_bytes());
+        u128::from_be_bytes(tag.as_ref()[..16].try_into().expect("32-byte tag"))
+    }
+}
+
+/// The service's day for daily quotas: China Standard Time.
+pub fn day(now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&FixedOffset::east_opt(8 * 3600).expect("valid offset"))
+        .date_naive()
+}
+
+/// The start of `day` in UTC, for reading today's audit entries back.
+pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_local_timezone(FixedOffset::east_opt(8 * 3600).expect("valid offset"))
+        .single()
+        .expect("a fixed offset is unambiguous")
+        .with_timezone(&Utc)
+}
+
+/// Per-principal limits of each product: subjects per minute (a token
+/// bucket) and verifications of one subject per day.
+#[derive(Default)]
+pub struct Quotas {
+    inner: Mutex<QuotaState>,
+}
+
+#[derive(Default)]
+struct QuotaState {
+    buckets: HashMap<(String, String), (f64, Instant)>,
+    day: Option<NaiveDate>,
+    today: HashMap<(String, String, u128), u32>,
+}
+
+impl Quotas {
+    /// Admits `digests` (one per subject of a request) for `principal`, or
+    /// refuses the whole request without counting any of it.
+    pub fn admit(
+        &self,
+        principal: &str,
+        product: &Product,
+        digests: &[u128],
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let today = day(now);
+        if state.day != Some(today) {
+            state.day = Some(today);
+            state.today.clear();
+        }
+        let rate = f64::from(product.per_minute);
+        let key = (principal.to_owned(), product.name.clone());
+        let clock = Instant::now();
+        let (tokens, updated) = state.buckets.get(&key).copied().unwrap_or((rate, clock));
+        let tokens = (tokens + clock.duration_since(updated).as_secs_f64() * rate / 60.0).min(rate);
+        let wanted = digests.len() as f64;
+        if tokens < wanted {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "product `{}` allows {} subjects a minute per principal; {} are available now",
+                    product.name,
+                    product.per_minute,
+                    tokens.floor()
+                ),
+            ));
+        }
+        let mut counts: HashMap<u128, u32> = HashMap::new();
+        for (n, digest) in digests.iter().enumerate() {
+            let seen = state
+                .today
+                .get(&(key.0.clone(), key.1.clone(), *digest))
+                .copied()
+                .unwrap_or(0);
+            let count = counts.entry(*digest).or_insert(seen);
+            *count += 1;
+            if *count > product.daily_per_subject {
+                let which = if digests.len() > 1 {
+                    format!("the subject of items[{n}]")
+                } else {
+                    "this subject".to_owned()
+                };
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "{which} was verified {} times today through `{}`, its daily limit per principal",
+                        product.daily_per_subject, product.name
+                    ),
+                ));
+            }
+        }
+        state.buckets.insert(key.clone(), (tokens - wanted, clock));
+        for (digest, count) in counts {
+            state
+                .today
+                .insert((key.0.clone(), key.1.clone(), digest), count);
+        }
+        Ok(())
+    }
+
+    /// Counts verifications already made today (read back from the audit
+    /// log when the service starts), so a restart does not reset the caps.
+    pub fn restore(&self, principal: &str, product: &str, digests: &[u128], now: DateTime<Utc>) {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let today = day(now);
+        if state.day != Some(today) {
+            state.day = Some(today);
+            state.today.clear();
+        }
+        for d in digests {
+            *state
+                .today
+                .entry((principal.to_owned(), product.to_owned(), *d))
+                .or_insert(0) += 1;
+        }
+    }
+}
+
+/// A verification request as JSON: one subject, or up to 10,000 `items`.
+#[derive(Debug)]
+pub struct VerifyBody {
+    pub product: String,
+    pub purpose: Option<String>,
+    pub items: Vec<VerifyItem>,
+    /// Whether the request was a single subject (answered as one object).
+    pub single: bool,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, message)
+}
+
+fn claims_of(value: Option<&Value>, at: &str) -> Result<Vec<(String, Claimed)>, ApiError> {
+    let Some(Value::Object(map)) = value else {
+        return Err(bad(format!(
+            "`{at}claims` must be an object of claim name to value"
+        )));
+    };
+    map.iter()
+        .map(|(name, v)| {
+            let claimed = match v {
+                Value::String(s) => Claimed::Text(s.clone()),
+                Value::Number(n) => Claimed::Number(n.as_f64().unwrap_or(f64::NAN)),
+                Value::Bool(b) => Claimed::Bool(*b),
+                _ => {
+                    return Err(bad(format!(
+                        "`{at}claims.{name}` must be a string, a number or a boolean"
+                    )));
+                }
+            };
+            Ok((name.clone(), claimed))
+        })
+        .collect()
+}
+
+fn subject_of(value: Option<&Value>, at: &str) -> Result<String, ApiError> {
+    match value {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(bad(format!(
+            "`{at}subject` must be the subject's identifier as a string"
+        ))),
+    }
+}
+
+const BODY_KEYS: &[&str] = &["product", "purpose", "subject", "claims", "items"];
+
+impl VerifyBody {
+    /// Reads the body by hand, so no parser message can repeat a value.
+    pub fn parse(body: &Value) -> Result<VerifyBody, ApiError> {
+        let Value::Object(map) = body else {
+            return Err(bad("the body must be a JSON object"));
+        };
+        if let Some(k) = map.keys().find(|k| !BODY_KEYS.contains(&k.as_str())) {
+            return Err(bad(format!(
+                "unknown key `{k}`; a verification takes {}",
+                BODY_KEYS.join(", ")
+            )));
+        }
+        let product = match map.get("product") {
+            Some(Value::String(p)) => p.clone(),
+            _ => return Err(bad("`product` must name a verification product")),
+        };
+        let purpose = match map.get("purpose") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) => Some(p.clone()),
+            _ => return Err(bad("`purpose` must be a string")),
+        };
+        let (items, single) = match (map.get("items"), map.contains_key("subject")) {
+            (Some(Value::Array(items)), false) if !map.contains_key("claims") => {
+                let items = items
+                    .iter()
+                    .enumerate()
+                    .map(|(n, item)| {
+                        let at = format!("items[{n}].");
+                        let Value::Object(item) = item else {
+                            return Err(bad(format!(
+                                "`items[{n}]` must be an object with `subject` and `claims`"
+                            )));
+                        };
+                        if let Some(k) = item.keys().find(|k| *k != "subject" && *k != "claims") {
+                            return Err(bad(format!("unknown key `{at}{k}`")));
+                        }
+                        Ok(VerifyItem {
+                            subject: subject_of(item.get("subject"), &at)?,
+                            claims: claims_of(item.get("claims"), &at)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (items, false)
+            }
+            (None, true) => (
+                vec![VerifyItem {
+                    subject: subject_of(map.get("subject"), "")?,
+                    claims: claims_of(map.get("claims"), "")?,
+                }],
+                true,
+            ),
+            _ => {
+                return Err(bad(
+                    "send either `subject` and `claims`, or `items`: a list of up to 10000 of them",
+                ));
+            }
+        };
+        Ok(VerifyBody {
+            product,
+            purpose,
+            items,
+            single,
+        })
+    }
+}
+
+impl From<&VerifyError> for ApiError {
+    fn from(e: &VerifyError) -> Self {
+        let code = match e {
+            VerifyError::BadRequest(_) => ErrorCode::BadRequest,
+            VerifyError::NotFound(_) => ErrorCode::NotFound,
+            VerifyError::Forbidden(_) => ErrorCode::Forbidden,
+            VerifyError::Denied(_) => ErrorCode::PolicyDenied,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// The audit record's `request` for a verification: the product, the claims
+/// asked, and each subject's digest (never the identifier or a claimed value).
+pub fn audit_request(product: &str, claims: &[&str], digests: &[u128]) -> String {
+    let subjects: Vec<String> = digests.iter().map(|d| format!("{d:032x}")).collect();
+    json!({"product": product, "claims": claims, "subjects": subjects}).to_string()
+}
+
+/// Reads an audit `request` written by [`audit_request`] back.
+pub fn parse_audit_request(text: &str) -> Option<(String, Vec<u128>)> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let product = value.get("product")?.as_str()?.to_owned();
+    let digests = value
+        .get("subjects")?
+        .as_array()?
+        .iter()
+        .map(|s| s.as_str().and_then(|s| u128::from_str_radix(s, 16).ok()))
+        .collect::<Option<Vec<_>>>()?;
+    Some((product, digests))
+}
+
+/// The answer: per claim `match`/`mismatch` (or true/false), and what every
+/// answer carries: provenance, the policy version, the audit entry.
+pub fn answer_json(
+    checked: &Checked<'_>,
+    answers: &[Vec<(&str, bool)>],
+    single: bool,
+    policy_version: &str,
+    audit_seq: i64,
+) -> Value {
+    let boolean = checked.product().answer == Answer::Boolean;
+    let result = |claims: &Vec<(&str, bool)>| -> Value {
+        let mut map = Map::with_capacity(claims.len());
+        for (name, passed) in claims {
+            let v = match (boolean, passed) {
+                (true, b) => Value::Bool(*b),
+                (false, true) => Value::String("match".into()),
+                (false, false) => Value::String("mismatch".into()),
+            };
+            map.insert((*name).to_owned(), v);
+        }
+        Value::Object(map)
+    };
+    let results = if single {
+        answers.first().map(result).unwrap_or(Value::Null)
+    } else {
+        Value::Array(answers.iter().map(result).collect())
+    };
+    let p = &checked.provenance;
+    json!({
+        "results": results,
+        "product": checked.product().name,
+        "provenance": {
+            "datasets": p.datasets,
+            "providers": p.providers,
+            "versions": p.versions.iter().map(|(d, v)| json!({"dataset": d, "version": v})).collect::<Vec<_>>(),
+            "retrieved_at": p.retrieved_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
+        "privacy": {"mode": "verification", "bits_per_claim": 1},
+        "policy_version": policy_version,
+        "audit_seq": audit_seq,
+    })
+}
+
+/// The products as a caller sees them: what each asks and answers, its
+/// limits, and whether the caller may use it.
+pub fn products_json(engine: &Engine, role: veil_policies::Role) -> Value {
+    let products: Vec<Value> = engine
+        .policy()
+        .products
+        .iter()
+        .map(|p| {
+            let available = engine.product_table(&p.name).is_some();
+            json!({
+                "name": p.name,
+                "description": p.description,
+                "dataset": p.dataset,
+                "answer": p.answer.name(),
+                "claims": p.claims.iter().map(|c| json!({
+                    "name": c.name,
+                    "test": c.test.name(),
+                    "compare": c.compare.name(),
+                    "over": c.over.name(),
+                })).collect::<Vec<_>>(),
+                "roles": p.roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
+                "purposes": p.purposes,
+                "per_minute": p.per_minute,
+                "daily_per_subject": p.daily_per_subject,
+                "available": available,
+                "usable_by_you": available && p.roles.contains(&role),
+            })
+        })
+        .collect();
+    json!({"products": products})
+}
+
+/// A verification that passed every check, with what the audit log keeps.
+pub struct Verification<'e> {
+    pub checked: Checked<'e>,
+    pub digests: Vec<u128>,
+}
+
+/// Checks a request as `principal`: the engine's checks, then the digests
+/// of its subjects.
+pub fn check<'e>(
+    engine: &'e Engine,
+    principal: &veil_policies::Principal,
+    body: &VerifyBody,
+    digest: &SubjectDigest,
+    now: DateTime<Utc>,
+) -> Result<Verification<'e>, ApiError> {
+    let request = veil_engine::verify::VerifyRequest {
+        principal,
+        purpose: body.purpose.as_deref(),
+        product: &body.product,
+        items: &body.items,
+        now,
+    };
+    let checked = engine.verify(&request).map_err(|e| ApiError::from(&e))?;
+    let digests = checked.subjects().map(|s| digest.digest(s)).collect();
+    Ok(Verification { checked, digests })
+}
+
+/// The audit entry of a verification; `verification` is `None` for a
+/// refusal, which records the product asked for and nothing about subjects.
+pub fn audit_entry(
+    principal: &veil_policies::Principal,
+    endpoint: &str,
+    body: Option<&VerifyBody>,
+    verification: Option<&Verification<'_>>,
+    outcome: String,
+) -> AuditEntry {
+    let product = body.map_or("", |b| b.product.as_str());
+    let mut entry = AuditEntry {
+        principal: principal.name.clone(),
+        role: principal.role.name().to_owned(),
+        purpose: body.and_then(|b| b.purpose.clone()).unwrap_or_default(),
+        endpoint: endpoint.to_owned(),
+        request: audit_request(product, &[], &[]),
+        privacy: "{}".into(),
+        outcome,
+        ..AuditEntry::default()
+    };
+    if let Some(v) = verification {
+        let p = v.checked.product();
+        let claims = v.checked.claim_names();
+        entry.request = audit_request(&p.name, &claims, &v.digests);
+        entry.datasets = vec![p.dataset.clone()];
+        entry.fields = claims
+            .iter()
+            .filter_map(|c| p.claim(c))
+            .map(|c| format!("{}.{}", p.dataset, c.field))
+            .collect();
+        entry.rows = Some(v.digests.len() as u64);
+        entry.privacy = json!({"mode": "verification", "claims": claims.len()}).to_string();
+    }
+    entry
+}

@@ -1,0 +1,448 @@
+//! End-to-end verification: `POST /v1/verify` on the real server and
+//! `veil verify`, against the generated sample.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn add(dir: &Path, name: &str, role: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "principal",
+        "add",
+        "--data-dir",
+        s(dir),
+        "--name",
+        name,
+        "--role",
+        role,
+    ];
+    args.extend_from_slice(extra);
+    let out = veil(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    text(&out).0.lines().last().unwrap().to_owned()
+}
+
+/// People of the sample in plain text, read through a granted query (the
+/// test plays the data owner).
+fn people(dir: &Path) -> Vec<Vec<String>> {
+    add(dir, "owner", "consumer", &[]);
+    let grant = veil(&[
+        "grant",
+        "add",
+        "--data-dir",
+        s(dir),
+        "--principal",
+        "owner",
+        "--dataset",
+        "population",
+        "--purpose",
+        "test-oracle",
+    ]);
+    assert!(grant.status.success(), "{:?}", text(&grant));
+    let out = veil(&[
+        "query",
+        "--data-dir",
+        s(dir),
+        "--as",
+        "owner",
+        "--purpose",
+        "test-oracle",
+        "--sql",
+        "SELECT id_number, name, CAST(birth_date AS VARCHAR), phone FROM population ORDER BY id_number",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let answer: Value = serde_json::from_str(&text(&out).0).unwrap();
+    answer["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// The default preset with `insured_in_month` held to 4 subjects a minute
+/// and 2 verifications of a subject a day.
+fn tight_policy(dir: &Path) {
+    let preset = std::fs::read_to_string(repo("policies/presets/default.toml")).unwrap();
+    let marker = "name = \"insured_in_month\"";
+    let at = preset.find(marker).unwrap();
+    let tail = preset[at..].replacen(
+        "per_minute = 12000\ndaily_per_subject = 10",
+        "per_minute = 4\ndaily_per_subject = 2",
+        1,
+    );
+    let path = dir.join("tight.toml");
+    std::fs::write(&path, format!("{}{tail}", &preset[..at])).unwrap();
+    let out = veil(&["policy", "load", "--data-dir", s(dir), s(&path)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+fn verify(server: &Server, key: &str, body: Value) -> Response {
+    server.post_json("/v1/verify", Some(key), &body)
+}
+
+#[test]
+fn verification_answers_bits_refuses_bad_input_and_enforces_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, carol, _root) = deployment(tmp.path());
+    let people = people(&dir);
+    tight_policy(&dir);
+    let authority = add(
+        &dir,
+        "authority",
+        "approver",
+        &["--org", "云南省数据局 (Yunnan Provincial Data Bureau)"],
+    );
+    let modeler = add(&dir, "mo", "modeler", &[]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let indexes: Vec<_> = std::fs::read_dir(dir.join("indexes"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(indexes.len(), 4, "{indexes:?}");
+        for path in indexes {
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{path:?}"
+            );
+        }
+    }
+    let server = Server::start(&dir, &[]);
+    let p = people.iter().find(|p| !p[3].is_empty()).unwrap();
+    let (id, name, born, phone) = (&p[0], &p[1], &p[2], &p[3]);
+
+    // The truth matches, in the forms people type it; nothing else comes back.
+    let r = verify(
+        &server,
+        &carol,
+        json!({"product": "person_identity", "subject": id.to_lowercase(),
+        "claims": {"name": format!(" {name} "), "birth_date": born.replace('-', "/"), "phone": phone}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(
+        answer["results"],
+        json!({"name": "match", "birth_date": "match", "phone": "match"})
+    );
+    assert_eq!(answer["provenance"]["datasets"], json!(["population"]));
+    assert!(answer["audit_seq"].as_i64().unwrap() > 0);
+    for secret in [id, name, born, phone] {
+        assert!(
+            !r.text().contains(secret.as_str()),
+            "the answer echoes a value"
+        );
+    }
+
+    // Wrong claims and unknown subjects answer alike.
+    let other = people
+        .iter()
+        .find(|o| o[1] != *name && o[2] != *born)
+        .unwrap();
+    let wrong = verify(
+        &server,
+        &carol,
+        json!({"product": "person_identity", "subject": id,
+        "claims": {"name": other[1], "birth_date": other[2]}}),
+    );
+    assert_eq!(
+        wrong.json()["results"],
+        json!({"name": "mismatch", "birth_date": "mismatch"})
+    );
+    let stranger = "11010519491231002X";
+    assert!(people.iter().all(|p| p[0] != stranger));
+    let unknown = verify(
+        &server,
+        &carol,
+        json!({"product": "person_identity", "subject": stranger,
+        "claims": {"name": name, "birth_date": born}}),
+    );
+    assert_eq!(
+        unknown.json()["results"],
+        json!({"name": "mismatch", "birth_date": "mismatch"})
+    );
+
+    // A batch answers in order.
+    let batch = verify(
+        &server,
+        &carol,
+        json!({"product": "person_identity", "items": [
+            {"subject": people[1][0], "claims": {"name": people[1][1]}},
+            {"subject": people[2][0], "claims": {"name": people[1][1]}},
+            {"subject": stranger, "claims": {"name": people[1][1]}},
+        ]}),
+    );
+    let results = batch.json()["results"].clone();
+    assert_eq!(results[0]["name"], "match");
+    assert_eq!(
+        results[1]["name"],
+        if people[2][1] == people[1][1] {
+            "match"
+        } else {
+            "mismatch"
+        }
+    );
+    assert_eq!(results[2]["name"], "mismatch");
+
+    // Bad input is refused before any lookup, without repeating it.
+    let mut bad_id = id[..17].to_owned();
+    bad_id.push(if id.ends_with('0') { '1' } else { '0' });
+    for (body, code) in [
+        (
+            json!({"product": "person_identity", "subject": bad_id, "claims": {"name": name}}),
+            "bad_request",
+        ),
+        (
+            json!({"product": "person_identity", "subject": id, "claims": {"salary": "1"}}),
+            "bad_request",
+        ),
+        (
+            json!({"product": "person_identity", "subject": id, "claims": {"birth_date": name}}),
+            "bad_request",
+        ),
+        (
+            json!({"product": "person_identity", "subject": 530102, "claims": {"name": name}}),
+            "bad_request",
+        ),
+        (
+            json!({"product": "person_identity", "subject": id, "claims": {"name": name}, "items": []}),
+            "bad_request",
+        ),
+        (
+            json!({"product": "person_identity", "subject": id}),
+            "bad_request",
+        ),
+        (
+            json!({"product": "no_such_product", "subject": id, "claims": {"name": name}}),
+            "not_found",
+        ),
+    ] {
+        let r = verify(&server, &carol, body);
+        assert_eq!(r.code(), code, "{}", r.text());
+        for secret in [id.as_str(), name, bad_id.as_str()] {
+            assert!(
+                !r.text().contains(secret),
+                "the refusal echoes a value: {}",
+                r.text()
+            );
+        }
+    }
+    let r = verify(
+        &server,
+        &modeler,
+        json!({"product": "person_identity", "subject": id, "claims": {"name": name}}),
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
+
+    // A full batch is larger than the 1 MiB body limit of other endpoints.
+    let items: Vec<Value> = (0..10_000)
+        .map(|n| {
+            let p = &people[n % people.len()];
+            let mut claims = json!({"name": p[1], "birth_date": p[2]});
+            if !p[3].is_empty() {
+                claims["phone"] = json!(p[3]);
+            }
+            json!({"subject": p[0], "claims": claims})
+        })
+        .collect();
+    let body = json!({"product": "person_identity", "items": items});
+    assert!(body.to_string().len() > 1 << 20);
+    let r = verify(&server, &carol, body);
+    assert_eq!(r.status, 200, "{}", &r.text()[..200.min(r.text().len())]);
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 10_000);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_object().unwrap().values().all(|v| v == "match"))
+    );
+    assert!(results.iter().filter(|r| r.get("phone").is_some()).count() > 5_000);
+    let mut too_many = json!({"product": "person_identity"});
+    too_many["items"] = json!(vec![
+        json!({"subject": id, "claims": {"name": name}});
+        10_001
+    ]);
+    assert_eq!(verify(&server, &carol, too_many).code(), "bad_request");
+
+    // Enumeration: one subject at most twice a day, four subjects a minute.
+    let insured = |subject: &str| {
+        verify(
+            &server,
+            &carol,
+            json!({"product": "insured_in_month", "subject": subject, "claims": {"insured_in": "2025-03"}}),
+        )
+    };
+    assert_eq!(insured(&people[0][0]).status, 200);
+    assert!(insured(&people[0][0]).json()["results"]["insured_in"].is_boolean());
+    let capped = insured(&people[0][0]);
+    assert_eq!(
+        (capped.status, capped.code().as_str()),
+        (429, "rate_limited")
+    );
+    assert!(capped.text().contains("daily limit") && !capped.text().contains(&people[0][0]));
+    assert_eq!(insured(&people[1][0]).status, 200);
+    assert_eq!(insured(&people[2][0]).status, 200);
+    let fast = insured(&people[3][0]);
+    assert_eq!(
+        fast.code(),
+        "rate_limited",
+        "a fifth subject within the minute"
+    );
+    assert!(
+        fast.text().contains("4 subjects a minute"),
+        "{}",
+        fast.text()
+    );
+
+    // The audit log has a keyed digest per subject, never the identifier.
+    let log = server
+        .get("/v1/audit?principal=carol&limit=1000", Some(&authority))
+        .json();
+    let entries: Vec<&Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["endpoint"] == "POST /v1/verify")
+        .collect();
+    assert!(entries.len() >= 14, "{}", entries.len());
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["outcome"] == "refused:rate_limited")
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["outcome"] == "refused:bad_request")
+    );
+    let first_ok = entries.iter().rev().find(|e| e["outcome"] == "ok").unwrap();
+    let request: Value = serde_json::from_str(first_ok["request"].as_str().unwrap()).unwrap();
+    assert_eq!(request["product"], "person_identity");
+    assert_eq!(request["claims"], json!(["name", "birth_date", "phone"]));
+    assert_eq!(request["subjects"][0].as_str().unwrap().len(), 32);
+    let all = log.to_string();
+    for p in &people[..5] {
+        assert!(
+            !all.contains(&p[0]) && !all.contains(&p[1]),
+            "the audit log holds a value"
+        );
+    }
+    // The same subject has the same digest, whatever its spelling.
+    let again = entries
+        .iter()
+        .rev()
+        .filter(|e| e["outcome"] == "ok")
+        .nth(1)
+        .unwrap();
+    let second: Value = serde_json::from_str(again["request"].as_str().unwrap()).unwrap();
+    assert_eq!(second["subjects"][0], request["subjects"][0]);
+
+    // A restart keeps today's counts: they are read back from the audit log.
+    drop(server);
+    let server = Server::start(&dir, &[]);
+    let r = verify(
+        &server,
+        &carol,
+        json!({"product": "insured_in_month", "subject": people[0][0], "claims": {"insured_in": "2025-03"}}),
+    );
+    assert_eq!(r.code(), "rate_limited", "{}", r.text());
+    let products = server.get("/v1/verify/products", Some(&carol)).json();
+    let names: Vec<&str> = products["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "person_identity",
+            "insured_in_month",
+            "utility_arrears",
+            "legal_representative"
+        ]
+    );
+    assert!(
+        products["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["available"] == true && p["usable_by_you"] == true)
+    );
+}
+
+#[test]
+fn the_cli_verifies_like_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _carol, _root) = deployment(tmp.path());
+    let people = people(&dir);
+    let p = &people[7];
+    let out = veil(&[
+        "verify",
+        "--data-dir",
+        s(&dir),
+        "--as",
+        "carol",
+        "--product",
+        "person_identity",
+        "--subject",
+        &p[0],
+        "--claim",
+        &format!("name={}", p[1]),
+        "--claim",
+        "birth_date=1800-01-01",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let answer: Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(
+        answer["results"],
+        json!({"name": "match", "birth_date": "mismatch"})
+    );
+
+    let items = tmp.path().join("items.json");
+    std::fs::write(&items, json!([{"subject": p[0], "claims": {"name": p[1]}}, {"subject": people[8][0], "claims": {"name": p[1]}}]).to_string()).unwrap();
+    let out = veil(&[
+        "verify",
+        "--data-dir",
+        s(&dir),
+        "--as",
+        "carol",
+        "--product",
+        "person_identity",
+        "--items",
+        s(&items),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let answer: Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(answer["results"][0]["name"], "match");
+
+    let out = veil(&[
+        "verify",
+        "--data-dir",
+        s(&dir),
+        "--as",
+        "carol",
+        "--product",
+        "person_identity",
+        "--subject",
+        "123",
+        "--claim",
+        "name=x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let error: Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(error["error"]["code"], "bad_request");
+    let audit = veil(&["audit", "verify", "--data-dir", s(&dir)]);
+    assert!(audit.status.success(), "{:?}", text(&audit));
+}
