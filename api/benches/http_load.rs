@@ -7,97 +7,18 @@
 //! VEIL_BENCH_SECONDS=10 VEIL_BENCH_CONNECTIONS=64 cargo bench -p veil-api --bench http_load
 //! ```
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use common::{MakeRequest, env, load};
+use http_body_util::Full;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use veil_api::Store;
 use veil_api::http::{AppState, ServerConfig, serve};
 use veil_api::store::NewPrincipal;
 use veil_policies::Role;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Outcome {
-    requests: u64,
-    errors: u64,
-    seconds: f64,
-    latencies: Vec<Duration>,
-}
-
-impl Outcome {
-    fn percentile(&self, p: f64) -> Duration {
-        let mut l = self.latencies.clone();
-        l.sort();
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
-async fn load(
-    addr: std::net::SocketAddr,
-    connections: u64,
-    seconds: u64,
-    make: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>,
-) -> Outcome {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let make = make.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let (mut n, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match sender.send_request(make()).await {
-                    Ok(response) => {
-                        let ok = response.status().is_success();
-                        let body = response.into_body().collect().await;
-                        if !ok || body.is_err() {
-                            errors += 1;
-                        }
-                    }
-                    Err(_) => {
-                        errors += 1;
-                        break;
-                    }
-                }
-                latencies.push(t.elapsed());
-                n += 1;
-            }
-            (n, errors, latencies)
-        }));
-    }
-    let mut out = Outcome {
-        requests: 0,
-        errors: 0,
-        seconds: 0.0,
-        latencies: Vec::new(),
-    };
-    for t in tasks {
-        let (n, e, l) = t.await.unwrap();
-        out.requests += n;
-        out.errors += e;
-        out.latencies.extend(l);
-    }
-    out.seconds = started.elapsed().as_secs_f64();
-    out
-}
 
 fn main() {
     let seconds = env("VEIL_BENCH_SECONDS", 5);
@@ -143,12 +64,12 @@ fn main() {
             let _ = stopped.await;
         }));
 
-        let healthz: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync> = Arc::new(move || {
+        let healthz: MakeRequest = Arc::new(move || {
             Request::get("/healthz").header("host", "bench").body(Full::new(Bytes::new())).unwrap()
         });
         let body = Bytes::from_static(br#"{"sql": "SELECT name, phone, county_code FROM population WHERE county_code = '530102' LIMIT 10"}"#);
         let auth = format!("Bearer {key}");
-        let masked: Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync> = Arc::new(move || {
+        let masked: MakeRequest = Arc::new(move || {
             Request::post("/v1/query")
                 .header("host", "bench")
                 .header("authorization", auth.as_str())

@@ -82,8 +82,10 @@ pub fn verify_as(
     let since =
         verify::day_start(verify::day(now)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     for (who, request) in store.verifications_since(&since).map_err(internal)? {
-        if let Some((product, digests)) = verify::parse_audit_request(&request) {
-            quotas.restore(&who, &product, &digests, now);
+        if let Some((product, digests)) = verify::parse_audit_request(&request)
+            && let Some(product) = engine.policy().product(&product)
+        {
+            quotas.restore(&who, product, &digests, now);
         }
     }
     let checked = verify::check(engine, principal, body, &digest, now).and_then(|v| {
@@ -109,13 +111,14 @@ pub fn verify_as(
         "ok".into(),
     );
     let seq = store.append_audit(&[entry], &signer).map_err(internal)?;
-    Ok(verify::answer_json(
+    let answer = verify::AnswerBody::new(
         &verification.checked,
         &answers,
         body.single,
         engine.policy_version(),
         seq.first().copied().unwrap_or_default(),
-    ))
+    );
+    serde_json::to_value(answer).map_err(internal)
 }
 
 /// Runs one query as the named principal and returns the answer JSON; the

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::{Value, json};
 use veil_engine::verify::{Checked, Claimed, SubjectIndex, VerifyError, VerifyItem};
 use veil_engine::{Dataset, Engine};
 use veil_policies::Product;
@@ -191,9 +193,47 @@ pub struct Quotas {
 
 #[derive(Default)]
 struct QuotaState {
-    buckets: HashMap<(String, String), (f64, Instant)>,
     day: Option<NaiveDate>,
-    today: HashMap<(String, String, u128), u32>,
+    /// By principal, then product.
+    principals: HashMap<String, HashMap<String, Quota>>,
+}
+
+struct Quota {
+    tokens: f64,
+    updated: Instant,
+    /// Today's verifications per subject digest.
+    today: HashMap<u128, u32>,
+}
+
+impl QuotaState {
+    /// The quota of `principal` for `product`, today's counts cleared when
+    /// the day changed.
+    fn quota(&mut self, principal: &str, product: &Product, now: DateTime<Utc>) -> &mut Quota {
+        let today = day(now);
+        if self.day != Some(today) {
+            self.day = Some(today);
+            for products in self.principals.values_mut() {
+                for quota in products.values_mut() {
+                    quota.today.clear();
+                }
+            }
+        }
+        if !self.principals.contains_key(principal) {
+            self.principals.insert(principal.to_owned(), HashMap::new());
+        }
+        let products = self.principals.get_mut(principal).expect("inserted");
+        if !products.contains_key(&product.name) {
+            products.insert(
+                product.name.clone(),
+                Quota {
+                    tokens: f64::from(product.per_minute),
+                    updated: Instant::now(),
+                    today: HashMap::new(),
+                },
+            );
+        }
+        products.get_mut(&product.name).expect("inserted")
+    }
 }
 
 impl Quotas {
@@ -207,16 +247,12 @@ impl Quotas {
         now: DateTime<Utc>,
     ) -> Result<(), ApiError> {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let today = day(now);
-        if state.day != Some(today) {
-            state.day = Some(today);
-            state.today.clear();
-        }
+        let quota = state.quota(principal, product, now);
         let rate = f64::from(product.per_minute);
-        let key = (principal.to_owned(), product.name.clone());
         let clock = Instant::now();
-        let (tokens, updated) = state.buckets.get(&key).copied().unwrap_or((rate, clock));
-        let tokens = (tokens + clock.duration_since(updated).as_secs_f64() * rate / 60.0).min(rate);
+        let tokens = (quota.tokens
+            + clock.duration_since(quota.updated).as_secs_f64() * rate / 60.0)
+            .min(rate);
         let wanted = digests.len() as f64;
         if tokens < wanted {
             return Err(ApiError::new(
@@ -229,53 +265,55 @@ impl Quotas {
                 ),
             ));
         }
-        let mut counts: HashMap<u128, u32> = HashMap::new();
-        for (n, digest) in digests.iter().enumerate() {
-            let seen = state
-                .today
-                .get(&(key.0.clone(), key.1.clone(), *digest))
-                .copied()
-                .unwrap_or(0);
-            let count = counts.entry(*digest).or_insert(seen);
-            *count += 1;
-            if *count > product.daily_per_subject {
-                let which = if digests.len() > 1 {
-                    format!("the subject of items[{n}]")
-                } else {
-                    "this subject".to_owned()
-                };
-                return Err(ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "{which} was verified {} times today through `{}`, its daily limit per principal",
-                        product.daily_per_subject, product.name
-                    ),
-                ));
-            }
+        let cap = product.daily_per_subject;
+        let over = if digests.len() == 1 {
+            let seen = quota.today.get(&digests[0]).copied().unwrap_or(0);
+            (seen >= cap).then_some(0)
+        } else {
+            let mut counts: HashMap<u128, u32> = HashMap::with_capacity(digests.len());
+            digests.iter().position(|d| {
+                let count = counts
+                    .entry(*d)
+                    .or_insert_with(|| quota.today.get(d).copied().unwrap_or(0));
+                *count += 1;
+                *count > cap
+            })
+        };
+        if let Some(n) = over {
+            let which = if digests.len() > 1 {
+                format!("the subject of items[{n}]")
+            } else {
+                "this subject".to_owned()
+            };
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "{which} was verified {cap} times today through `{}`, its daily limit per principal",
+                    product.name
+                ),
+            ));
         }
-        state.buckets.insert(key.clone(), (tokens - wanted, clock));
-        for (digest, count) in counts {
-            state
-                .today
-                .insert((key.0.clone(), key.1.clone(), digest), count);
+        quota.tokens = tokens - wanted;
+        quota.updated = clock;
+        for d in digests {
+            *quota.today.entry(*d).or_insert(0) += 1;
         }
         Ok(())
     }
 
     /// Counts verifications already made today (read back from the audit
     /// log when the service starts), so a restart does not reset the caps.
-    pub fn restore(&self, principal: &str, product: &str, digests: &[u128], now: DateTime<Utc>) {
+    pub fn restore(
+        &self,
+        principal: &str,
+        product: &Product,
+        digests: &[u128],
+        now: DateTime<Utc>,
+    ) {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let today = day(now);
-        if state.day != Some(today) {
-            state.day = Some(today);
-            state.today.clear();
-        }
+        let quota = state.quota(principal, product, now);
         for d in digests {
-            *state
-                .today
-                .entry((principal.to_owned(), product.to_owned(), *d))
-                .or_insert(0) += 1;
+            *quota.today.entry(*d).or_insert(0) += 1;
         }
     }
 }
@@ -409,8 +447,19 @@ impl From<&VerifyError> for ApiError {
 /// The audit record's `request` for a verification: the product, the claims
 /// asked, and each subject's digest (never the identifier or a claimed value).
 pub fn audit_request(product: &str, claims: &[&str], digests: &[u128]) -> String {
-    let subjects: Vec<String> = digests.iter().map(|d| format!("{d:032x}")).collect();
-    json!({"product": product, "claims": claims, "subjects": subjects}).to_string()
+    use std::fmt::Write;
+    let mut text = String::with_capacity(64 + 35 * digests.len());
+    text.push_str("{\"product\":");
+    text.push_str(&Value::from(product).to_string());
+    text.push_str(",\"claims\":");
+    text.push_str(&json!(claims).to_string());
+    text.push_str(",\"subjects\":[");
+    for (i, d) in digests.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(text, "{comma}\"{d:032x}\"");
+    }
+    text.push_str("]}");
+    text
 }
 
 /// Reads an audit `request` written by [`audit_request`] back.
@@ -426,47 +475,106 @@ pub fn parse_audit_request(text: &str) -> Option<(String, Vec<u128>)> {
     Some((product, digests))
 }
 
+/// One item's answers: claim name to `match`/`mismatch` or true/false.
+struct ClaimResults<'a> {
+    claims: &'a [(&'a str, bool)],
+    boolean: bool,
+}
+
+impl Serialize for ClaimResults<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.claims.len()))?;
+        for (name, passed) in self.claims {
+            match (self.boolean, passed) {
+                (true, b) => map.serialize_entry(name, b)?,
+                (false, true) => map.serialize_entry(name, "match")?,
+                (false, false) => map.serialize_entry(name, "mismatch")?,
+            }
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Results<'a> {
+    One(ClaimResults<'a>),
+    Many(Vec<ClaimResults<'a>>),
+}
+
+#[derive(Serialize)]
+struct VersionBody<'a> {
+    dataset: &'a str,
+    version: i64,
+}
+
+#[derive(Serialize)]
+struct ProvenanceBody<'a> {
+    datasets: &'a [String],
+    providers: &'a [String],
+    versions: Vec<VersionBody<'a>>,
+    retrieved_at: String,
+}
+
+#[derive(Serialize)]
+struct PrivacyBody {
+    mode: &'static str,
+    bits_per_claim: u32,
+}
+
 /// The answer: per claim `match`/`mismatch` (or true/false), and what every
 /// answer carries: provenance, the policy version, the audit entry.
-pub fn answer_json(
-    checked: &Checked<'_>,
-    answers: &[Vec<(&str, bool)>],
-    single: bool,
-    policy_version: &str,
+#[derive(Serialize)]
+pub struct AnswerBody<'a> {
+    results: Results<'a>,
+    product: &'a str,
+    provenance: ProvenanceBody<'a>,
+    privacy: PrivacyBody,
+    policy_version: &'a str,
     audit_seq: i64,
-) -> Value {
-    let boolean = checked.product().answer == Answer::Boolean;
-    let result = |claims: &Vec<(&str, bool)>| -> Value {
-        let mut map = Map::with_capacity(claims.len());
-        for (name, passed) in claims {
-            let v = match (boolean, passed) {
-                (true, b) => Value::Bool(*b),
-                (false, true) => Value::String("match".into()),
-                (false, false) => Value::String("mismatch".into()),
-            };
-            map.insert((*name).to_owned(), v);
+}
+
+impl<'a> AnswerBody<'a> {
+    pub fn new(
+        checked: &'a Checked<'_>,
+        answers: &'a [Vec<(&'a str, bool)>],
+        single: bool,
+        policy_version: &'a str,
+        audit_seq: i64,
+    ) -> Self {
+        let boolean = checked.product().answer == Answer::Boolean;
+        let result = |claims: &'a Vec<(&'a str, bool)>| ClaimResults { claims, boolean };
+        let results = match (single, answers.first()) {
+            (true, Some(first)) => Results::One(result(first)),
+            _ => Results::Many(answers.iter().map(result).collect()),
+        };
+        let p = &checked.provenance;
+        AnswerBody {
+            results,
+            product: &checked.product().name,
+            provenance: ProvenanceBody {
+                datasets: &p.datasets,
+                providers: &p.providers,
+                versions: p
+                    .versions
+                    .iter()
+                    .map(|(dataset, version)| VersionBody {
+                        dataset,
+                        version: *version,
+                    })
+                    .collect(),
+                retrieved_at: p
+                    .retrieved_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            },
+            privacy: PrivacyBody {
+                mode: "verification",
+                bits_per_claim: 1,
+            },
+            policy_version,
+            audit_seq,
         }
-        Value::Object(map)
-    };
-    let results = if single {
-        answers.first().map(result).unwrap_or(Value::Null)
-    } else {
-        Value::Array(answers.iter().map(result).collect())
-    };
-    let p = &checked.provenance;
-    json!({
-        "results": results,
-        "product": checked.product().name,
-        "provenance": {
-            "datasets": p.datasets,
-            "providers": p.providers,
-            "versions": p.versions.iter().map(|(d, v)| json!({"dataset": d, "version": v})).collect::<Vec<_>>(),
-            "retrieved_at": p.retrieved_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        },
-        "privacy": {"mode": "verification", "bits_per_claim": 1},
-        "policy_version": policy_version,
-        "audit_seq": audit_seq,
-    })
+    }
 }
 
 /// The products as a caller sees them: what each asks and answers, its

@@ -13,7 +13,7 @@ use super::state::AppState;
 use crate::store::{PrincipalRecord, PrincipalStatus};
 use crate::wire::ErrorCode;
 
-pub struct Caller(pub PrincipalRecord);
+pub struct Caller(pub Arc<PrincipalRecord>);
 
 impl Caller {
     pub fn name(&self) -> &str {
@@ -58,7 +58,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 "send your API key as `Authorization: Bearer <key>`",
             ));
         };
-        let record = state.store().authenticate_any(key)?;
+        let record = state.caller(&crate::store::key_hash(key))?;
         match record {
             None => Err(ApiFailure::new(
                 ErrorCode::Unauthenticated,

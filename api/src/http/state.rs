@@ -1,6 +1,7 @@
 //! What every request shares: the store, the engine, the audit writer, the
 //! signing key, limits and metrics.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -14,7 +15,7 @@ use super::limits::Limits;
 use super::metrics::Metrics;
 use crate::service::load_engine;
 use crate::signing::Signer;
-use crate::store::{AuditEntry, Store, StoreError};
+use crate::store::{AuditEntry, PrincipalRecord, Store, StoreError};
 use crate::verify::{Quotas, SubjectDigest, day, day_start, install_products, parse_audit_request};
 
 /// Settings of a running service.
@@ -60,7 +61,20 @@ pub struct AppState {
     pub quotas: Quotas,
     /// Keyed digests of verified subjects.
     pub digest: SubjectDigest,
+    callers: Mutex<CallerCache>,
 }
+
+/// Callers by the hash of their key, valid while the store's access
+/// generation stands still.
+#[derive(Default)]
+struct CallerCache {
+    generation: i64,
+    callers: HashMap<[u8; 32], Option<Arc<PrincipalRecord>>>,
+}
+
+/// Keys remembered at most; unknown keys count too, so a flood of made-up
+/// keys cannot grow the cache without bound.
+const CALLER_CACHE_SIZE: usize = 10_000;
 
 impl AppState {
     pub fn open(config: ServerConfig) -> Result<Arc<AppState>, StoreError> {
@@ -71,17 +85,24 @@ impl AppState {
         }
         install_products(&store, &mut loaded.engine, None)?;
         let signer = Arc::new(store.data_dir().signer()?);
-        let audit = AuditWriter::start(Store::open(&config.data_dir)?, signer.clone());
+        let audit = AuditWriter::start(
+            Store::open(&config.data_dir)?.without_autocheckpoint()?,
+            Store::open(&config.data_dir)?,
+            signer.clone(),
+        );
         let digest = SubjectDigest::new(&store.data_dir().master_key()?);
         let quotas = Quotas::default();
         let now = chrono::Utc::now();
         let since = day_start(day(now)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for (principal, request) in store.verifications_since(&since)? {
-            if let Some((product, digests)) = parse_audit_request(&request) {
-                quotas.restore(&principal, &product, &digests, now);
+            if let Some((name, digests)) = parse_audit_request(&request)
+                && let Some(product) = loaded.engine.policy().product(&name)
+            {
+                quotas.restore(&principal, product, &digests, now);
             }
         }
         Ok(Arc::new(AppState {
+            callers: Mutex::new(CallerCache::default()),
             quotas,
             digest,
             limits: Limits::new(config.requests_per_minute, config.concurrency_per_principal),
@@ -98,6 +119,29 @@ impl AppState {
     /// still gives access: the store itself is transactional.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The principal holding the key with this hash, if any, suspended or
+    /// not. One small read of the store per call: a change made anywhere
+    /// (this service, the CLI) shows on the next call.
+    pub fn caller(&self, key_hash: &[u8; 32]) -> Result<Option<Arc<PrincipalRecord>>, StoreError> {
+        let generation = self.store().access_generation()?;
+        {
+            let cache = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.generation == generation
+                && let Some(hit) = cache.callers.get(key_hash)
+            {
+                return Ok(hit.clone());
+            }
+        }
+        let found = self.store().authenticate_hash(key_hash)?.map(Arc::new);
+        let mut cache = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.generation != generation || cache.callers.len() >= CALLER_CACHE_SIZE {
+            cache.callers.clear();
+            cache.generation = generation;
+        }
+        cache.callers.insert(*key_hash, found.clone());
+        Ok(found)
     }
 
     pub fn engine(&self) -> Arc<Engine> {
@@ -132,36 +176,58 @@ type Pending = (AuditEntry, oneshot::Sender<Result<i64, String>>);
 /// Appends audit entries on its own thread with group commit: entries that
 /// arrive while a transaction commits go into the next one, so one fsync
 /// covers many requests and each request still waits for its own durability.
+///
+/// The writer's own commits do not copy the write-ahead log back into the
+/// database (a copy can take milliseconds and every waiting request would
+/// wait for it); a second thread does that every 250 ms, passively.
 struct AuditWriter {
     sender: Mutex<Option<mpsc::Sender<Pending>>>,
     done: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Dropped to stop the checkpointer.
+    stop_checkpoints: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 impl AuditWriter {
-    fn start(mut store: Store, signer: Arc<Signer>) -> AuditWriter {
+    fn start(mut store: Store, checkpoints: Store, signer: Arc<Signer>) -> AuditWriter {
+        let (stop, stopped) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_millis(250))
+                {
+                    if let Err(e) = checkpoints.checkpoint() {
+                        tracing::warn!(error = %e, "the write-ahead log could not be checkpointed");
+                    }
+                }
+                let _ = checkpoints.checkpoint();
+            })
+            .expect("the checkpoint thread starts");
         let (sender, receiver) = mpsc::channel::<Pending>();
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 while let Ok(first) = receiver.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < 1024 {
+                    let (mut entries, mut replies) = (vec![first.0], vec![first.1]);
+                    while entries.len() < 1024 {
                         match receiver.try_recv() {
-                            Ok(next) => batch.push(next),
+                            Ok((entry, reply)) => {
+                                entries.push(entry);
+                                replies.push(reply);
+                            }
                             Err(_) => break,
                         }
                     }
-                    let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
                     match store.append_audit(&entries, &signer) {
                         Ok(seqs) => {
-                            for ((_, reply), seq) in batch.into_iter().zip(seqs) {
+                            for (reply, seq) in replies.into_iter().zip(seqs) {
                                 let _ = reply.send(Ok(seq));
                             }
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "the audit log could not be written");
-                            for (_, reply) in batch {
+                            for reply in replies {
                                 let _ = reply.send(Err(e.to_string()));
                             }
                         }
@@ -176,6 +242,7 @@ impl AuditWriter {
         AuditWriter {
             sender: Mutex::new(Some(sender)),
             done: Mutex::new(Some(done_rx)),
+            stop_checkpoints: Mutex::new(Some(stop)),
         }
     }
 
@@ -207,5 +274,9 @@ impl AuditWriter {
         if let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = done.recv_timeout(wait);
         }
+        self.stop_checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 }

@@ -68,14 +68,14 @@ pub async fn verify(
     );
     let seq = state.audit(entry).await.map_err(ApiFailure::internal)?;
     state.metrics.audit_entry();
-    Ok(Json(verify::answer_json(
+    let answer = verify::AnswerBody::new(
         &verification.checked,
         &answers,
         body.single,
         engine.policy_version(),
         seq,
-    ))
-    .into_response())
+    );
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /v1/verify/products`: the published products and whether the

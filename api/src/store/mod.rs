@@ -19,7 +19,7 @@ pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
 pub use budget::{Spent, fits};
 pub use catalog::RegisteredDataset;
 pub use principals::{
-    ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name,
+    ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name, key_hash,
 };
 
 use crate::datadir::DataDir;
@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,22 @@ impl Store {
             store.load_policy(veil_policies::policy::DEFAULT_PRESET, "veil")?;
         }
         Ok(store)
+    }
+
+    /// Stops this connection from copying the write-ahead log into the
+    /// database when it commits: the audit writer's commits stay short, and
+    /// [`Store::checkpoint`] does the copying from another thread.
+    pub fn without_autocheckpoint(self) -> Result<Store, StoreError> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(self)
+    }
+
+    /// Copies what it can of the write-ahead log into the database without
+    /// waiting for readers or blocking writers.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     pub fn data_dir(&self) -> &DataDir {

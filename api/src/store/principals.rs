@@ -62,8 +62,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn key_hash(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
+/// What the store keeps of an API key: its SHA-256.
+pub fn key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 /// Names principals may have: what a shell and a URL carry unquoted.
@@ -261,23 +262,37 @@ impl Store {
             .filter(|r| r.status == PrincipalStatus::Active))
     }
 
+    /// Advances with every change to principals, keys and grants, from any
+    /// process: while it stands still, an authenticated caller is the same.
+    pub fn access_generation(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT n FROM access_generation WHERE id = 1")?
+            .query_row([], |r| r.get(0))?)
+    }
+
     /// The principal holding a live `key`, suspended or not.
     pub fn authenticate_any(&self, key: &str) -> Result<Option<PrincipalRecord>, StoreError> {
+        self.authenticate_hash(&key_hash(key))
+    }
+
+    /// The principal holding the live key with this hash, suspended or not.
+    pub fn authenticate_hash(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<PrincipalRecord>, StoreError> {
         let record = self
             .conn
-            .query_row(
-                &format!(
-                    "SELECT {} FROM principals p JOIN api_keys k ON k.principal_id = p.id
+            .prepare_cached(&format!(
+                "SELECT {} FROM principals p JOIN api_keys k ON k.principal_id = p.id
                      WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
-                    COLUMNS
-                        .split(", ")
-                        .map(|c| format!("p.{c}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                params![key_hash(key)],
-                from_row,
-            )
+                COLUMNS
+                    .split(", ")
+                    .map(|c| format!("p.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))?
+            .query_row(params![hash.as_slice()], from_row)
             .optional()?;
         record.map(|r| self.with_grants(r)).transpose()
     }
@@ -320,7 +335,7 @@ impl Store {
     }
 
     fn with_grants(&self, mut record: PrincipalRecord) -> Result<PrincipalRecord, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, dataset, fields, purpose, expires_at FROM grants WHERE principal_id = ?1 AND revoked_at IS NULL ORDER BY granted_at",
         )?;
         let grants = stmt

@@ -1,0 +1,97 @@
+//! What the service's benchmarks share: the sample (the engine benches'
+//! helpers) and a keep-alive HTTP load generator.
+#![allow(dead_code, unused_imports)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+#[path = "../../../engine/benches/common/mod.rs"]
+mod engine_common;
+pub use engine_common::{ensure_sample, env};
+
+/// Builds one request; called once per request sent.
+pub type MakeRequest = Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>;
+
+pub struct Outcome {
+    pub requests: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub latencies: Vec<Duration>,
+}
+
+impl Outcome {
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort();
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Sends requests made by `make` over `connections` keep-alive connections
+/// for `seconds`; a request counts as an error unless it answers 2xx.
+pub async fn load(
+    addr: std::net::SocketAddr,
+    connections: u64,
+    seconds: u64,
+    make: MakeRequest,
+) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let (mut n, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match sender.send_request(make()).await {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        let body = response.into_body().collect().await;
+                        if !ok || body.is_err() {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+                latencies.push(t.elapsed());
+                n += 1;
+            }
+            (n, errors, latencies)
+        }));
+    }
+    let mut out = Outcome {
+        requests: 0,
+        errors: 0,
+        seconds: 0.0,
+        latencies: Vec::new(),
+    };
+    for t in tasks {
+        let (n, e, l) = t.await.unwrap();
+        out.requests += n;
+        out.errors += e;
+        out.latencies.extend(l);
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    out
+}
