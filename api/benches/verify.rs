@@ -142,7 +142,7 @@ fn main() {
     let started = Instant::now();
     let store = Store::open(&dir).unwrap();
     let mut loaded = veil_api::service::load_engine(&store).unwrap();
-    install_products(&store, &mut loaded.engine, None).unwrap();
+    install_products(&store, &mut loaded.engine, None, None).unwrap();
     let engine = loaded.engine;
     let table = engine.product_table("person_identity").unwrap();
     println!(

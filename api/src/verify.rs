@@ -77,13 +77,14 @@ pub fn subject_index(
     Ok(Arc::new(index))
 }
 
-/// Gives the engine's products their tables, reading (or building) the
-/// subject indexes kept in the data directory; tables of `previous` that
-/// still fit are kept.
+/// Gives the engine's products (or just `only`) their tables, reading (or
+/// building) the subject indexes kept in the data directory; tables of
+/// `previous` that still fit are kept.
 pub fn install_products(
     store: &Store,
     engine: &mut Engine,
     previous: Option<&Engine>,
+    only: Option<&str>,
 ) -> Result<(), StoreError> {
     let registered: HashMap<String, RegisteredDataset> = store
         .datasets()?
@@ -100,6 +101,7 @@ pub fn install_products(
             subject_index(dir, r, dataset, field)
         },
         previous,
+        only,
     );
     for (name, table) in engine.products() {
         if let Err(why) = table {

@@ -211,16 +211,18 @@ impl Engine {
     /// none: its dataset is not loaded, or does not have the fields the
     /// product names. `index` finds (or builds) the subject index of a
     /// dataset's field; tables of `previous` built from the same product
-    /// over the same dataset version are kept, not rebuilt.
+    /// over the same dataset version are kept, not rebuilt. With `only`,
+    /// just that product is installed (a one-off verification needs one).
     pub fn install_products(
         &mut self,
         index: &crate::verify::IndexSource<'_>,
         previous: Option<&Engine>,
+        only: Option<&str>,
     ) {
         let mut indexes: HashMap<(String, String), Arc<crate::verify::SubjectIndex>> =
             HashMap::new();
         let products = self.policy.products.clone();
-        for product in &products {
+        for product in products.iter().filter(|p| only.is_none_or(|o| o == p.name)) {
             let table = (|| {
                 let dataset = self.datasets.get(&product.dataset).ok_or_else(|| {
                     format!("its dataset `{}` is not registered", product.dataset)
@@ -243,7 +245,7 @@ impl Engine {
                         i
                     }
                 };
-                crate::verify::ProductTable::build(product, dataset.clone(), subject_index)
+                crate::verify::ProductTable::build(product, dataset.clone(), &subject_index)
                     .map(Arc::new)
             })();
             self.products.insert(product.name.clone(), table);

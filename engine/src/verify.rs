@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -74,7 +74,9 @@ pub type IndexSource<'a> = dyn Fn(&Dataset, &str) -> Result<Arc<SubjectIndex>, S
 /// Identifier → row positions for one field of one dataset version.
 #[derive(Debug, PartialEq)]
 pub struct SubjectIndex {
-    keys: Vec<u128>,
+    /// Shared with the product tables built from the index, which keep
+    /// the keys and not the rows.
+    keys: Arc<Vec<u128>>,
     /// `keys.len() + 1` offsets into `rows`.
     starts: Vec<u32>,
     rows: Vec<u32>,
@@ -115,7 +117,7 @@ impl SubjectIndex {
         }
         starts.push(rows.len() as u32);
         Ok(SubjectIndex {
-            keys,
+            keys: Arc::new(keys),
             starts,
             rows,
             row_count: row as u32,
@@ -125,9 +127,14 @@ impl SubjectIndex {
     /// The rows of the subject with `key`, in file order.
     pub fn rows(&self, key: u128) -> &[u32] {
         match self.keys.binary_search(&key) {
-            Ok(i) => &self.rows[self.starts[i] as usize..self.starts[i + 1] as usize],
+            Ok(i) => self.subject_rows(i),
             Err(_) => &[],
         }
+    }
+
+    /// The rows of the `i`-th subject in key order.
+    fn subject_rows(&self, i: usize) -> &[u32] {
+        &self.rows[self.starts[i] as usize..self.starts[i + 1] as usize]
     }
 
     pub fn subjects(&self) -> usize {
@@ -150,7 +157,7 @@ impl SubjectIndex {
         for n in [self.keys.len(), self.rows.len(), self.row_count as usize] {
             body.extend_from_slice(&(n as u64).to_le_bytes());
         }
-        for k in &self.keys {
+        for k in self.keys.iter() {
             body.extend_from_slice(&k.to_le_bytes());
         }
         for v in self.starts.iter().chain(&self.rows) {
@@ -200,10 +207,12 @@ impl SubjectIndex {
         let n_keys = u64_at(take(8)?);
         let n_rows = u64_at(take(8)?);
         let row_count = u64_at(take(8)?);
-        let keys = take(n_keys.checked_mul(16).ok_or("bad index size")?)?
-            .chunks_exact(16)
-            .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
-            .collect();
+        let keys = Arc::new(
+            take(n_keys.checked_mul(16).ok_or("bad index size")?)?
+                .chunks_exact(16)
+                .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+                .collect(),
+        );
         let u32s = |b: &[u8]| -> Vec<u32> {
             b.chunks_exact(4)
                 .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
@@ -220,30 +229,85 @@ impl SubjectIndex {
     }
 }
 
-/// What one claim compares, per row of the dataset.
-enum Values {
-    /// Keyed hashes of the normalised values; 0 is NULL (or unreadable).
-    Hashes(Vec<u64>),
-    /// NaN is NULL.
-    Numbers(Vec<f64>),
+/// How a threshold claim folds a segment's values into one: the fold that
+/// decides its test (some row above t ⟺ the largest is; every row above t
+/// ⟺ the smallest is, and so on).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fold {
+    Max,
+    Min,
+    Sum,
+}
+
+impl Fold {
+    fn of(claim: &Claim) -> Fold {
+        use Test::*;
+        match (claim.over, claim.test) {
+            (Over::Max, _) | (Over::Any, Above | AtLeast) | (Over::All, Below | AtMost) => {
+                Fold::Max
+            }
+            (Over::Min, _) | (Over::Any, Below | AtMost) | (Over::All, Above | AtLeast) => {
+                Fold::Min
+            }
+            _ => Fold::Sum,
+        }
+    }
+
+    /// Adds `v` to `acc`; NaN stands for "no value" on both sides.
+    fn add(self, acc: f64, v: f64) -> f64 {
+        match (acc.is_nan(), v.is_nan()) {
+            (_, true) => acc,
+            (true, false) => v,
+            (false, false) => match self {
+                Fold::Max => acc.max(v),
+                Fold::Min => acc.min(v),
+                Fold::Sum => acc + v,
+            },
+        }
+    }
+}
+
+/// What one claim keeps per segment (a subject's rows in one region).
+enum ClaimData {
+    /// Threshold tests: the segment's folded value (NaN: none) and, for
+    /// `latest`, the rank of the segment's latest `by` (0: none) with the
+    /// value folded over those rows only.
+    Number {
+        fold: Fold,
+        value: Vec<f64>,
+        rank: Option<Vec<u32>>,
+    },
+    /// Equality: the segment's distinct hashes, sorted (0 stands for NULL),
+    /// or for `latest` those of its latest rows, with their rank.
+    Set {
+        starts: Vec<u32>,
+        hashes: Vec<u64>,
+        rank: Option<Vec<u32>>,
+    },
 }
 
 struct ClaimColumn {
-    values: Values,
-    /// For `latest`: each row's rank of `by`, 0 for NULL.
-    by: Option<Vec<u32>>,
+    data: ClaimData,
     /// For validating claimed identifiers.
     identifier: Option<IdentifierKind>,
     field_type: FieldType,
 }
 
 /// One product over one dataset version, ready to answer.
+///
+/// A subject's rows are folded into one *segment* per region at build time,
+/// so the table holds a few numbers per subject and region, not per row; a
+/// caller with a region scope sees only the segments of its regions.
 pub struct ProductTable {
     product: Product,
     dataset: Arc<Dataset>,
-    index: Arc<SubjectIndex>,
     subject_kind: IdentifierKind,
-    /// The region field's distinct values and each row's value among them.
+    /// The subjects' keys, sorted (shared with the index).
+    keys: Arc<Vec<u128>>,
+    /// `keys.len() + 1` offsets into the segments.
+    segments: Vec<u32>,
+    /// The region field's distinct values and each segment's among them
+    /// (`u16::MAX` for a NULL region).
     regions: Option<(Vec<String>, Vec<u16>)>,
     claims: Vec<ClaimColumn>,
     hasher: RandomState,
@@ -267,6 +331,7 @@ fn hash_of(hasher: &RandomState, text: &str) -> u64 {
 #[derive(Default)]
 struct Interner {
     ids: HashMap<String, u32>,
+    texts: Vec<String>,
 }
 
 impl Interner {
@@ -274,9 +339,14 @@ impl Interner {
         if let Some(&id) = self.ids.get(text) {
             return id;
         }
-        let id = self.ids.len() as u32;
+        let id = self.texts.len() as u32;
         self.ids.insert(text.to_owned(), id);
+        self.texts.push(text.to_owned());
         id
+    }
+
+    fn text(&self, id: u32) -> &str {
+        &self.texts[id as usize]
     }
 
     /// The texts sorted, and for each first-seen id its sorted position.
@@ -296,169 +366,244 @@ fn sortable_integer(v: i64) -> String {
     format!("{:020}", (v as i128 - i64::MIN as i128) as u64)
 }
 
+/// "None" among row and segment numbers.
+const NONE: u32 = u32::MAX;
+
+/// Each row's value of a column as text, interned, in file order.
+fn interned(
+    manifest: &veil_policies::DatasetManifest,
+    path: &Path,
+    field: &str,
+    integer: bool,
+    interner: &mut Interner,
+    rows: usize,
+) -> Result<Vec<u32>, String> {
+    let mut out = Vec::with_capacity(rows);
+    crate::source::read_columns(manifest, path, &[field], |batch| {
+        let column = batch.column(0);
+        if integer {
+            let ints = arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?;
+            let ints = ints.as_primitive::<arrow::datatypes::Int64Type>();
+            out.extend((0..ints.len()).map(|r| {
+                if ints.is_null(r) {
+                    NONE
+                } else {
+                    interner.id(&sortable_integer(ints.value(r)))
+                }
+            }));
+        } else {
+            let text = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
+            out.extend(
+                text.as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map_or(NONE, |v| interner.id(v))),
+            );
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
 impl ProductTable {
-    /// Reads what `product` compares from the dataset's file. The product
-    /// must have been checked against the manifest.
+    /// Reads what `product` compares from the dataset's file and folds each
+    /// subject's rows into segments. The index must be of the product's
+    /// subject field.
     pub fn build(
         product: &Product,
         dataset: Arc<Dataset>,
-        index: Arc<SubjectIndex>,
+        index: &SubjectIndex,
     ) -> Result<ProductTable, String> {
         let manifest = &dataset.manifest;
-        let problems = product.check_against(manifest);
-        if let Some(p) = problems.first() {
+        if let Some(p) = product.check_against(manifest).first() {
             return Err(p.to_string());
         }
         let spec = |name: &str| manifest.field(name).expect("checked against the manifest");
         let subject_kind = spec(&product.subject)
             .identifier
             .expect("checked: the subject is an identifier");
-        let hasher = RandomState::new();
         let rows = index.row_count as usize;
-        let mut names: Vec<&str> = Vec::new();
-        for c in &product.claims {
-            names.extend(std::iter::once(c.field.as_str()).chain(c.by.as_deref()));
+        let path = dataset.path();
+
+        // Segments: per subject, one per region its rows are in.
+        let mut region_names = Interner::default();
+        let region_of_row = match &manifest.region_field {
+            Some(field) => Some(interned(
+                manifest,
+                path,
+                field,
+                false,
+                &mut region_names,
+                rows,
+            )?),
+            None => None,
+        };
+        if region_names.texts.len() >= usize::from(u16::MAX) {
+            return Err("more than 65,534 distinct regions".into());
         }
-        let region_field = manifest.region_field.as_deref();
-        names.extend(region_field);
-        names.sort_unstable();
-        names.dedup();
-        let position = |name: &str| names.iter().position(|n| *n == name).expect("listed");
+        let mut seg_of_row = vec![NONE; rows];
+        let mut segments = Vec::with_capacity(index.keys.len() + 1);
+        let mut seg_region: Vec<u32> = Vec::new();
+        let mut distinct: Vec<u32> = Vec::new();
+        for i in 0..index.keys.len() {
+            segments.push(seg_region.len() as u32);
+            let subject_rows = index.subject_rows(i);
+            distinct.clear();
+            for &r in subject_rows {
+                let region = region_of_row.as_ref().map_or(0, |g| g[r as usize]);
+                if !distinct.contains(&region) {
+                    distinct.push(region);
+                }
+            }
+            let first = seg_region.len() as u32;
+            seg_region.extend_from_slice(&distinct);
+            for &r in subject_rows {
+                let region = region_of_row.as_ref().map_or(0, |g| g[r as usize]);
+                let at = distinct.iter().position(|d| *d == region).expect("listed");
+                seg_of_row[r as usize] = first + at as u32;
+            }
+        }
+        segments.push(seg_region.len() as u32);
+        drop(region_of_row);
+        let n_segs = seg_region.len();
 
-        let mut values: Vec<Values> = product
-            .claims
-            .iter()
-            .map(|c| match c.test {
-                Test::Equals => Values::Hashes(Vec::with_capacity(rows)),
-                _ => Values::Numbers(Vec::with_capacity(rows)),
-            })
-            .collect();
-        let mut by_ids: Vec<Option<(Interner, Vec<u32>)>> = product
-            .claims
-            .iter()
-            .map(|c| {
-                c.by.as_ref()
-                    .map(|_| (Interner::default(), Vec::with_capacity(rows)))
-            })
-            .collect();
-        let mut regions =
-            region_field.map(|_| (Interner::default(), Vec::<u32>::with_capacity(rows)));
-
-        crate::source::read_columns(manifest, dataset.path(), &names, |batch: &RecordBatch| {
-            let text_of = |name: &str| {
-                arrow::compute::cast(batch.column(position(name)), &DataType::Utf8)
-                    .map_err(|e| e.to_string())
+        // Claims, one pass over the file each.
+        let hasher = RandomState::new();
+        let mut claims = Vec::with_capacity(product.claims.len());
+        for claim in &product.claims {
+            let field = spec(&claim.field);
+            // For `latest`: each row's `by`, interned; each segment's latest.
+            let mut by_names = Interner::default();
+            let by_of_row = match &claim.by {
+                Some(by) => Some(interned(
+                    manifest,
+                    path,
+                    by,
+                    spec(by).field_type == FieldType::Integer,
+                    &mut by_names,
+                    rows,
+                )?),
+                None => None,
             };
-            for (i, claim) in product.claims.iter().enumerate() {
-                match &mut values[i] {
-                    Values::Hashes(out) => {
-                        let text = text_of(&claim.field)?;
-                        let kind = spec(&claim.field).identifier;
-                        for v in text.as_string::<i32>().iter() {
-                            let canonical = v.and_then(|v| stored_canonical(claim, kind, v));
-                            out.push(canonical.map_or(0, |c| hash_of(&hasher, &c)));
-                        }
+            let mut top = by_of_row.as_ref().map(|_| vec![NONE; n_segs]);
+            if let (Some(by), Some(top)) = (&by_of_row, &mut top) {
+                for (r, &id) in by.iter().enumerate() {
+                    let s = seg_of_row[r];
+                    if s == NONE || id == NONE {
+                        continue;
                     }
-                    Values::Numbers(out) => {
-                        let numbers = arrow::compute::cast(
-                            batch.column(position(&claim.field)),
-                            &DataType::Float64,
-                        )
-                        .map_err(|e| e.to_string())?;
-                        let numbers = numbers.as_primitive::<Float64Type>();
-                        out.extend((0..numbers.len()).map(|r| {
-                            if numbers.is_null(r) {
-                                f64::NAN
-                            } else {
-                                numbers.value(r)
-                            }
-                        }));
-                    }
-                }
-                if let (Some(by), Some((interner, out))) = (&claim.by, &mut by_ids[i]) {
-                    let integer = spec(by).field_type == FieldType::Integer;
-                    let column = batch.column(position(by));
-                    if integer {
-                        let ints = arrow::compute::cast(column, &DataType::Int64)
-                            .map_err(|e| e.to_string())?;
-                        let ints = ints.as_primitive::<arrow::datatypes::Int64Type>();
-                        for r in 0..ints.len() {
-                            out.push(if ints.is_null(r) {
-                                u32::MAX
-                            } else {
-                                interner.id(&sortable_integer(ints.value(r)))
-                            });
-                        }
-                    } else {
-                        let text = text_of(by)?;
-                        for v in text.as_string::<i32>().iter() {
-                            out.push(v.map_or(u32::MAX, |v| interner.id(v)));
-                        }
+                    let t = &mut top[s as usize];
+                    if *t == NONE || by_names.text(id) > by_names.text(*t) {
+                        *t = id;
                     }
                 }
             }
-            if let (Some(field), Some((interner, out))) = (region_field, &mut regions) {
-                let text = text_of(field)?;
-                for v in text.as_string::<i32>().iter() {
-                    out.push(v.map_or(u32::MAX, |v| interner.id(v)));
-                }
-            }
-            Ok(true)
-        })?;
-
-        let claims = product
-            .claims
-            .iter()
-            .zip(values)
-            .zip(by_ids)
-            .map(|((claim, values), by)| {
-                let by = by.map(|(interner, ids)| {
-                    // Rank 1 is the smallest value; 0 is NULL.
-                    let (_, position) = interner.sorted();
-                    ids.into_iter()
+            // Whether row `r` counts for its segment: for `latest`, only
+            // the rows at the segment's latest `by`.
+            let counts = |r: usize, s: u32| match (&by_of_row, &top) {
+                (Some(by), Some(top)) => by[r] != NONE && by[r] == top[s as usize],
+                _ => true,
+            };
+            let rank = |top: Option<Vec<u32>>, by_names: Interner| {
+                top.map(|top| {
+                    let (_, position) = by_names.sorted();
+                    top.into_iter()
                         .map(|id| {
-                            if id == u32::MAX {
+                            if id == NONE {
                                 0
                             } else {
                                 position[id as usize] + 1
                             }
                         })
-                        .collect()
-                });
-                let field = spec(&claim.field);
-                ClaimColumn {
-                    values,
-                    by,
-                    identifier: field.identifier,
-                    field_type: field.field_type,
+                        .collect::<Vec<u32>>()
+                })
+            };
+            let data = if claim.test == Test::Equals {
+                let mut hash_of_row = Vec::with_capacity(rows);
+                crate::source::read_columns(manifest, path, &[&claim.field], |batch| {
+                    let text = arrow::compute::cast(batch.column(0), &DataType::Utf8)
+                        .map_err(|e| e.to_string())?;
+                    hash_of_row.extend(text.as_string::<i32>().iter().map(|v| {
+                        v.and_then(|v| stored_canonical(claim, field.identifier, v))
+                            .map_or(0, |c| hash_of(&hasher, &c))
+                    }));
+                    Ok(true)
+                })?;
+                let mut starts = Vec::with_capacity(n_segs + 1);
+                let mut hashes = Vec::new();
+                let mut set = Vec::new();
+                for i in 0..index.keys.len() {
+                    let subject_rows = index.subject_rows(i);
+                    for s in segments[i]..segments[i + 1] {
+                        starts.push(hashes.len() as u32);
+                        set.clear();
+                        set.extend(
+                            subject_rows
+                                .iter()
+                                .map(|&r| r as usize)
+                                .filter(|&r| seg_of_row[r] == s && counts(r, s))
+                                .map(|r| hash_of_row[r]),
+                        );
+                        set.sort_unstable();
+                        set.dedup();
+                        hashes.extend_from_slice(&set);
+                    }
                 }
-            })
-            .collect();
-        let regions = match regions {
-            None => None,
-            Some((interner, ids)) => {
-                let (codes, position) = interner.sorted();
-                if codes.len() >= usize::from(u16::MAX) {
-                    return Err("more than 65,534 distinct regions".into());
+                starts.push(hashes.len() as u32);
+                ClaimData::Set {
+                    starts,
+                    hashes,
+                    rank: rank(top, by_names),
                 }
-                let rows = ids
-                    .into_iter()
-                    .map(|id| {
-                        if id == u32::MAX {
-                            u16::MAX
-                        } else {
-                            position[id as usize] as u16
+            } else {
+                let fold = Fold::of(claim);
+                let mut value = vec![f64::NAN; n_segs];
+                let mut row = 0usize;
+                crate::source::read_columns(manifest, path, &[&claim.field], |batch| {
+                    let numbers = arrow::compute::cast(batch.column(0), &DataType::Float64)
+                        .map_err(|e| e.to_string())?;
+                    let numbers = numbers.as_primitive::<Float64Type>();
+                    for i in 0..numbers.len() {
+                        let s = seg_of_row[row];
+                        if s != NONE && !numbers.is_null(i) && counts(row, s) {
+                            let v = &mut value[s as usize];
+                            *v = fold.add(*v, numbers.value(i));
                         }
-                    })
-                    .collect();
-                Some((codes, rows))
-            }
-        };
+                        row += 1;
+                    }
+                    Ok(true)
+                })?;
+                ClaimData::Number {
+                    fold,
+                    value,
+                    rank: rank(top, by_names),
+                }
+            };
+            claims.push(ClaimColumn {
+                data,
+                identifier: field.identifier,
+                field_type: field.field_type,
+            });
+        }
+        let regions = manifest.region_field.as_ref().map(|_| {
+            let (names, position) = region_names.sorted();
+            let segs = seg_region
+                .iter()
+                .map(|&id| {
+                    if id == NONE {
+                        u16::MAX
+                    } else {
+                        position[id as usize] as u16
+                    }
+                })
+                .collect();
+            (names, segs)
+        });
         Ok(ProductTable {
             product: product.clone(),
             dataset,
-            index,
             subject_kind,
+            keys: index.keys.clone(),
+            segments,
             regions,
             claims,
             hasher,
@@ -473,20 +618,26 @@ impl ProductTable {
         &self.dataset
     }
 
-    /// Bytes held in memory, the index included.
+    /// Bytes held in memory, the subjects' keys included.
     pub fn bytes(&self) -> usize {
         let claims: usize = self
             .claims
             .iter()
-            .map(|c| {
-                let values = match &c.values {
-                    Values::Hashes(v) => v.len() * 8,
-                    Values::Numbers(v) => v.len() * 8,
-                };
-                values + c.by.as_ref().map_or(0, |b| b.len() * 4)
+            .map(|c| match &c.data {
+                ClaimData::Number { value, rank, .. } => {
+                    value.len() * 8 + rank.as_ref().map_or(0, |r| r.len() * 4)
+                }
+                ClaimData::Set {
+                    starts,
+                    hashes,
+                    rank,
+                } => starts.len() * 4 + hashes.len() * 8 + rank.as_ref().map_or(0, |r| r.len() * 4),
             })
             .sum();
-        claims + self.regions.as_ref().map_or(0, |(_, r)| r.len() * 2) + self.index.bytes()
+        claims
+            + self.keys.len() * 16
+            + self.segments.len() * 4
+            + self.regions.as_ref().map_or(0, |(_, r)| r.len() * 2)
     }
 
     /// Whether the table was built from this product over this dataset
@@ -579,27 +730,29 @@ impl<'a> Checked<'a> {
     /// the only place stored values are compared.
     pub fn answer(&self) -> Vec<Vec<(&str, bool)>> {
         let table = self.table;
+        let mut visible = Vec::new();
         self.subjects
             .iter()
             .zip(&self.claims)
             .map(|((_, key), claims)| {
-                let rows = table.index.rows(*key);
-                let visible = |r: &&u32| match (&self.in_scope, &table.regions) {
-                    (Some(scope), Some((_, regions))) => {
-                        let region = regions[**r as usize];
-                        region != u16::MAX && scope[usize::from(region)]
-                    }
-                    _ => true,
-                };
-                let rows: Vec<usize> = rows.iter().filter(visible).map(|&r| r as usize).collect();
+                visible.clear();
+                if let Ok(i) = table.keys.binary_search(key) {
+                    let segments = table.segments[i] as usize..table.segments[i + 1] as usize;
+                    visible.extend(
+                        segments.filter(|&s| match (&self.in_scope, &table.regions) {
+                            (Some(scope), Some((_, regions))) => {
+                                regions[s] != u16::MAX && scope[usize::from(regions[s])]
+                            }
+                            _ => true,
+                        }),
+                    );
+                }
                 claims
                     .iter()
                     .map(|&(i, target)| {
                         let claim = &table.product.claims[i];
-                        (
-                            claim.name.as_str(),
-                            evaluate(claim, &table.claims[i], &rows, target),
-                        )
+                        let passed = evaluate(claim, &table.claims[i].data, &visible, target);
+                        (claim.name.as_str(), passed)
                     })
                     .collect()
             })
@@ -607,19 +760,17 @@ impl<'a> Checked<'a> {
     }
 }
 
-/// The rows `over` looks at: all of them, or for `latest` those with the
-/// greatest rank of `by`.
-fn selected(column: &ClaimColumn, over: Over, rows: &[usize]) -> Vec<usize> {
-    match (over, &column.by) {
-        (Over::Latest, Some(by)) => {
-            let top = rows.iter().map(|&r| by[r]).max().unwrap_or(0);
-            if top == 0 {
-                return Vec::new();
-            }
-            rows.iter().copied().filter(|&r| by[r] == top).collect()
-        }
-        _ => rows.to_vec(),
+/// For `latest`: the segments whose latest `by` is the subject's latest.
+fn latest(rank: &[u32], segments: &[usize]) -> Vec<usize> {
+    let top = segments.iter().map(|&s| rank[s]).max().unwrap_or(0);
+    if top == 0 {
+        return Vec::new();
     }
+    segments
+        .iter()
+        .copied()
+        .filter(|&s| rank[s] == top)
+        .collect()
 }
 
 fn passes(test: Test, value: f64, threshold: f64) -> bool {
@@ -632,29 +783,35 @@ fn passes(test: Test, value: f64, threshold: f64) -> bool {
     }
 }
 
-fn evaluate(claim: &Claim, column: &ClaimColumn, rows: &[usize], target: Target) -> bool {
-    let rows = selected(column, claim.over, rows);
-    match (&column.values, target) {
-        (Values::Hashes(hashes), Target::Hash(h)) => match claim.over {
-            Over::All => !rows.is_empty() && rows.iter().all(|&r| hashes[r] == h),
-            _ => rows.iter().any(|&r| hashes[r] == h),
-        },
-        (Values::Numbers(numbers), Target::Number(t)) => {
-            let values: Vec<f64> = rows
+/// One claim over the segments the caller sees.
+fn evaluate(claim: &Claim, data: &ClaimData, segments: &[usize], target: Target) -> bool {
+    match (data, target) {
+        (ClaimData::Number { fold, value, rank }, Target::Number(t)) => {
+            let (segments, fold) = match rank {
+                Some(rank) => (latest(rank, segments), Fold::Sum),
+                None => (segments.to_vec(), *fold),
+            };
+            let v = segments
                 .iter()
-                .map(|&r| numbers[r])
-                .filter(|v| !v.is_nan())
-                .collect();
-            if values.is_empty() {
-                return false;
-            }
-            let test = |v: f64| passes(claim.test, v, t);
+                .fold(f64::NAN, |acc, &s| fold.add(acc, value[s]));
+            !v.is_nan() && passes(claim.test, v, t)
+        }
+        (
+            ClaimData::Set {
+                starts,
+                hashes,
+                rank,
+            },
+            Target::Hash(h),
+        ) => {
+            let segments = match rank {
+                Some(rank) => latest(rank, segments),
+                None => segments.to_vec(),
+            };
+            let set = |s: usize| &hashes[starts[s] as usize..starts[s + 1] as usize];
             match claim.over {
-                Over::Any => values.iter().any(|&v| test(v)),
-                Over::All => values.iter().all(|&v| test(v)),
-                Over::Sum | Over::Latest => test(values.iter().sum()),
-                Over::Max => test(values.iter().copied().fold(f64::MIN, f64::max)),
-                Over::Min => test(values.iter().copied().fold(f64::MAX, f64::min)),
+                Over::All => !segments.is_empty() && segments.iter().all(|&s| set(s) == [h]),
+                _ => segments.iter().any(|&s| set(s).binary_search(&h).is_ok()),
             }
         }
         _ => false,
@@ -881,90 +1038,130 @@ mod tests {
         assert_eq!(subject_key(&"Z".repeat(25)), None);
     }
 
+    /// Folding rows into segments and segments into an answer gives what
+    /// reading every visible row would: random rows, random segments, every
+    /// test and row selection.
     #[test]
-    fn thresholds_read_the_rows_they_say() {
-        let column = |values: Vec<f64>, by: Option<Vec<u32>>| ClaimColumn {
-            values: Values::Numbers(values),
-            by,
-            identifier: None,
-            field_type: FieldType::Float,
-        };
-        let claim = |test: Test, over: Over| Claim {
+    fn segments_answer_as_the_rows_would() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let tests = [Test::Above, Test::AtLeast, Test::Below, Test::AtMost];
+        let overs = [
+            Over::Any,
+            Over::All,
+            Over::Sum,
+            Over::Max,
+            Over::Min,
+            Over::Latest,
+        ];
+        for _ in 0..400 {
+            // Rows: (segment, value or NaN, rank of `by` or 0 for NULL).
+            let n_segs = rng.random_range(1..4usize);
+            let rows: Vec<(usize, f64, u32)> = (0..rng.random_range(0..7))
+                .map(|_| {
+                    let v = if rng.random_range(0..5) == 0 {
+                        f64::NAN
+                    } else {
+                        f64::from(rng.random_range(0..5u8))
+                    };
+                    (rng.random_range(0..n_segs), v, rng.random_range(0..4u32))
+                })
+                .collect();
+            let visible: Vec<usize> = (0..n_segs).filter(|_| rng.random_range(0..4) > 0).collect();
+            let t = f64::from(rng.random_range(0..5u8));
+            for test in tests {
+                for over in overs {
+                    let claim = Claim {
+                        name: "c".into(),
+                        field: "f".into(),
+                        test,
+                        compare: Compare::Exact,
+                        over,
+                        by: (over == Over::Latest).then(|| "month".into()),
+                    };
+                    // Each row as it would be read.
+                    let seen: Vec<&(usize, f64, u32)> =
+                        rows.iter().filter(|r| visible.contains(&r.0)).collect();
+                    let chosen: Vec<&&(usize, f64, u32)> = if over == Over::Latest {
+                        let top = seen.iter().map(|r| r.2).max().unwrap_or(0);
+                        seen.iter().filter(|r| top > 0 && r.2 == top).collect()
+                    } else {
+                        seen.iter().collect()
+                    };
+                    let values: Vec<f64> =
+                        chosen.iter().map(|r| r.1).filter(|v| !v.is_nan()).collect();
+                    let p = |v: f64| passes(test, v, t);
+                    let expected = !values.is_empty()
+                        && match over {
+                            Over::Any => values.iter().any(|&v| p(v)),
+                            Over::All => values.iter().all(|&v| p(v)),
+                            Over::Sum | Over::Latest => p(values.iter().sum()),
+                            Over::Max => p(values.iter().copied().fold(f64::MIN, f64::max)),
+                            Over::Min => p(values.iter().copied().fold(f64::MAX, f64::min)),
+                        };
+                    // The same rows folded per segment.
+                    let fold = Fold::of(&claim);
+                    let mut value = vec![f64::NAN; n_segs];
+                    let mut rank = vec![0u32; n_segs];
+                    for r in &rows {
+                        rank[r.0] = rank[r.0].max(r.2);
+                    }
+                    for r in &rows {
+                        if over != Over::Latest || (r.2 > 0 && r.2 == rank[r.0]) {
+                            value[r.0] = fold.add(value[r.0], r.1);
+                        }
+                    }
+                    let data = ClaimData::Number {
+                        fold,
+                        value,
+                        rank: (over == Over::Latest).then_some(rank),
+                    };
+                    let got = evaluate(&claim, &data, &visible, Target::Number(t));
+                    assert_eq!(
+                        got, expected,
+                        "{test:?} {over:?} t={t} rows={rows:?} visible={visible:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn equality_sets_answer_as_the_rows_would() {
+        let claim = |over: Over| Claim {
             name: "c".into(),
             field: "f".into(),
-            test,
+            test: Test::Equals,
             compare: Compare::Exact,
             over,
             by: (over == Over::Latest).then(|| "month".into()),
         };
-        // Two accounts over two months: the latest month is rank 2.
-        let col = column(
-            vec![100.0, 50.0, 0.0, 30.0, f64::NAN],
-            Some(vec![1, 1, 2, 2, 2]),
-        );
-        let rows = [0, 1, 2, 3, 4];
-        let t = |n| Target::Number(n);
-        assert!(evaluate(
-            &claim(Test::Above, Over::Latest),
-            &col,
-            &rows,
-            t(29.0)
-        ));
-        assert!(!evaluate(
-            &claim(Test::Above, Over::Latest),
-            &col,
-            &rows,
-            t(30.0)
-        ));
-        assert!(evaluate(
-            &claim(Test::AtLeast, Over::Latest),
-            &col,
-            &rows,
-            t(30.0)
-        ));
-        assert!(evaluate(
-            &claim(Test::Above, Over::Sum),
-            &col,
-            &rows,
-            t(179.0)
-        ));
-        assert!(evaluate(
-            &claim(Test::Above, Over::Any),
-            &col,
-            &rows,
-            t(99.0)
-        ));
-        assert!(evaluate(
-            &claim(Test::Above, Over::All),
-            &col,
-            &rows,
-            t(-1.0)
-        ));
-        assert!(!evaluate(
-            &claim(Test::Above, Over::All),
-            &col,
-            &rows,
-            t(0.0)
-        ));
-        assert!(evaluate(
-            &claim(Test::AtMost, Over::Min),
-            &col,
-            &rows,
-            t(0.0)
-        ));
-        assert!(evaluate(
-            &claim(Test::Below, Over::Max),
-            &col,
-            &rows,
-            t(101.0)
-        ));
+        // Two segments: {5} at rank 2 and {0 (NULL), 7} at rank 1.
+        let data = |rank: bool| ClaimData::Set {
+            starts: vec![0, 1, 3],
+            hashes: vec![5, 0, 7],
+            rank: rank.then(|| vec![2, 1]),
+        };
+        let h = Target::Hash;
+        assert!(evaluate(&claim(Over::Any), &data(false), &[0, 1], h(7)));
         assert!(
-            !evaluate(&claim(Test::Above, Over::Max), &col, &[], t(-1.0)),
+            !evaluate(&claim(Over::Any), &data(false), &[0], h(7)),
+            "segment 1 is not visible"
+        );
+        assert!(evaluate(&claim(Over::All), &data(false), &[0], h(5)));
+        assert!(!evaluate(&claim(Over::All), &data(false), &[0, 1], h(5)));
+        assert!(
+            !evaluate(&claim(Over::All), &data(false), &[], h(5)),
             "no rows, no truth"
         );
+        assert!(evaluate(&claim(Over::Latest), &data(true), &[0, 1], h(5)));
         assert!(
-            !evaluate(&claim(Test::Above, Over::Latest), &col, &[4], t(-1.0)),
-            "only NULL values"
+            !evaluate(&claim(Over::Latest), &data(true), &[0, 1], h(7)),
+            "7 is not in the latest month"
+        );
+        assert!(
+            evaluate(&claim(Over::Latest), &data(true), &[1], h(7)),
+            "but it is the latest the caller sees"
         );
     }
 }

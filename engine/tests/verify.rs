@@ -46,7 +46,7 @@ fn table(name: &str, columns: &[&str]) -> Vec<HashMap<String, String>> {
 
 fn with_products(policy: Policy) -> Engine {
     let mut engine = build_engine(&fixture().dir, policy);
-    engine.install_products(&|d, f| SubjectIndex::build(d, f).map(Arc::new), None);
+    engine.install_products(&|d, f| SubjectIndex::build(d, f).map(Arc::new), None, None);
     engine
 }
 

@@ -69,7 +69,7 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
     })?;
     let mut store = Store::open(&args.dir.data_dir)?;
     let mut loaded = load_engine(&store)?;
-    install_products(&store, &mut loaded.engine, None)?;
+    install_products(&store, &mut loaded.engine, None, Some(&body.product))?;
     match verify_as(&mut store, &loaded.engine, &args.principal, &body) {
         Ok(answer) => {
             println!(

@@ -83,7 +83,7 @@ impl AppState {
         for (name, why) in &loaded.skipped {
             tracing::warn!(dataset = %name, reason = %why, "dataset unavailable");
         }
-        install_products(&store, &mut loaded.engine, None)?;
+        install_products(&store, &mut loaded.engine, None, None)?;
         let signer = Arc::new(store.data_dir().signer()?);
         let audit = AuditWriter::start(
             Store::open(&config.data_dir)?.without_autocheckpoint()?,
@@ -155,7 +155,7 @@ impl AppState {
     pub fn reload_engine(&self) -> Result<(), StoreError> {
         let store = self.store();
         let mut loaded = load_engine(&store)?;
-        install_products(&store, &mut loaded.engine, Some(&self.engine()))?;
+        install_products(&store, &mut loaded.engine, Some(&self.engine()), None)?;
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.engine);
         Ok(())
     }
