@@ -278,9 +278,11 @@ enum ClaimData {
         rank: Option<Vec<u32>>,
     },
     /// Equality: the segment's distinct hashes, sorted (0 stands for NULL),
-    /// or for `latest` those of its latest rows, with their rank.
+    /// or for `latest` those of its latest rows, with their rank. `starts`
+    /// is `None` when every segment has exactly one hash (one row per
+    /// subject): then segment `s` has hash `s`.
     Set {
-        starts: Vec<u32>,
+        starts: Option<Vec<u32>>,
         hashes: Vec<u64>,
         rank: Option<Vec<u32>>,
     },
@@ -304,8 +306,9 @@ pub struct ProductTable {
     subject_kind: IdentifierKind,
     /// The subjects' keys, sorted (shared with the index).
     keys: Arc<Vec<u128>>,
-    /// `keys.len() + 1` offsets into the segments.
-    segments: Vec<u32>,
+    /// `keys.len() + 1` offsets into the segments; `None` when every
+    /// subject has one segment (subject `i` is segment `i`).
+    segments: Option<Vec<u32>>,
     /// The region field's distinct values and each segment's among them
     /// (`u16::MAX` for a NULL region).
     regions: Option<(Vec<String>, Vec<u16>)>,
@@ -549,8 +552,9 @@ impl ProductTable {
                     }
                 }
                 starts.push(hashes.len() as u32);
+                let one_each = starts.windows(2).all(|w| w[1] - w[0] == 1);
                 ClaimData::Set {
-                    starts,
+                    starts: (!one_each).then_some(starts),
                     hashes,
                     rank: rank(top, by_names),
                 }
@@ -598,12 +602,13 @@ impl ProductTable {
                 .collect();
             (names, segs)
         });
+        let one_each = segments.windows(2).all(|w| w[1] - w[0] == 1);
         Ok(ProductTable {
             product: product.clone(),
             dataset,
             subject_kind,
             keys: index.keys.clone(),
-            segments,
+            segments: (!one_each).then_some(segments),
             regions,
             claims,
             hasher,
@@ -631,12 +636,16 @@ impl ProductTable {
                     starts,
                     hashes,
                     rank,
-                } => starts.len() * 4 + hashes.len() * 8 + rank.as_ref().map_or(0, |r| r.len() * 4),
+                } => {
+                    starts.as_ref().map_or(0, |s| s.len() * 4)
+                        + hashes.len() * 8
+                        + rank.as_ref().map_or(0, |r| r.len() * 4)
+                }
             })
             .sum();
         claims
             + self.keys.len() * 16
-            + self.segments.len() * 4
+            + self.segments.as_ref().map_or(0, |s| s.len() * 4)
             + self.regions.as_ref().map_or(0, |(_, r)| r.len() * 2)
     }
 
@@ -737,7 +746,10 @@ impl<'a> Checked<'a> {
             .map(|((_, key), claims)| {
                 visible.clear();
                 if let Ok(i) = table.keys.binary_search(key) {
-                    let segments = table.segments[i] as usize..table.segments[i + 1] as usize;
+                    let segments = match &table.segments {
+                        Some(starts) => starts[i] as usize..starts[i + 1] as usize,
+                        None => i..i + 1,
+                    };
                     visible.extend(
                         segments.filter(|&s| match (&self.in_scope, &table.regions) {
                             (Some(scope), Some((_, regions))) => {
@@ -808,7 +820,10 @@ fn evaluate(claim: &Claim, data: &ClaimData, segments: &[usize], target: Target)
                 Some(rank) => latest(rank, segments),
                 None => segments.to_vec(),
             };
-            let set = |s: usize| &hashes[starts[s] as usize..starts[s + 1] as usize];
+            let set = |s: usize| match starts {
+                Some(starts) => &hashes[starts[s] as usize..starts[s + 1] as usize],
+                None => std::slice::from_ref(&hashes[s]),
+            };
             match claim.over {
                 Over::All => !segments.is_empty() && segments.iter().all(|&s| set(s) == [h]),
                 _ => segments.iter().any(|&s| set(s).binary_search(&h).is_ok()),
@@ -1138,7 +1153,7 @@ mod tests {
         };
         // Two segments: {5} at rank 2 and {0 (NULL), 7} at rank 1.
         let data = |rank: bool| ClaimData::Set {
-            starts: vec![0, 1, 3],
+            starts: Some(vec![0, 1, 3]),
             hashes: vec![5, 0, 7],
             rank: rank.then(|| vec![2, 1]),
         };
