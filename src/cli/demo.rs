@@ -138,6 +138,18 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         .find(|(n, _, _)| n == "demo-consumer")
         .map(|(_, _, k)| k.clone())
         .unwrap_or_default();
+    // A verification anyone can check: the birth date an identity number
+    // encodes is true, the name almost certainly not.
+    let verification = subject
+        .as_deref()
+        .and_then(|id| veil_policies::identifiers::CitizenId::parse(id).ok())
+        .map(|id| {
+            format!(
+                r#"{{"product": "person_identity", "subject": "{}", "claims": {{"name": "张三", "birth_date": "{}"}}}}"#,
+                id.as_str(),
+                id.birth_date().format("%Y-%m-%d")
+            )
+        });
     let banner = |addr: std::net::SocketAddr| {
         println!();
         println!(
@@ -147,6 +159,11 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         println!(
             "  curl -s http://{addr}/v1/query -H 'Authorization: Bearer {consumer_key}' -H 'Content-Type: application/json' \\\n       -d '{{\"sql\": \"SELECT county_code, COUNT(*) AS n FROM population GROUP BY county_code ORDER BY n DESC LIMIT 5\"}}'"
         );
+        if let Some(body) = &verification {
+            println!(
+                "  curl -s http://{addr}/v1/verify -H 'Authorization: Bearer {consumer_key}' -H 'Content-Type: application/json' \\\n       -d '{body}'"
+            );
+        }
         println!(
             "  veil query --data-dir {} --as demo-consumer --sql \"SELECT name, phone FROM population LIMIT 3\"",
             root.display()
