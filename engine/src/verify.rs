@@ -89,7 +89,15 @@ const INDEX_MAGIC: &[u8; 8] = b"VEILIDX1";
 impl SubjectIndex {
     /// Reads `field` of the dataset's file in file order.
     pub fn build(dataset: &Dataset, field: &str) -> Result<SubjectIndex, String> {
-        let mut pairs: Vec<(u128, u32)> = Vec::new();
+        /// A key and a row, 20 bytes instead of the 32 an aligned pair takes:
+        /// sorting every row of a large table is the peak of registration.
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        #[repr(C, packed)]
+        struct Pair {
+            key: u128,
+            row: u32,
+        }
+        let mut pairs: Vec<Pair> = Vec::new();
         let mut row: u64 = 0;
         crate::source::read_columns(&dataset.manifest, dataset.path(), &[field], |batch| {
             let text = arrow::compute::cast(batch.column(0), &DataType::Utf8)
@@ -98,7 +106,7 @@ impl SubjectIndex {
                 let position = u32::try_from(row)
                     .map_err(|_| "more than 4,294,967,295 rows cannot be indexed".to_string())?;
                 if let Some(key) = value.and_then(|v| subject_key(v.trim())) {
-                    pairs.push((key, position));
+                    pairs.push(Pair { key, row: position });
                 }
                 row += 1;
             }
@@ -108,13 +116,15 @@ impl SubjectIndex {
         let mut keys = Vec::new();
         let mut starts = Vec::new();
         let mut rows = Vec::with_capacity(pairs.len());
-        for (i, (key, position)) in pairs.iter().enumerate() {
-            if i == 0 || pairs[i - 1].0 != *key {
-                keys.push(*key);
+        for (i, pair) in pairs.iter().enumerate() {
+            let key = pair.key;
+            if keys.last() != Some(&key) {
+                keys.push(key);
                 starts.push(i as u32);
             }
-            rows.push(*position);
+            rows.push(pair.row);
         }
+        drop(pairs);
         starts.push(rows.len() as u32);
         Ok(SubjectIndex {
             keys: Arc::new(keys),
