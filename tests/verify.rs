@@ -446,3 +446,49 @@ fn the_cli_verifies_like_the_api() {
     let audit = veil(&["audit", "verify", "--data-dir", s(&dir)]);
     assert!(audit.status.success(), "{:?}", text(&audit));
 }
+
+#[test]
+fn re_registering_a_dataset_rebuilds_its_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _carol, _root) = deployment(tmp.path());
+    let before = people(&dir);
+    let other = tmp.path().join("other");
+    let out = veil(&["datasets", "generate", "--out", s(&other), "--persons", "1500", "--seed", "4"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let manifest = dir.join("datasets/sample/population.toml");
+    let out = veil(&[
+        "datasets", "register", "--data-dir", s(&dir), "--file", s(&other.join("population.parquet")), s(&manifest),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let indexes: Vec<String> = std::fs::read_dir(dir.join("indexes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("population-"))
+        .collect();
+    assert_eq!(indexes, ["population-v2-id_number.idx"], "the old version's index is gone");
+
+    let out = veil(&[
+        "query", "--data-dir", s(&dir), "--as", "owner", "--purpose", "test-oracle", "--sql",
+        "SELECT id_number, name FROM population ORDER BY id_number",
+    ]);
+    let after: Value = serde_json::from_str(&text(&out).0).unwrap();
+    let after: Vec<(String, String)> = after["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(after.len(), 1500);
+    let verify = |id: &str, name: &str| {
+        let out = veil(&[
+            "verify", "--data-dir", s(&dir), "--as", "carol", "--product", "person_identity", "--subject", id,
+            "--claim", &format!("name={name}"),
+        ]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let answer: Value = serde_json::from_str(&text(&out).0).unwrap();
+        answer["results"]["name"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(verify(&after[3].0, &after[3].1), "match", "the new data answers");
+    let gone = before.iter().find(|p| !after.iter().any(|(id, name)| *id == p[0] && *name == p[1])).unwrap();
+    assert_eq!(verify(&gone[0], &gone[1]), "mismatch", "the old data does not");
+}

@@ -74,6 +74,7 @@ pub fn subject_index(
         ms = started.elapsed().as_millis() as u64,
         "built a subject index"
     );
+    remove_older_indexes(folder, registered, field);
     Ok(Arc::new(index))
 }
 
@@ -113,6 +114,27 @@ pub fn install_products(
         }
     }
     Ok(())
+}
+
+/// Removes the index files of this field from earlier versions of the
+/// dataset: they are derived data nothing reads any more.
+fn remove_older_indexes(folder: &std::path::Path, registered: &RegisteredDataset, field: &str) {
+    let prefix = format!("{}-v", registered.manifest.name);
+    let suffix = format!("-{field}.idx");
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let version = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(&suffix))
+            .and_then(|v| v.parse::<i64>().ok());
+        if version.is_some_and(|v| v < registered.version) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Builds the missing subject indexes of the active policy's products, for
