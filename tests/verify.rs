@@ -8,27 +8,25 @@ use std::path::Path;
 use common::*;
 use serde_json::{Value, json};
 
-fn add(dir: &Path, name: &str, role: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "principal",
-        "add",
+/// `veil verify --data-dir DIR --as carol --product person_identity ARGS`.
+fn cli_verify(dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec![
+        "verify",
         "--data-dir",
         s(dir),
-        "--name",
-        name,
-        "--role",
-        role,
+        "--as",
+        "carol",
+        "--product",
+        "person_identity",
     ];
-    args.extend_from_slice(extra);
-    let out = veil(&args);
-    assert!(out.status.success(), "{:?}", text(&out));
-    text(&out).0.lines().last().unwrap().to_owned()
+    all.extend_from_slice(args);
+    veil(&all)
 }
 
 /// People of the sample in plain text, read through a granted query (the
 /// test plays the data owner).
 fn people(dir: &Path) -> Vec<Vec<String>> {
-    add(dir, "owner", "consumer", &[]);
+    add_principal(dir, "owner", "consumer", &[]);
     let grant = veil(&[
         "grant",
         "add",
@@ -96,13 +94,13 @@ fn verification_answers_bits_refuses_bad_input_and_enforces_limits() {
     let (dir, carol, _root) = deployment(tmp.path());
     let people = people(&dir);
     tight_policy(&dir);
-    let authority = add(
+    let authority = add_principal(
         &dir,
         "authority",
         "approver",
         &["--org", "云南省数据局 (Yunnan Provincial Data Bureau)"],
     );
-    let modeler = add(&dir, "mo", "modeler", &[]);
+    let modeler = add_principal(&dir, "mo", "modeler", &[]);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -388,21 +386,17 @@ fn the_cli_verifies_like_the_api() {
     let (dir, _carol, _root) = deployment(tmp.path());
     let people = people(&dir);
     let p = &people[7];
-    let out = veil(&[
-        "verify",
-        "--data-dir",
-        s(&dir),
-        "--as",
-        "carol",
-        "--product",
-        "person_identity",
-        "--subject",
-        &p[0],
-        "--claim",
-        &format!("name={}", p[1]),
-        "--claim",
-        "birth_date=1800-01-01",
-    ]);
+    let out = cli_verify(
+        &dir,
+        &[
+            "--subject",
+            &p[0],
+            "--claim",
+            &format!("name={}", p[1]),
+            "--claim",
+            "birth_date=1800-01-01",
+        ],
+    );
     assert!(out.status.success(), "{:?}", text(&out));
     let answer: Value = serde_json::from_str(&text(&out).0).unwrap();
     assert_eq!(
@@ -412,34 +406,12 @@ fn the_cli_verifies_like_the_api() {
 
     let items = tmp.path().join("items.json");
     std::fs::write(&items, json!([{"subject": p[0], "claims": {"name": p[1]}}, {"subject": people[8][0], "claims": {"name": p[1]}}]).to_string()).unwrap();
-    let out = veil(&[
-        "verify",
-        "--data-dir",
-        s(&dir),
-        "--as",
-        "carol",
-        "--product",
-        "person_identity",
-        "--items",
-        s(&items),
-    ]);
+    let out = cli_verify(&dir, &["--items", s(&items)]);
     assert!(out.status.success(), "{:?}", text(&out));
     let answer: Value = serde_json::from_str(&text(&out).0).unwrap();
     assert_eq!(answer["results"][0]["name"], "match");
 
-    let out = veil(&[
-        "verify",
-        "--data-dir",
-        s(&dir),
-        "--as",
-        "carol",
-        "--product",
-        "person_identity",
-        "--subject",
-        "123",
-        "--claim",
-        "name=x",
-    ]);
+    let out = cli_verify(&dir, &["--subject", "123", "--claim", "name=x"]);
     assert_eq!(out.status.code(), Some(1));
     let error: Value = serde_json::from_str(&text(&out).0).unwrap();
     assert_eq!(error["error"]["code"], "bad_request");
@@ -453,11 +425,26 @@ fn re_registering_a_dataset_rebuilds_its_index() {
     let (dir, _carol, _root) = deployment(tmp.path());
     let before = people(&dir);
     let other = tmp.path().join("other");
-    let out = veil(&["datasets", "generate", "--out", s(&other), "--persons", "1500", "--seed", "4"]);
+    let out = veil(&[
+        "datasets",
+        "generate",
+        "--out",
+        s(&other),
+        "--persons",
+        "1500",
+        "--seed",
+        "4",
+    ]);
     assert!(out.status.success(), "{:?}", text(&out));
     let manifest = dir.join("datasets/sample/population.toml");
     let out = veil(&[
-        "datasets", "register", "--data-dir", s(&dir), "--file", s(&other.join("population.parquet")), s(&manifest),
+        "datasets",
+        "register",
+        "--data-dir",
+        s(&dir),
+        "--file",
+        s(&other.join("population.parquet")),
+        s(&manifest),
     ]);
     assert!(out.status.success(), "{:?}", text(&out));
     let indexes: Vec<String> = std::fs::read_dir(dir.join("indexes"))
@@ -465,10 +452,21 @@ fn re_registering_a_dataset_rebuilds_its_index() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.starts_with("population-"))
         .collect();
-    assert_eq!(indexes, ["population-v2-id_number.idx"], "the old version's index is gone");
+    assert_eq!(
+        indexes,
+        ["population-v2-id_number.idx"],
+        "the old version's index is gone"
+    );
 
     let out = veil(&[
-        "query", "--data-dir", s(&dir), "--as", "owner", "--purpose", "test-oracle", "--sql",
+        "query",
+        "--data-dir",
+        s(&dir),
+        "--as",
+        "owner",
+        "--purpose",
+        "test-oracle",
+        "--sql",
         "SELECT id_number, name FROM population ORDER BY id_number",
     ]);
     let after: Value = serde_json::from_str(&text(&out).0).unwrap();
@@ -476,19 +474,32 @@ fn re_registering_a_dataset_rebuilds_its_index() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_owned(),
+                r[1].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(after.len(), 1500);
     let verify = |id: &str, name: &str| {
-        let out = veil(&[
-            "verify", "--data-dir", s(&dir), "--as", "carol", "--product", "person_identity", "--subject", id,
-            "--claim", &format!("name={name}"),
-        ]);
+        let out = cli_verify(&dir, &["--subject", id, "--claim", &format!("name={name}")]);
         assert!(out.status.success(), "{:?}", text(&out));
         let answer: Value = serde_json::from_str(&text(&out).0).unwrap();
         answer["results"]["name"].as_str().unwrap().to_owned()
     };
-    assert_eq!(verify(&after[3].0, &after[3].1), "match", "the new data answers");
-    let gone = before.iter().find(|p| !after.iter().any(|(id, name)| *id == p[0] && *name == p[1])).unwrap();
-    assert_eq!(verify(&gone[0], &gone[1]), "mismatch", "the old data does not");
+    assert_eq!(
+        verify(&after[3].0, &after[3].1),
+        "match",
+        "the new data answers"
+    );
+    let gone = before
+        .iter()
+        .find(|p| !after.iter().any(|(id, name)| *id == p[0] && *name == p[1]))
+        .unwrap();
+    assert_eq!(
+        verify(&gone[0], &gone[1]),
+        "mismatch",
+        "the old data does not"
+    );
 }

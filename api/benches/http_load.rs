@@ -16,9 +16,6 @@ use common::{MakeRequest, env, load};
 use http_body_util::Full;
 use hyper::Request;
 use veil_api::Store;
-use veil_api::http::{AppState, ServerConfig, serve};
-use veil_api::store::NewPrincipal;
-use veil_policies::Role;
 
 fn main() {
     let seconds = env("VEIL_BENCH_SECONDS", 5);
@@ -37,32 +34,15 @@ fn main() {
         let mut store = Store::open(&dir).unwrap();
         veil_api::registry::register(&mut store, &sample.join("population.toml"), None, "bench")
             .unwrap();
-        let (_, key) = store
-            .add_principal(&NewPrincipal {
-                name: "bench",
-                role: Role::Consumer,
-                org: None,
-                region: None,
-                subject: None,
-            })
-            .unwrap();
-        key.expose().to_owned()
+        common::bench_consumer(&mut store)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut config = ServerConfig::new(dir.clone(), "127.0.0.1:0".parse().unwrap());
-        config.requests_per_minute = u32::MAX;
-        config.concurrency_per_principal = connections as usize * 2;
-        let state = AppState::open(config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(state, listener, async {
-            let _ = stopped.await;
-        }));
+        let server = common::BenchServer::start(&dir, connections).await;
+        let addr = server.addr;
 
         let healthz: MakeRequest = Arc::new(move || {
             Request::get("/healthz").header("host", "bench").body(Full::new(Bytes::new())).unwrap()
@@ -93,7 +73,6 @@ fn main() {
             );
         }
         println!("masked query throughput / healthz throughput = {:.3}", rates[1] / rates[0]);
-        let _ = stop.send(());
-        let _ = server.await;
+        server.stop().await;
     });
 }

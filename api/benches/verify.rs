@@ -24,8 +24,6 @@ use hyper_util::rt::TokioIo;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use veil_api::Store;
-use veil_api::http::{AppState, ServerConfig, serve};
-use veil_api::store::NewPrincipal;
 use veil_api::verify::{SubjectDigest, VerifyBody, install_products};
 use veil_engine::verify::{Claimed, VerifyItem, VerifyRequest};
 use veil_policies::{Principal, Role};
@@ -121,16 +119,7 @@ fn main() {
             "registered population ({persons} persons) with its subject index in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let (_, key) = store
-            .add_principal(&NewPrincipal {
-                name: "bench",
-                role: Role::Consumer,
-                org: None,
-                region: None,
-                subject: None,
-            })
-            .unwrap();
-        key.expose().to_owned()
+        common::bench_consumer(&mut store)
     };
     let people = people(
         &sample.join("population.parquet"),
@@ -153,23 +142,29 @@ fn main() {
     );
     let principal = Principal::new("bench", Role::Consumer);
     let now = chrono::Utc::now();
+    let verify = |items: &[VerifyItem]| {
+        let request = VerifyRequest {
+            principal: &principal,
+            purpose: None,
+            product: "person_identity",
+            items,
+            now,
+        };
+        let checked = engine.verify(&request).unwrap();
+        checked
+            .answer()
+            .into_iter()
+            .map(|claims| claims.iter().filter(|(_, b)| *b).count())
+            .collect::<Vec<usize>>()
+    };
     let mut single = Vec::with_capacity(100_000);
     let mut matched = 0usize;
     for _ in 0..100_000 {
         let items = [item(&people[rng.random_range(0..people.len())])];
         let t = Instant::now();
-        let checked = engine
-            .verify(&VerifyRequest {
-                principal: &principal,
-                purpose: None,
-                product: "person_identity",
-                items: &items,
-                now,
-            })
-            .unwrap();
-        let answer = checked.answer();
+        let passed = verify(&items);
         single.push(t.elapsed());
-        matched += answer[0].iter().filter(|(_, b)| *b).count();
+        matched += passed[0];
     }
     assert_eq!(matched, 200_000, "every true claim matches");
     let digest = SubjectDigest::new(&store.data_dir().master_key().unwrap());
@@ -204,18 +199,9 @@ fn main() {
     let mut batches = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let checked = engine
-            .verify(&VerifyRequest {
-                principal: &principal,
-                purpose: None,
-                product: "person_identity",
-                items: &batch,
-                now,
-            })
-            .unwrap();
-        let answers = checked.answer();
+        let passed = verify(&batch);
         batches.push(t.elapsed());
-        assert_eq!(answers.len(), 10_000);
+        assert_eq!(passed.len(), 10_000);
     }
     println!(
         "{:<44} {:>10.2} {:>10.2}   (ms, 20 runs)",
@@ -231,17 +217,8 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut config = ServerConfig::new(dir.clone(), "127.0.0.1:0".parse().unwrap());
-        config.requests_per_minute = u32::MAX;
-        config.concurrency_per_principal = connections as usize * 2;
-        let state = AppState::open(config).unwrap();
-        let server_state = state.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(server_state, listener, async {
-            let _ = stopped.await;
-        }));
+        let server = common::BenchServer::start(&dir, connections).await;
+        let (addr, state) = (server.addr, server.state.clone());
         let auth = format!("Bearer {key}");
 
         // What one request's parts cost, in process.
@@ -379,7 +356,6 @@ fn main() {
         }
         println!("verifications / healthz throughput = {:.3}", rates[1] / rates[0]);
         println!("peak RSS {:.0} MB", peak_rss_mb());
-        let _ = stop.send(());
-        let _ = server.await;
+        server.stop().await;
     });
 }

@@ -103,6 +103,24 @@ impl Failure {
     }
 }
 
+/// Prints an answer as the API's JSON, or turns its error JSON into the
+/// failure that prints it.
+fn print_answer(
+    outcome: Result<serde_json::Value, veil_api::wire::ApiError>,
+) -> Result<(), Failure> {
+    let (json, ok) = match &outcome {
+        Ok(answer) => (answer.clone(), true),
+        Err(e) => (e.to_json(), false),
+    };
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    if ok {
+        println!("{text}");
+        Ok(())
+    } else {
+        Err(Failure::Answer(text))
+    }
+}
+
 fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("  {l}"))

@@ -59,16 +59,5 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
             )
         }),
     ));
-    match outcome {
-        Ok(answer) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).unwrap_or_default()
-            );
-            Ok(())
-        }
-        Err(e) => Err(Failure::Answer(
-            serde_json::to_string_pretty(&e.to_json()).unwrap_or_default(),
-        )),
-    }
+    super::print_answer(outcome)
 }

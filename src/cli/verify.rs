@@ -64,22 +64,17 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
         }
         (None, None) => unreachable!("clap requires --subject or --items"),
     }
-    let body = VerifyBody::parse(&Value::Object(body)).map_err(|e| {
-        Failure::Answer(serde_json::to_string_pretty(&e.to_json()).unwrap_or_default())
-    })?;
+    let body = match VerifyBody::parse(&Value::Object(body)) {
+        Ok(body) => body,
+        Err(e) => return super::print_answer(Err(e)),
+    };
     let mut store = Store::open(&args.dir.data_dir)?;
     let mut loaded = load_engine(&store)?;
     install_products(&store, &mut loaded.engine, None, Some(&body.product))?;
-    match verify_as(&mut store, &loaded.engine, &args.principal, &body) {
-        Ok(answer) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).unwrap_or_default()
-            );
-            Ok(())
-        }
-        Err(e) => Err(Failure::Answer(
-            serde_json::to_string_pretty(&e.to_json()).unwrap_or_default(),
-        )),
-    }
+    super::print_answer(verify_as(
+        &mut store,
+        &loaded.engine,
+        &args.principal,
+        &body,
+    ))
 }

@@ -62,25 +62,27 @@ pub fn deployment(tmp: &Path) -> (PathBuf, String, String) {
         ]);
         assert!(out.status.success(), "{:?}", text(&out));
     }
-    let key = |name: &str, role: &str, extra: &[&str]| {
-        let mut args = vec![
-            "principal",
-            "add",
-            "--data-dir",
-            s(&dir),
-            "--name",
-            name,
-            "--role",
-            role,
-        ];
-        args.extend_from_slice(extra);
-        let out = veil(&args);
-        assert!(out.status.success(), "{:?}", text(&out));
-        text(&out).0.lines().last().unwrap().to_owned()
-    };
-    let carol = key("carol", "consumer", &[]);
-    let root = key("root", "admin", &[]);
+    let carol = add_principal(&dir, "carol", "consumer", &[]);
+    let root = add_principal(&dir, "root", "admin", &[]);
     (dir, carol, root)
+}
+
+/// Adds a principal with `veil principal add` and returns its API key.
+pub fn add_principal(dir: &Path, name: &str, role: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "principal",
+        "add",
+        "--data-dir",
+        s(dir),
+        "--name",
+        name,
+        "--role",
+        role,
+    ];
+    args.extend_from_slice(extra);
+    let out = veil(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    text(&out).0.lines().last().unwrap().to_owned()
 }
 
 /// A running `veil serve`, killed when dropped.

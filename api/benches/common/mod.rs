@@ -14,6 +14,56 @@ use hyper_util::rt::TokioIo;
 mod engine_common;
 pub use engine_common::{ensure_sample, env};
 
+/// Adds the consumer `bench` and returns its API key.
+pub fn bench_consumer(store: &mut veil_api::Store) -> String {
+    let (_, key) = store
+        .add_principal(&veil_api::store::NewPrincipal {
+            name: "bench",
+            role: veil_policies::Role::Consumer,
+            org: None,
+            region: None,
+            subject: None,
+        })
+        .unwrap();
+    key.expose().to_owned()
+}
+
+/// `veil serve` in this process on a free loopback port, limits raised so
+/// that `connections` connections of one principal never hit them.
+pub struct BenchServer {
+    pub state: Arc<veil_api::http::AppState>,
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl BenchServer {
+    pub async fn start(dir: &std::path::Path, connections: u64) -> BenchServer {
+        let mut config =
+            veil_api::http::ServerConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+        config.requests_per_minute = u32::MAX;
+        config.concurrency_per_principal = connections as usize * 2;
+        let state = veil_api::http::AppState::open(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(veil_api::http::serve(state.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        BenchServer {
+            state,
+            addr,
+            stop,
+            running,
+        }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.running.await;
+    }
+}
+
 /// Builds one request; called once per request sent.
 pub type MakeRequest = Arc<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>;
 
