@@ -225,6 +225,10 @@ fn verification_answers_bits_refuses_bad_input_and_enforces_limits() {
             json!({"product": "no_such_product", "subject": id, "claims": {"name": name}}),
             "not_found",
         ),
+        (
+            json!({"product": id, "subject": id, "claims": {"name": name}}),
+            "not_found",
+        ),
     ] {
         let r = verify(&server, &carol, body);
         assert_eq!(r.code(), code, "{}", r.text());
@@ -330,6 +334,10 @@ fn verification_answers_bits_refuses_bad_input_and_enforces_limits() {
     assert_eq!(request["claims"], json!(["name", "birth_date", "phone"]));
     assert_eq!(request["subjects"][0].as_str().unwrap().len(), 32);
     let all = log.to_string();
+    assert!(
+        !all.contains(id.as_str()),
+        "the audit log holds an identifier"
+    );
     for p in &people[..5] {
         assert!(
             !all.contains(&p[0]) && !all.contains(&p[1]),

@@ -669,7 +669,12 @@ pub fn audit_entry(
     verification: Option<&Verification<'_>>,
     outcome: String,
 ) -> AuditEntry {
-    let product = body.map_or("", |b| b.product.as_str());
+    // A product name is a plain word; anything else the caller put there is
+    // not recorded (it could be anyone's identifier).
+    let product = body
+        .map(|b| b.product.as_str())
+        .filter(|p| veil_policies::is_plain_name(p))
+        .unwrap_or("");
     let mut entry = AuditEntry {
         principal: principal.name.clone(),
         role: principal.role.name().to_owned(),
