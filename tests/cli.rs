@@ -480,3 +480,41 @@ fn demo_sets_up_everything_and_is_idempotent() {
     child.wait().unwrap();
     assert_eq!(answer.json()["rows"][0][0], 2000);
 }
+
+#[test]
+fn calendar_deadlines_count_working_days_and_say_when_they_assume() {
+    let out = veil(&[
+        "calendar",
+        "deadline",
+        "--from",
+        "2026-09-30",
+        "--days",
+        "5",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out).0.trim(), "2026-10-13");
+    assert!(text(&out).1.is_empty());
+    let out = veil(&[
+        "calendar",
+        "deadline",
+        "--from",
+        "2026-12-30",
+        "--days",
+        "3",
+    ]);
+    assert_eq!(text(&out).0.trim(), "2027-01-04");
+    assert!(
+        text(&out).1.contains("Monday to Friday assumed"),
+        "{:?}",
+        text(&out)
+    );
+    let out = veil(&[
+        "calendar",
+        "deadline",
+        "--from",
+        "2026-02-30",
+        "--days",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

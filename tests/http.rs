@@ -640,6 +640,26 @@ fn docs_metrics_and_every_documented_route_exist() {
             );
         }
     }
+    let deadline = server
+        .get("/v1/calendar/deadline?from=2026-09-30&days=5", Some(&root))
+        .json();
+    assert_eq!(deadline["deadline"], "2026-10-13");
+    assert_eq!(deadline["assumed_years"], serde_json::json!([]));
+    let later = server
+        .get("/v1/calendar/deadline?from=2026-12-30&days=3", Some(&root))
+        .json();
+    assert_eq!(later["deadline"], "2027-01-04");
+    assert_eq!(later["assumed_years"], serde_json::json!([2027]));
+    assert!(
+        later["note"]
+            .as_str()
+            .unwrap()
+            .contains("Monday to Friday assumed")
+    );
+    for bad in ["from=2026-13-01&days=1", "from=2026-01-01", "days=2"] {
+        let r = server.get(&format!("/v1/calendar/deadline?{bad}"), Some(&root));
+        assert_eq!(r.code(), "bad_request", "{bad}");
+    }
     let page = server.get("/docs", None);
     assert_eq!(page.status, 200);
     assert!(page.text().contains("/openapi.json"));

@@ -2,6 +2,8 @@
 //!
 //! - [`identifiers`]: citizen identity numbers and unified social credit
 //!   codes (Art. 20), validated and generated.
+//! - [`calendar`]: working days on the State Council's calendar, for
+//!   deadlines.
 //! - [`catalog`]: dataset manifests with the catalog attributes of Art. 13 and
 //!   33 and the classification and grading of every field (Art. 11).
 //! - [`policy`]: grades and the bundle each stands for; the default preset.
@@ -14,6 +16,7 @@
 //! Everything that reads files, the network or the clock lives in the crates
 //! above this one; functions here take the time as an argument.
 
+pub mod calendar;
 pub mod catalog;
 pub mod decide;
 pub mod disclosure;

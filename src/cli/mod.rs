@@ -1,6 +1,7 @@
 //! The command line: one module per command group.
 
 mod audit;
+mod calendar;
 mod datasets;
 mod demo;
 mod policy;
@@ -53,6 +54,9 @@ enum Command {
     /// Check receipts offline.
     #[command(subcommand)]
     Receipt(audit::ReceiptCommand),
+    /// Working days on the State Council's calendar.
+    #[command(subcommand)]
+    Calendar(calendar::CalendarCommand),
 }
 
 /// The data directory, from `--data-dir` or `VEIL_DATA_DIR`.
@@ -75,6 +79,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Receipt(cmd) => audit::run_receipt(cmd),
+        Command::Calendar(cmd) => calendar::run(cmd),
     }
 }
 

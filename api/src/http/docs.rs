@@ -113,6 +113,14 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/v1/calendar/deadline",
+        summary: "The `days`-th working day after `from` on the State Council's calendar (holidays and make-up working days, 2024-2026); years without a published arrangement assume Monday to Friday and are listed in `assumed_years`.",
+        roles: &["consumer", "modeler", "approver", "admin", "subject"],
+        body: None,
+        query: &["from", "days"],
+    },
+    Route {
+        method: "get",
         path: "/v1/policy",
         summary: "The active policy and its text.",
         roles: &["approver", "admin"],

@@ -6,6 +6,7 @@
 
 mod admin;
 mod auth;
+mod calendar;
 mod docs;
 mod error;
 mod limits;
@@ -51,6 +52,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(verify::verify).layer(DefaultBodyLimit::max(state.config.verify_body_limit)),
         )
         .route("/v1/verify/products", get(verify::products))
+        .route("/v1/calendar/deadline", get(calendar::deadline))
         .route("/v1/policy", get(admin::policy).put(admin::update_policy))
         .route("/v1/policy/versions", get(admin::policy_versions))
         .route(
