@@ -7,12 +7,15 @@
 
 use chrono::{Datelike, Duration, NaiveDate, Weekday};
 
-/// One year's arrangement: days off as inclusive ranges, make-up working
-/// days, as `(month, day)`.
+/// A day of a year: `(month, day)`.
+type MonthDay = (u32, u32);
+
+/// One year's arrangement: days off as inclusive ranges, and make-up
+/// working days.
 struct Arrangement {
     year: i32,
-    days_off: &'static [((u32, u32), (u32, u32))],
-    make_up: &'static [(u32, u32)],
+    days_off: &'static [(MonthDay, MonthDay)],
+    make_up: &'static [MonthDay],
 }
 
 /// The published arrangements, 2024 to 2026.
