@@ -308,16 +308,44 @@ impl Store {
         })
     }
 
+    /// The first sequence number written at or after `since` (an RFC 3339
+    /// time), found by binary search over the chain: entries are appended
+    /// in time order, so this reads O(log n) rows, not the whole log.
+    fn first_seq_since(&self, since: &str) -> Result<i64, StoreError> {
+        let mut time_of = self
+            .conn
+            .prepare_cached("SELECT time FROM audit_log WHERE seq = ?1")?;
+        let last: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
+                    r.get(0)
+                })?;
+        let (mut lo, mut hi) = (1i64, last + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let time: Option<String> = time_of.query_row(params![mid], |r| r.get(0)).optional()?;
+            if time.is_some_and(|t| t.as_str() < since) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
     /// The principal and request of every successful verification since
     /// `since` (an RFC 3339 time), oldest first.
     pub fn verifications_since(&self, since: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let first = self.first_seq_since(since)?;
         let mut stmt = self.conn.prepare(
             "SELECT principal, request FROM audit_log
-             WHERE time >= ?1 AND outcome = 'ok' AND endpoint IN (?2, ?3) ORDER BY seq",
+             WHERE seq >= ?1 AND time >= ?2 AND outcome = 'ok' AND endpoint IN (?3, ?4)
+             ORDER BY seq",
         )?;
         let rows = stmt
             .query_map(
                 params![
+                    first,
                     since,
                     crate::verify::HTTP_ENDPOINT,
                     crate::verify::CLI_ENDPOINT
@@ -437,6 +465,42 @@ mod tests {
     fn tamper(tmp: &tempfile::TempDir, sql: &str) {
         let conn = Connection::open(tmp.path().join("veil.db")).unwrap();
         conn.execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn verifications_since_a_time_read_only_the_tail_of_the_log() {
+        let (_tmp, mut store, signer, _) = filled(20);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let since = crate::store::now_text();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let verification = |i: usize| AuditEntry {
+            endpoint: crate::verify::HTTP_ENDPOINT.into(),
+            request: format!("{{\"product\":\"p\",\"subjects\":[\"{i:032x}\"]}}"),
+            ..entry(i)
+        };
+        let tail: Vec<AuditEntry> = (21..=30).map(verification).collect();
+        store.append_audit(&tail, &signer).unwrap();
+        assert_eq!(store.first_seq_since(&since).unwrap(), 21);
+        let found = store.verifications_since(&since).unwrap();
+        assert_eq!(found.len(), 10);
+        assert_eq!(found[0], ("p21".to_owned(), tail[0].request.clone()));
+        assert_eq!(
+            store
+                .verifications_since("2000-01-01T00:00:00.000Z")
+                .unwrap()
+                .len(),
+            10
+        );
+        assert!(
+            store
+                .verifications_since("2999-01-01T00:00:00.000Z")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.first_seq_since("2999-01-01T00:00:00.000Z").unwrap(),
+            31
+        );
     }
 
     #[test]
