@@ -117,7 +117,7 @@ fn verification_answers_bits_refuses_bad_input_and_enforces_limits() {
             );
         }
     }
-    let server = Server::start(&dir, &[]);
+    let server = Server::start(&dir, &["--concurrency", "64"]);
     let p = people.iter().find(|p| !p[3].is_empty()).unwrap();
     let (id, name, born, phone) = (&p[0], &p[1], &p[2], &p[3]);
 
@@ -276,6 +276,50 @@ fn verification_answers_bits_refuses_bad_input_and_enforces_limits() {
         10_001
     ]);
     assert_eq!(verify(&server, &carol, too_many).code(), "bad_request");
+
+    // Concurrent requests cannot slip past the daily limit of a subject.
+    let out = veil(&[
+        "query",
+        "--data-dir",
+        s(&dir),
+        "--as",
+        "carol",
+        "--sql",
+        "SELECT uscc FROM legal_persons ORDER BY uscc LIMIT 1",
+    ]);
+    let company: Value = serde_json::from_str(&text(&out).0).unwrap();
+    let uscc = company["rows"][0][0].as_str().unwrap().to_owned();
+    let body = json!({"product": "legal_representative", "subject": uscc,
+        "claims": {"legal_representative": id}})
+    .to_string();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..30)
+            .map(|_| {
+                scope.spawn(|| {
+                    request(
+                        &server.addr,
+                        "POST",
+                        "/v1/verify",
+                        Some(&carol),
+                        &[("Content-Type", "application/json")],
+                        Some(body.as_bytes()),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        20,
+        "{statuses:?}"
+    );
 
     // Enumeration: one subject at most twice a day, four subjects a minute.
     let insured = |subject: &str| {
