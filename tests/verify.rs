@@ -1,5 +1,6 @@
-//! End-to-end verification: `POST /v1/verify` on the real server and
-//! `veil verify`, against the generated sample.
+//! End-to-end verification (`POST /v1/verify` on the real server and
+//! `veil verify`) and subject access (`GET /v1/me/records`), against the
+//! generated sample.
 
 mod common;
 
@@ -554,4 +555,58 @@ fn re_registering_a_dataset_rebuilds_its_index() {
         "mismatch",
         "the old data does not"
     );
+}
+
+#[test]
+fn subjects_read_their_own_records_and_nobody_elses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, carol, _root) = deployment(tmp.path());
+    let people = people(&dir);
+    let me = &people[5];
+    let subject = add_principal(&dir, "me", "subject", &["--subject", &me[0]]);
+    let authority = add_principal(
+        &dir,
+        "authority",
+        "approver",
+        &["--org", "云南省数据局 (Yunnan Provincial Data Bureau)"],
+    );
+    let server = Server::start(&dir, &[]);
+    let r = server.get("/v1/me/records", Some(&subject));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    let records = answer["records"].as_array().unwrap();
+    let population = records
+        .iter()
+        .find(|r| r["dataset"] == "population")
+        .unwrap();
+    assert_eq!(population["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(population["rows"][0][0], me[0].as_str());
+    assert_eq!(
+        population["rows"][0][1],
+        me[1].as_str(),
+        "their own name, in full"
+    );
+    for r in records {
+        for row in r["rows"].as_array().unwrap() {
+            assert!(
+                row.as_array().unwrap().iter().any(|v| v == me[0].as_str()),
+                "{}: a row not about the subject",
+                r["dataset"]
+            );
+        }
+    }
+    assert!(answer["audit_seq"].as_i64().unwrap() > 0);
+    for other in [&carol, &authority] {
+        assert_eq!(
+            server.get("/v1/me/records", Some(other)).code(),
+            "forbidden"
+        );
+    }
+    let log = server
+        .get("/v1/audit?principal=me", Some(&authority))
+        .json();
+    let entry = &log["entries"][0];
+    assert_eq!(entry["endpoint"], "GET /v1/me/records");
+    assert_eq!(entry["outcome"], "ok");
+    assert!(entry["rows"].as_u64().unwrap() >= 1);
 }

@@ -253,3 +253,70 @@ pub fn dry_run_json(
         .unwrap_or(Value::Null);
     serde_json::json!({"dry_run": true, "privacy": privacy, "costs": costs})
 }
+
+/// The records about a subject principal (Art. 24) as JSON, and the audit
+/// entry that records the access. Only the principal's own identifier is
+/// ever looked up.
+pub async fn own_records(
+    engine: &Engine,
+    principal: &veil_policies::Principal,
+    endpoint: &str,
+) -> Result<(Value, AuditEntry), ApiError> {
+    if principal.role != Role::Subject {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "own records are for subject principals; you are a {}",
+                principal.role
+            ),
+        ));
+    }
+    let Some(subject) = principal.subject.as_deref() else {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this principal stands for no subject",
+        ));
+    };
+    let records = engine.records_of(subject).await.map_err(|e| {
+        if let veil_engine::QueryError::Internal { detail } = &e {
+            tracing::error!(detail = %detail, "own records failed");
+        }
+        ApiError::from(&e)
+    })?;
+    let now = Utc::now();
+    let mut datasets = Vec::new();
+    let mut total = 0u64;
+    let json_records: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            datasets.push(r.dataset.clone());
+            let rows: Vec<Value> = r.answer.batches.iter().flat_map(wire::rows).collect();
+            total += rows.len() as u64;
+            serde_json::json!({
+                "dataset": r.dataset,
+                "provider": r.provider,
+                "version": r.version,
+                "columns": wire::columns(&r.answer.schema),
+                "rows": rows,
+                "withheld": r.withheld,
+            })
+        })
+        .collect();
+    let entry = AuditEntry {
+        principal: principal.name.clone(),
+        role: principal.role.name().to_owned(),
+        endpoint: endpoint.to_owned(),
+        request: "own records".into(),
+        datasets,
+        rows: Some(total),
+        privacy: serde_json::json!({"mode": "own_records"}).to_string(),
+        outcome: "ok".into(),
+        ..AuditEntry::default()
+    };
+    let json = serde_json::json!({
+        "records": json_records,
+        "retrieved_at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "policy_version": engine.policy_version(),
+    });
+    Ok((json, entry))
+}

@@ -303,6 +303,11 @@ impl Engine {
         }
     }
 
+    /// The session every plan runs in.
+    pub(crate) fn session_state(&self) -> SessionState {
+        self.state.clone()
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

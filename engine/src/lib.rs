@@ -17,6 +17,7 @@ mod policy;
 pub mod protect;
 pub mod source;
 mod sql;
+pub mod subject_access;
 mod tables;
 pub mod verify;
 

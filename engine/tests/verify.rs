@@ -6,43 +6,11 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::AsArray;
-use arrow::datatypes::DataType;
 use common::*;
 use veil_engine::Engine;
 use veil_engine::verify::{Claimed, SubjectIndex, VerifyError, VerifyItem, VerifyRequest};
 use veil_policies::identifiers::CitizenId;
 use veil_policies::{Policy, Principal, Role};
-
-/// Every row of `table` as text, by column name.
-fn table(name: &str, columns: &[&str]) -> Vec<HashMap<String, String>> {
-    let path = fixture().dir.join(format!("{name}.parquet"));
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        let text: Vec<_> = columns
-            .iter()
-            .map(|c| {
-                arrow::compute::cast(batch.column_by_name(c).unwrap(), &DataType::Utf8).unwrap()
-            })
-            .collect();
-        for r in 0..batch.num_rows() {
-            out.push(
-                columns
-                    .iter()
-                    .zip(&text)
-                    .map(|(c, t)| (c.to_string(), t.as_string::<i32>().value(r).to_owned()))
-                    .collect(),
-            );
-        }
-    }
-    out
-}
 
 fn with_products(policy: Policy) -> Engine {
     let mut engine = build_engine(&fixture().dir, policy);

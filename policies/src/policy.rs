@@ -86,6 +86,19 @@ pub struct Grade {
     pub allow_min_max: bool,
 }
 
+impl Grade {
+    /// Whether any role sees fields of this grade in any form, with or
+    /// without a grant. A grade that releases nothing (core data) stays in
+    /// the domain even for the subject the data is about.
+    pub fn releases_anything(&self) -> bool {
+        self.levels
+            .values()
+            .chain(self.granted.values())
+            .flatten()
+            .any(|k| *k != LevelKind::Deny)
+    }
+}
+
 /// A checked policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {

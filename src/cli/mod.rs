@@ -7,6 +7,7 @@ mod demo;
 mod policy;
 mod principal;
 mod query;
+mod records;
 mod serve;
 mod verify;
 
@@ -44,6 +45,8 @@ enum Command {
     Grant(principal::GrantCommand),
     /// Run one query as a principal, through the policy stage; prints the API's JSON.
     Query(query::QueryArgs),
+    /// A subject principal's own records across datasets (Art. 24).
+    Records(records::RecordsArgs),
     /// Verify claims about a subject through a verification product; prints the API's JSON.
     Verify(verify::VerifyArgs),
     /// Serve the HTTP API.
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Grant(cmd) => principal::run_grant(cmd),
         Command::Query(args) => query::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Records(args) => records::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Receipt(cmd) => audit::run_receipt(cmd),

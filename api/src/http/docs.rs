@@ -113,6 +113,14 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/v1/me/records",
+        summary: "A subject principal's own records (Art. 24): in every dataset whose privacy unit is its identifier, the rows about it, with every field its grade lets out in any form; provenance per dataset; audited.",
+        roles: &["subject"],
+        body: None,
+        query: &[],
+    },
+    Route {
+        method: "get",
         path: "/v1/calendar/deadline",
         summary: "The `days`-th working day after `from` on the State Council's calendar (holidays and make-up working days, 2024-2026); years without a published arrangement assume Monday to Friday and are listed in `assumed_years`.",
         roles: &["consumer", "modeler", "approver", "admin", "subject"],

@@ -12,6 +12,7 @@ mod error;
 mod limits;
 mod metrics;
 mod query;
+mod records;
 mod state;
 mod verify;
 
@@ -53,6 +54,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/v1/verify/products", get(verify::products))
         .route("/v1/calendar/deadline", get(calendar::deadline))
+        .route("/v1/me/records", get(records::own_records))
         .route("/v1/policy", get(admin::policy).put(admin::update_policy))
         .route("/v1/policy/versions", get(admin::policy_versions))
         .route(

@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use veil_engine::{Dataset, Engine, PreparedQuery, QueryError, QueryRequest};
 use veil_policies::{DatasetManifest, Grant, Policy, Principal, RegionScope, Role};
 
@@ -169,4 +171,34 @@ pub fn denied(principal: &Principal, sql: &str) -> String {
         Err(QueryError::Denied(r)) => r.message,
         other => panic!("expected a policy refusal for {sql}, got {other:?}"),
     }
+}
+
+/// Every row of `table` as text, by column name.
+pub fn table(name: &str, columns: &[&str]) -> Vec<HashMap<String, String>> {
+    let path = fixture().dir.join(format!("{name}.parquet"));
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let text: Vec<_> = columns
+            .iter()
+            .map(|c| {
+                arrow::compute::cast(batch.column_by_name(c).unwrap(), &DataType::Utf8).unwrap()
+            })
+            .collect();
+        for r in 0..batch.num_rows() {
+            out.push(
+                columns
+                    .iter()
+                    .zip(&text)
+                    .map(|(c, t)| (c.to_string(), t.as_string::<i32>().value(r).to_owned()))
+                    .collect(),
+            );
+        }
+    }
+    out
 }
