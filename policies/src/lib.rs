@@ -8,6 +8,8 @@
 //!   33 and the classification and grading of every field (Art. 11).
 //! - [`policy`]: grades and the bundle each stands for; the default preset.
 //! - [`principal`]: roles, region scopes, grants.
+//! - [`workflow`]: the regulation's requests as state machines with
+//!   working-day deadlines.
 //! - [`verify`]: verification products and the normalisations they compare
 //!   through.
 //! - [`disclosure`] and [`decide`]: a field's disclosure level for one
@@ -25,6 +27,7 @@ pub mod policy;
 pub mod principal;
 mod problem;
 pub mod verify;
+pub mod workflow;
 
 pub use catalog::{Catalog, DatasetManifest, FieldSpec, FieldType};
 pub use decide::{Decision, Reason, decide};
