@@ -626,7 +626,9 @@ fn docs_metrics_and_every_documented_route_exist() {
             let concrete = path
                 .replace("{dataset}", "population")
                 .replace("{name}", "nobody")
-                .replace("{request_id}", "x");
+                .replace("{request_id}", "x")
+                .replace("{id}", "r-0")
+                .replace("{action}", "approve");
             let r = server.request(
                 &method.to_uppercase(),
                 &concrete,

@@ -10,6 +10,7 @@
 //! - [`service`]: an engine over the store; one query as a principal.
 //! - [`verify`]: verification products: subject indexes, digests, quotas.
 //! - [`wire`]: answers and errors as contract.md's JSON.
+//! - [`workflow`]: the regulation's requests: parties, effects, JSON.
 
 pub mod datadir;
 pub mod http;
@@ -20,5 +21,6 @@ pub mod signing;
 pub mod store;
 pub mod verify;
 pub mod wire;
+pub mod workflow;
 
 pub use store::{Store, StoreError};

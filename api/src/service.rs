@@ -25,7 +25,13 @@ pub fn load_engine(store: &Store) -> Result<Loaded, StoreError> {
     let master = store.data_dir().master_key()?;
     let mut engine = Engine::new(active.policy.clone(), active.label(), master);
     let mut skipped = Vec::new();
+    let access: std::collections::HashMap<String, String> =
+        store.dataset_access()?.into_iter().collect();
     for d in store.datasets()? {
+        if let Some(state) = access.get(&d.manifest.name) {
+            engine.block(&d.manifest.name, access_reason(&d.manifest.name, state));
+            continue;
+        }
         let same_size = std::fs::metadata(&d.data_path).is_ok_and(|m| m.len() == d.file_size);
         if !same_size {
             skipped.push((
@@ -40,6 +46,23 @@ pub fn load_engine(store: &Store) -> Result<Loaded, StoreError> {
         }
     }
     Ok(Loaded { engine, skipped })
+}
+
+/// Why a dataset in an access state may not be used, for refusals.
+pub fn access_reason(dataset: &str, state: &str) -> String {
+    match state {
+        "suspended" => format!(
+            "the opening of `{dataset}` is suspended while a complaint about it is handled (Art. 36)"
+        ),
+        "opening_withdrawn" => {
+            format!("`{dataset}` was withdrawn from opening after a complaint (Art. 36)")
+        }
+        "sealed" => format!(
+            "`{dataset}` is sealed: data collected in an emergency is not accessible (Art. 23)"
+        ),
+        "destroyed" => format!("`{dataset}` was destroyed (Art. 23)"),
+        other => format!("`{dataset}` is {other}"),
+    }
 }
 
 /// The named principal, when it exists and is not suspended.

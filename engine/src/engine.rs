@@ -150,6 +150,8 @@ pub struct Engine {
     master_key: [u8; 32],
     /// Verification products, or why one is unavailable.
     products: BTreeMap<String, Result<Arc<crate::verify::ProductTable>, String>>,
+    /// Datasets no one may use now, with the reason (a complaint, a seal).
+    blocked: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -185,12 +187,25 @@ impl Engine {
             policy_version: policy_version.into(),
             master_key,
             products: BTreeMap::new(),
+            blocked: BTreeMap::new(),
         }
     }
 
     pub fn add_dataset(&mut self, dataset: Dataset) {
         self.datasets
             .insert(dataset.manifest.name.clone(), Arc::new(dataset));
+    }
+
+    /// Refuses every use of `dataset` with `reason` (it must not also be
+    /// added): queries naming it and verifications over it are denied.
+    pub fn block(&mut self, dataset: &str, reason: impl Into<String>) {
+        self.datasets.remove(dataset);
+        self.blocked.insert(dataset.to_owned(), reason.into());
+    }
+
+    /// The blocked datasets and why.
+    pub fn blocked(&self) -> &BTreeMap<String, String> {
+        &self.blocked
     }
 
     /// The dataset named `name`, shared.
@@ -274,6 +289,13 @@ impl Engine {
         request: &crate::verify::VerifyRequest<'_>,
     ) -> Result<crate::verify::Checked<'_>, crate::verify::VerifyError> {
         use crate::verify::VerifyError;
+        if let Some(reason) = self
+            .policy
+            .product(request.product)
+            .and_then(|p| self.blocked.get(&p.dataset))
+        {
+            return Err(VerifyError::Denied(reason.clone()));
+        }
         if self.policy.product(request.product).is_none() {
             let known: Vec<&str> = self
                 .policy
@@ -416,7 +438,17 @@ impl Engine {
             state: &self.state,
             tables: &views,
         };
-        let plan = crate::sql::plan(&tables, statement).map_err(|e| explain_hidden(e, &hidden))?;
+        let plan = crate::sql::plan(&tables, statement).map_err(|e| match e {
+            QueryError::UnknownTable(m) => match self
+                .blocked
+                .iter()
+                .find(|(name, _)| m.contains(&format!("`{name}`")))
+            {
+                Some((name, reason)) => deny(Some(name.clone()), "blocked", reason.clone()),
+                None => QueryError::UnknownTable(m),
+            },
+            e => explain_hidden(e, &hidden),
+        })?;
         let key = PseudonymKey::derive(
             &self.master_key,
             &request.principal.name,

@@ -8,6 +8,7 @@ mod policy;
 mod principal;
 mod query;
 mod records;
+mod request;
 mod serve;
 mod verify;
 
@@ -45,6 +46,9 @@ enum Command {
     Grant(principal::GrantCommand),
     /// Run one query as a principal, through the policy stage; prints the API's JSON.
     Query(query::QueryArgs),
+    /// The regulation's requests: sharing, open data, correction, complaint, emergency data, catalog change, qualification.
+    #[command(subcommand)]
+    Request(request::RequestCommand),
     /// A subject principal's own records across datasets (Art. 24).
     Records(records::RecordsArgs),
     /// Verify claims about a subject through a verification product; prints the API's JSON.
@@ -80,6 +84,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Query(args) => query::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Records(args) => records::run(args),
+        Command::Request(cmd) => request::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Receipt(cmd) => audit::run_receipt(cmd),

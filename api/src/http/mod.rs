@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod query;
 mod records;
+mod requests;
 mod state;
 mod verify;
 
@@ -55,6 +56,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/verify/products", get(verify::products))
         .route("/v1/calendar/deadline", get(calendar::deadline))
         .route("/v1/me/records", get(records::own_records))
+        .route("/v1/requests", get(requests::list).post(requests::open))
+        .route("/v1/requests/overdue", get(requests::overdue))
+        .route("/v1/requests/{id}", get(requests::show))
+        .route("/v1/requests/{id}/{action}", post(requests::step))
         .route("/v1/policy", get(admin::policy).put(admin::update_policy))
         .route("/v1/policy/versions", get(admin::policy_versions))
         .route(

@@ -62,6 +62,8 @@ pub struct AppState {
     /// Keyed digests of verified subjects.
     pub digest: SubjectDigest,
     callers: Mutex<CallerCache>,
+    /// The access generation the engine was last checked against.
+    engine_generation: std::sync::atomic::AtomicI64,
 }
 
 /// Callers by the hash of their key, valid while the store's access
@@ -101,7 +103,9 @@ impl AppState {
                 quotas.restore(&principal, product, &digests, now);
             }
         }
+        let generation = store.access_generation()?;
         Ok(Arc::new(AppState {
+            engine_generation: std::sync::atomic::AtomicI64::new(generation),
             callers: Mutex::new(CallerCache::default()),
             quotas,
             digest,
@@ -126,6 +130,7 @@ impl AppState {
     /// (this service, the CLI) shows on the next call.
     pub fn caller(&self, key_hash: &[u8; 32]) -> Result<Option<Arc<PrincipalRecord>>, StoreError> {
         let generation = self.store().access_generation()?;
+        self.follow_dataset_access(generation)?;
         {
             let cache = self.callers.lock().unwrap_or_else(|e| e.into_inner());
             if cache.generation == generation
@@ -142,6 +147,30 @@ impl AppState {
         }
         cache.callers.insert(*key_hash, found.clone());
         Ok(found)
+    }
+
+    /// Rebuilds the engine when a dataset's access changed (a complaint
+    /// suspended it, the authority sealed it), here or in another process,
+    /// so the change holds from the next request on.
+    fn follow_dataset_access(&self, generation: i64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.engine_generation.swap(generation, Ordering::AcqRel) == generation {
+            return Ok(());
+        }
+        let expected: std::collections::BTreeMap<String, String> = self
+            .store()
+            .dataset_access()?
+            .into_iter()
+            .map(|(d, state)| {
+                let reason = crate::service::access_reason(&d, &state);
+                (d, reason)
+            })
+            .collect();
+        let same = &expected == self.engine().blocked();
+        if !same {
+            self.reload_engine()?;
+        }
+        Ok(())
     }
 
     pub fn engine(&self) -> Arc<Engine> {

@@ -8,6 +8,7 @@ mod audit;
 mod budget;
 mod catalog;
 mod principals;
+mod requests;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ pub use catalog::RegisteredDataset;
 pub use principals::{
     ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name, key_hash,
 };
+pub use requests::{Apply, NewRequest, RequestRecord, StepRecord};
 
 use crate::datadir::DataDir;
 
@@ -32,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
+    include_str!("schema_v6.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -315,16 +315,7 @@ impl Store {
                 "no dataset named `{dataset}`"
             )));
         }
-        let mut id_bytes = [0u8; 8];
-        SystemRandom::new().fill(&mut id_bytes).map_err(|_| {
-            StoreError::Io(std::io::Error::other("the system random source failed"))
-        })?;
-        let id = format!("g-{}", hex(&id_bytes));
-        let fields_json = fields.map(|f| serde_json::to_string(f).unwrap_or_else(|_| "[]".into()));
-        self.conn.execute(
-            "INSERT INTO grants (id, principal_id, dataset, fields, purpose, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, record.id, dataset, fields_json, purpose, now_text(), time_text(expires_at)],
-        )?;
+        let id = insert_grant(&self.conn, record.id, dataset, fields, purpose, expires_at)?;
         Ok(Grant {
             id,
             dataset: dataset.to_owned(),
@@ -365,6 +356,34 @@ impl Store {
         record.principal.grants = grants;
         Ok(record)
     }
+}
+
+/// A random identifier with a prefix: `g-` grants, `r-` requests.
+pub(crate) fn new_id(prefix: &str) -> Result<String, StoreError> {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Io(std::io::Error::other("the system random source failed")))?;
+    Ok(format!("{prefix}{}", hex(&bytes)))
+}
+
+/// Inserts a grant on `conn` (a transaction, when the caller has one) and
+/// returns its id.
+pub(crate) fn insert_grant(
+    conn: &rusqlite::Connection,
+    principal_id: i64,
+    dataset: &str,
+    fields: Option<&[String]>,
+    purpose: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    let id = new_id("g-")?;
+    let fields_json = fields.map(|f| serde_json::to_string(f).unwrap_or_else(|_| "[]".into()));
+    conn.execute(
+        "INSERT INTO grants (id, principal_id, dataset, fields, purpose, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![id, principal_id, dataset, fields_json, purpose, now_text(), time_text(expires_at)],
+    )?;
+    Ok(id)
 }
 
 fn not_found(name: &str) -> StoreError {

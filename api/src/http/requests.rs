@@ -1,0 +1,200 @@
+//! The regulation's requests over HTTP: open, list, read, take a step, and
+//! the authority's overdue list. Every opening and step is audited; a step
+//! with an effect on access takes hold before its answer returns.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use veil_policies::workflow::Effect;
+
+use super::auth::Caller;
+use super::error::ApiFailure;
+use super::state::AppState;
+use crate::store::AuditEntry;
+use crate::workflow::{self, OpenBody};
+
+async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    endpoint: &str,
+    request: String,
+    dataset: Option<&str>,
+    outcome: String,
+) -> Result<(), ApiFailure> {
+    let entry = AuditEntry {
+        principal: caller.name().to_owned(),
+        role: caller.role().name().to_owned(),
+        endpoint: endpoint.to_owned(),
+        request,
+        datasets: dataset.map(|d| vec![d.to_owned()]).unwrap_or_default(),
+        privacy: "{}".into(),
+        outcome,
+        ..AuditEntry::default()
+    };
+    state.audit(entry).await.map_err(ApiFailure::internal)?;
+    state.metrics.audit_entry();
+    Ok(())
+}
+
+/// Effects that change what the engine allows take hold now.
+fn follow(state: &AppState, effect: Effect) -> Result<(), ApiFailure> {
+    match effect {
+        Effect::None | Effect::Grant | Effect::Qualify | Effect::Disqualify => Ok(()),
+        _ => state.reload_engine().map_err(ApiFailure::from),
+    }
+}
+
+/// `POST /v1/requests`.
+pub async fn open(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Json<OpenBody>, JsonRejection>,
+) -> Result<Response, ApiFailure> {
+    let Json(body) = body?;
+    let outcome = workflow::open(&mut state.store(), &caller.0.principal, &body, Utc::now());
+    match outcome {
+        Ok((record, effect)) => {
+            follow(&state, effect)?;
+            let text = format!("open {} {}", record.kind, record.id);
+            audit(
+                &state,
+                &caller,
+                "POST /v1/requests",
+                text,
+                record.dataset.as_deref(),
+                format!("ok:{}", record.state),
+            )
+            .await?;
+            Ok((
+                StatusCode::CREATED,
+                Json(workflow::request_json(&record, None)),
+            )
+                .into_response())
+        }
+        Err(e) => {
+            let text = format!("open {}", body.kind);
+            let outcome = format!("refused:{}", e.code.as_str());
+            audit(
+                &state,
+                &caller,
+                "POST /v1/requests",
+                text,
+                body.dataset.as_deref(),
+                outcome,
+            )
+            .await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// `GET /v1/requests`: the caller's requests and those it acts on.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Response, ApiFailure> {
+    let records = workflow::visible(&state.store(), &caller.0.principal)?;
+    let requests: Vec<_> = records
+        .iter()
+        .map(|r| workflow::request_json(r, None))
+        .collect();
+    Ok(Json(json!({"requests": requests})).into_response())
+}
+
+/// `GET /v1/requests/overdue`: open requests past their deadline.
+pub async fn overdue(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Response, ApiFailure> {
+    let today = workflow::today(Utc::now());
+    let records = workflow::overdue(&state.store(), &caller.0.principal, today)?;
+    let requests: Vec<_> = records
+        .iter()
+        .map(|r| workflow::request_json(r, None))
+        .collect();
+    Ok(Json(json!({"today": today.to_string(), "requests": requests})).into_response())
+}
+
+/// `GET /v1/requests/{id}`: a request and its steps, for its parties.
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiFailure> {
+    let Path(id) = id?;
+    let store = state.store();
+    let not_found = || ApiFailure::not_found(format!("no request `{id}` of yours"));
+    let record = store.request(&id)?.ok_or_else(not_found)?;
+    if workflow::parties(&store, &caller.0.principal, &record)?.is_empty() {
+        return Err(not_found());
+    }
+    let steps = store.request_steps(&id)?;
+    Ok(Json(workflow::request_json(&record, Some(&steps))).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepBody {
+    #[serde(default)]
+    notes: BTreeMap<String, String>,
+}
+
+/// `POST /v1/requests/{id}/{action}`.
+pub async fn step(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<StepBody>, JsonRejection>,
+) -> Result<Response, ApiFailure> {
+    let Path((id, action)) = path?;
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => StepBody::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = workflow::act(
+        &mut state.store(),
+        &caller.0.principal,
+        &id,
+        &action,
+        &body.notes,
+        Utc::now(),
+    );
+    let text = format!("{action} {id}");
+    match outcome {
+        Ok((record, effect)) => {
+            follow(&state, effect)?;
+            audit(
+                &state,
+                &caller,
+                "POST /v1/requests/{id}/{action}",
+                text,
+                record.dataset.as_deref(),
+                format!("ok:{}", record.state),
+            )
+            .await?;
+            Ok(Json(workflow::request_json(&record, None)).into_response())
+        }
+        Err(e) => {
+            let outcome = format!("refused:{}", e.code.as_str());
+            audit(
+                &state,
+                &caller,
+                "POST /v1/requests/{id}/{action}",
+                text,
+                None,
+                outcome,
+            )
+            .await?;
+            Err(e.into())
+        }
+    }
+}

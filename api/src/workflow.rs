@@ -1,0 +1,438 @@
+//! The regulation's requests in the service: who may open which kind, who
+//! each caller is to a request (applicant, provider, collector, authority),
+//! and the effects of steps (grants, qualifications, dataset access,
+//! published catalog versions). The state machines are
+//! `veil_policies::workflow`; the store keeps requests and their steps.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde_json::{Value, json};
+use veil_policies::catalog::DatasetManifest;
+use veil_policies::workflow::{self, Effect, Kind, Opening, Party, Refused};
+use veil_policies::{Principal, Role};
+
+use crate::store::{Apply, NewRequest, RequestRecord, Store, StoreError};
+use crate::wire::{ApiError, ErrorCode};
+
+/// A request as a caller opens it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenBody {
+    pub kind: String,
+    #[serde(default)]
+    pub dataset: Option<String>,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// What the applicant writes: the record and the correction, the
+    /// complaint, the manifest of a catalog change, the organisation.
+    #[serde(default)]
+    pub detail: BTreeMap<String, String>,
+    /// A correction filed with the data authority (forwarded in 2 days).
+    #[serde(default)]
+    pub via_authority: bool,
+}
+
+fn refusal(e: Refused) -> ApiError {
+    match e {
+        Refused::NotAllowed(m) => ApiError::new(ErrorCode::Conflict, m),
+        Refused::NotYours(m) => ApiError::new(ErrorCode::Forbidden, m),
+        Refused::Incomplete(m) => ApiError::new(ErrorCode::BadRequest, m),
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Invalid(p) => ApiError::new(ErrorCode::BadRequest, p.to_string()),
+        StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+        StoreError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
+        other => {
+            tracing::error!(error = %other, "a request could not be stored");
+            ApiError::new(ErrorCode::Internal, "")
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, message)
+}
+
+/// The service's day (China Standard Time).
+pub fn today(now: DateTime<Utc>) -> NaiveDate {
+    crate::verify::day(now)
+}
+
+/// Whether `principal` is an approver of the data authority: its
+/// organisation approves some registered dataset.
+fn is_authority(store: &Store, principal: &Principal) -> Result<bool, ApiError> {
+    if principal.role != Role::Approver {
+        return Ok(false);
+    }
+    let Some(org) = &principal.org else {
+        return Ok(false);
+    };
+    Ok(store
+        .datasets()
+        .map_err(store_error)?
+        .iter()
+        .any(|d| &d.manifest.institutions.approving == org))
+}
+
+/// Who `principal` is to `request`.
+pub fn parties(
+    store: &Store,
+    principal: &Principal,
+    request: &RequestRecord,
+) -> Result<Vec<Party>, ApiError> {
+    let mut parties = Vec::new();
+    if principal.name == request.applicant {
+        parties.push(Party::Applicant);
+    }
+    if principal.role != Role::Approver {
+        return Ok(parties);
+    }
+    let org = principal.org.as_deref().unwrap_or_default();
+    let manifest = match &request.dataset {
+        Some(d) => store.dataset(d).map_err(store_error)?.map(|r| r.manifest),
+        None => None,
+    };
+    match manifest {
+        Some(m) => {
+            let i = &m.institutions;
+            for (party, of) in [
+                (Party::Provider, &i.providing),
+                (Party::Collector, &i.collecting),
+                (Party::Authority, &i.approving),
+            ] {
+                if of == org {
+                    parties.push(party);
+                }
+            }
+        }
+        None if is_authority(store, principal)? => parties.push(Party::Authority),
+        None => {}
+    }
+    Ok(parties)
+}
+
+/// The shortest grant any of the fields' grades allows, in days.
+fn grant_days(
+    policy: &veil_policies::Policy,
+    m: &DatasetManifest,
+    fields: Option<&[String]>,
+) -> u32 {
+    m.fields
+        .iter()
+        .filter(|f| fields.is_none_or(|fs| fs.contains(&f.name)))
+        .filter_map(|f| policy.grade(&f.grade).map(|g| g.grant_days))
+        .min()
+        .unwrap_or(1)
+}
+
+fn require_detail(body: &OpenBody, keys: &[&str]) -> Result<(), ApiError> {
+    match keys
+        .iter()
+        .find(|k| body.detail.get(**k).is_none_or(|v| v.trim().is_empty()))
+    {
+        Some(k) => Err(bad(format!("a {} request needs `detail.{k}`", body.kind))),
+        None => Ok(()),
+    }
+}
+
+/// Opens a request for `principal`, applying what opening sets (a grant at
+/// once for unconditional sharing, a suspension for a complaint).
+pub fn open(
+    store: &mut Store,
+    principal: &Principal,
+    body: &OpenBody,
+    now: DateTime<Utc>,
+) -> Result<(RequestRecord, Effect), ApiError> {
+    let kind: Kind = body.kind.parse().map_err(bad)?;
+    let policy = store
+        .active_policy()
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, ""))?
+        .policy;
+    let roles: &[Role] = match kind {
+        Kind::Sharing | Kind::OpenData => &[Role::Consumer, Role::Modeler],
+        Kind::Correction => &[Role::Subject, Role::Consumer, Role::Modeler],
+        Kind::Complaint => &[Role::Subject, Role::Consumer, Role::Modeler],
+        Kind::EmergencyData | Kind::CatalogChange => &[Role::Approver],
+        Kind::Qualification => &[Role::Modeler],
+    };
+    if !roles.contains(&principal.role) {
+        let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{kind} requests are for {}; you are a {}",
+                names.join(" or "),
+                principal.role
+            ),
+        ));
+    }
+    // The dataset the request is about.
+    let catalog_manifest = if kind == Kind::CatalogChange {
+        require_detail(body, &["manifest"])?;
+        let text = &body.detail["manifest"];
+        Some(
+            DatasetManifest::parse(text, &|g| policy.grade(g).is_some())
+                .map_err(|p| bad(p.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let dataset = match (&catalog_manifest, &body.dataset) {
+        (Some(m), _) => Some(m.name.clone()),
+        (None, d) => d.clone(),
+    };
+    let registered = match &dataset {
+        Some(d) => store.dataset(d).map_err(store_error)?,
+        None => None,
+    };
+    let needs_dataset = !matches!(kind, Kind::Qualification | Kind::CatalogChange);
+    if needs_dataset && registered.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("a {kind} request names a registered `dataset`"),
+        ));
+    }
+    let manifest = registered.as_ref().map(|r| &r.manifest);
+    let mut purpose = None;
+    let mut days = None;
+    match kind {
+        Kind::Sharing | Kind::OpenData => {
+            let p = body
+                .purpose
+                .as_deref()
+                .map(str::trim)
+                .filter(|p| !p.is_empty());
+            purpose = Some(
+                p.ok_or_else(|| bad("state the purpose: the application scenario (Art. 28)"))?,
+            );
+            let m = manifest.expect("checked above");
+            if let Some(f) = body.fields.iter().flatten().find(|f| m.field(f).is_none()) {
+                return Err(bad(format!("`{}` has no field `{f}`", m.name)));
+            }
+            let longest = grant_days(&policy, m, body.fields.as_deref());
+            days = Some(body.days.unwrap_or(longest).clamp(1, longest));
+        }
+        Kind::Correction => require_detail(body, &["record", "correction"])?,
+        Kind::Complaint => require_detail(body, &["complaint"])?,
+        Kind::Qualification => require_detail(body, &["organisation", "scope"])?,
+        Kind::EmergencyData | Kind::CatalogChange => {}
+    }
+    if kind == Kind::EmergencyData {
+        let probe = RequestRecord {
+            id: String::new(),
+            kind,
+            state: String::new(),
+            applicant: String::new(),
+            dataset: dataset.clone(),
+            purpose: None,
+            fields: None,
+            days: None,
+            detail: Value::Null,
+            due: None,
+            assumed: Vec::new(),
+            grant_id: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let p = parties(store, principal, &probe)?;
+        if !p.contains(&Party::Provider) && !p.contains(&Party::Authority) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "emergency data is declared by its provider or the data authority",
+            ));
+        }
+    }
+    let opening = Opening {
+        share: manifest.map(|m| m.share.attribute),
+        open: manifest.map(|m| m.open.attribute),
+        via_authority: body.via_authority,
+    };
+    let moved = workflow::open(kind, opening, today(now)).map_err(|e| match e {
+        Refused::NotAllowed(m) => ApiError::new(ErrorCode::PolicyDenied, m),
+        other => refusal(other),
+    })?;
+    let apply = effect_of(moved.effect, days, None, now);
+    let detail = json!(body.detail);
+    let record = store
+        .open_request(
+            &NewRequest {
+                kind,
+                applicant: &principal.name,
+                dataset: dataset.as_deref(),
+                purpose,
+                fields: body.fields.as_deref(),
+                days,
+                detail: &detail,
+            },
+            &moved,
+            &apply,
+        )
+        .map_err(store_error)?;
+    Ok((record, moved.effect))
+}
+
+/// What a step's effect writes in the store.
+fn effect_of(
+    effect: Effect,
+    days: Option<u32>,
+    notes: Option<&BTreeMap<String, String>>,
+    now: DateTime<Utc>,
+) -> Apply {
+    match effect {
+        Effect::Grant => Apply::Grant {
+            expires_at: now + Duration::days(i64::from(days.unwrap_or(1))),
+        },
+        Effect::Qualify => Apply::Qualify {
+            agreement: notes
+                .and_then(|n| n.get("agreement"))
+                .cloned()
+                .unwrap_or_default(),
+        },
+        Effect::Disqualify => Apply::Disqualify,
+        Effect::SuspendOpening => Apply::DatasetAccess(Some("suspended")),
+        Effect::ResumeOpening => Apply::DatasetAccess(None),
+        Effect::WithdrawOpening => Apply::DatasetAccess(Some("opening_withdrawn")),
+        Effect::Seal => Apply::DatasetAccess(Some("sealed")),
+        Effect::Destroy => Apply::DatasetAccess(Some("destroyed")),
+        Effect::PublishCatalog | Effect::None => Apply::Nothing,
+    }
+}
+
+/// Takes `action` on request `id` as `principal`. A request the caller is
+/// no party to is not found (its existence is not revealed).
+pub fn act(
+    store: &mut Store,
+    principal: &Principal,
+    id: &str,
+    action: &str,
+    notes: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<(RequestRecord, Effect), ApiError> {
+    let not_found = || ApiError::new(ErrorCode::NotFound, format!("no request `{id}` of yours"));
+    let request = store
+        .request(id)
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let parties = parties(store, principal, &request)?;
+    if parties.is_empty() {
+        return Err(not_found());
+    }
+    let moved = workflow::act(
+        request.kind,
+        &request.state,
+        request.due,
+        action,
+        &parties,
+        notes,
+        today(now),
+    )
+    .map_err(refusal)?;
+    if moved.effect == Effect::PublishCatalog {
+        publish_catalog(store, &request, &principal.name)?;
+    }
+    let apply = effect_of(moved.effect, request.days, Some(notes), now);
+    let record = store
+        .step_request(
+            id,
+            &request.state,
+            action,
+            &principal.name,
+            notes,
+            &moved,
+            &apply,
+        )
+        .map_err(store_error)?;
+    Ok((record, moved.effect))
+}
+
+/// Registers the manifest of an approved catalog change as the dataset's
+/// next version; its data file must already be under `DIR/datasets`.
+fn publish_catalog(store: &mut Store, request: &RequestRecord, by: &str) -> Result<(), ApiError> {
+    let text = request
+        .detail
+        .get("manifest")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let dir = store.data_dir().datasets_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| store_error(e.into()))?;
+    let path = dir.join(format!(".catalog-{}.toml", request.id));
+    std::fs::write(&path, text).map_err(|e| store_error(e.into()))?;
+    let outcome = crate::registry::register(store, &path, None, by);
+    let _ = std::fs::remove_file(&path);
+    outcome.map(|_| ()).map_err(store_error)
+}
+
+/// The requests `principal` is a party to, newest first.
+pub fn visible(store: &Store, principal: &Principal) -> Result<Vec<RequestRecord>, ApiError> {
+    let mut out = Vec::new();
+    for r in store.requests().map_err(store_error)? {
+        if !parties(store, principal, &r)?.is_empty() {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Every open request past its deadline on `today`, for the data authority.
+pub fn overdue(
+    store: &Store,
+    principal: &Principal,
+    today: NaiveDate,
+) -> Result<Vec<RequestRecord>, ApiError> {
+    if !is_authority(store, principal)? && principal.role != Role::Admin {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the overdue list is for the data authority's approvers and admins",
+        ));
+    }
+    Ok(store
+        .requests()
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|r| workflow::overdue(r.kind, &r.state, r.due, today))
+        .collect())
+}
+
+/// A request as JSON, with its next steps and, when given, its history.
+pub fn request_json(r: &RequestRecord, steps: Option<&[crate::store::StepRecord]>) -> Value {
+    let next: Vec<Value> = workflow::next_steps(r.kind, &r.state)
+        .into_iter()
+        .map(|(action, by)| json!({"action": action, "by": by.name()}))
+        .collect();
+    let mut out = json!({
+        "id": r.id,
+        "kind": r.kind.name(),
+        "state": r.state,
+        "applicant": r.applicant,
+        "dataset": r.dataset,
+        "purpose": r.purpose,
+        "fields": r.fields,
+        "days": r.days,
+        "detail": r.detail,
+        "due": r.due.map(|d| d.to_string()),
+        "due_assumes_monday_to_friday_in": r.assumed,
+        "grant": r.grant_id,
+        "next_steps": next,
+        "created_at": r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "updated_at": r.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    if let Some(steps) = steps {
+        out["steps"] = steps
+            .iter()
+            .map(|s| {
+                json!({"n": s.n, "action": s.action, "from": s.from_state, "to": s.to_state, "by": s.actor, "notes": s.notes,
+                       "at": s.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)})
+            })
+            .collect();
+    }
+    out
+}
