@@ -135,6 +135,43 @@ fn a_conditional_sharing_request_becomes_a_grant_for_its_purpose_only() {
     );
     assert_eq!(no_purpose.code(), "bad_request");
 
+    // Open data: the provider approves, the applicant commits, then the grant.
+    let market = add_principal(&dir, "market-approver", "approver", &["--org", MARKET]);
+    let application = server.post_json(
+        "/v1/requests",
+        Some(&carol),
+        &json!({"kind": "open_data", "dataset": "legal_persons", "purpose": "research"}),
+    );
+    assert_eq!(
+        application.json()["state"],
+        "submitted",
+        "{}",
+        application.text()
+    );
+    let oid = application.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        step(&server, &market, &oid, "approve", json!({})).json()["state"],
+        "awaiting_commitment"
+    );
+    let half = step(
+        &server,
+        &carol,
+        &oid,
+        "commit",
+        json!({"security_commitment": "signed"}),
+    );
+    assert_eq!(half.code(), "bad_request");
+    assert!(half.text().contains("usage_agreement"));
+    let committed = step(
+        &server,
+        &carol,
+        &oid,
+        "commit",
+        json!({"security_commitment": "signed 2026-11-27", "usage_agreement": "UA-42"}),
+    );
+    assert_eq!(committed.json()["state"], "granted", "{}", committed.text());
+    assert!(committed.json()["grant"].as_str().is_some());
+
     // Every opening and step is in the audit log.
     let log = server.get("/v1/audit?limit=1000", Some(&authority)).json();
     let steps: Vec<String> = log["entries"]
@@ -357,4 +394,66 @@ fn qualifications_corrections_and_the_overdue_list() {
     let (_, (listed, _)) = cli(&["list"]);
     assert_eq!(listed.lines().count(), 2, "{listed}");
     let _ = root;
+}
+
+#[test]
+fn an_approved_catalog_change_publishes_a_new_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, carol, _root) = deployment(tmp.path());
+    let market = add_principal(&dir, "market", "approver", &["--org", MARKET]);
+    let labour = add_principal(&dir, "labour", "approver", &["--org", LABOUR]);
+    let authority = add_principal(&dir, "authority", "approver", &["--org", AUTHORITY]);
+    let server = Server::start(&dir, &[]);
+    let manifest = std::fs::read_to_string(dir.join("datasets/sample/legal_persons.toml"))
+        .unwrap()
+        .replace(
+            "path = \"legal_persons.parquet\"",
+            "path = \"sample/legal_persons.parquet\"",
+        )
+        .replace(
+            "update_frequency = \"daily\"",
+            "update_frequency = \"weekly\"",
+        );
+    let body = json!({"kind": "catalog_change", "detail": {"manifest": manifest}});
+    assert_eq!(
+        server
+            .post_json("/v1/requests", Some(&labour), &body)
+            .code(),
+        "forbidden",
+        "not its dataset"
+    );
+    assert_eq!(
+        server.post_json("/v1/requests", Some(&carol), &body).code(),
+        "forbidden"
+    );
+    let change = server.post_json("/v1/requests", Some(&market), &body);
+    assert_eq!(change.json()["state"], "submitted", "{}", change.text());
+    assert_eq!(change.json()["dataset"], "legal_persons");
+    let id = change.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        step(&server, &market, &id, "approve", json!({})).code(),
+        "forbidden",
+        "the authority reviews"
+    );
+    let published = step(&server, &authority, &id, "approve", json!({}));
+    assert_eq!(
+        published.json()["state"],
+        "published",
+        "{}",
+        published.text()
+    );
+    let versions = server
+        .get("/v1/catalog/legal_persons/versions", Some(&authority))
+        .json();
+    let versions = versions["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "every version is kept");
+    let catalog = server.get("/v1/catalog", Some(&carol)).json();
+    let current = catalog["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "legal_persons")
+        .unwrap()
+        .clone();
+    assert_eq!(current["version"], 2, "{current}");
 }

@@ -226,7 +226,9 @@ pub fn open(
         Kind::Qualification => require_detail(body, &["organisation", "scope"])?,
         Kind::EmergencyData | Kind::CatalogChange => {}
     }
-    if kind == Kind::EmergencyData {
+    // Emergency data is declared, and a registered dataset's catalog entry
+    // changed, by its provider or the data authority.
+    if kind == Kind::EmergencyData || (kind == Kind::CatalogChange && registered.is_some()) {
         let probe = RequestRecord {
             id: String::new(),
             kind,
@@ -247,7 +249,9 @@ pub fn open(
         if !p.contains(&Party::Provider) && !p.contains(&Party::Authority) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                "emergency data is declared by its provider or the data authority",
+                format!(
+                    "a {kind} request about a dataset is its provider's or the data authority's"
+                ),
             ));
         }
     }
