@@ -12,7 +12,7 @@ use veil_policies::catalog::DatasetManifest;
 use veil_policies::workflow::{self, Effect, Kind, Opening, Party, Refused};
 use veil_policies::{Principal, Role};
 
-use crate::store::{Apply, NewRequest, RequestRecord, Store, StoreError};
+use crate::store::{Apply, AuditEntry, NewRequest, RequestRecord, Store, StoreError};
 use crate::wire::{ApiError, ErrorCode};
 
 /// A request as a caller opens it.
@@ -439,4 +439,29 @@ pub fn request_json(r: &RequestRecord, steps: Option<&[crate::store::StepRecord]
             .collect();
     }
     out
+}
+
+/// The audit entry of an opening or a step: what was asked (`what`, never a
+/// note's text), on which dataset, and the state it led to or the refusal.
+pub fn audit_entry(
+    principal: &Principal,
+    endpoint: &str,
+    what: String,
+    dataset: Option<&str>,
+    outcome: &Result<(RequestRecord, Effect), ApiError>,
+) -> AuditEntry {
+    let (dataset, outcome) = match outcome {
+        Ok((r, _)) => (r.dataset.as_deref(), format!("ok:{}", r.state)),
+        Err(e) => (dataset, format!("refused:{}", e.code.as_str())),
+    };
+    AuditEntry {
+        principal: principal.name.clone(),
+        role: principal.role.name().to_owned(),
+        endpoint: endpoint.to_owned(),
+        request: what,
+        datasets: dataset.map(|d| vec![d.to_owned()]).unwrap_or_default(),
+        privacy: "{}".into(),
+        outcome,
+        ..AuditEntry::default()
+    }
 }

@@ -77,26 +77,31 @@ fn pairs(items: &[String], what: &str) -> Result<BTreeMap<String, String>, Failu
         .collect()
 }
 
-fn audit(
-    store: &mut Store,
-    principal: &veil_policies::Principal,
-    request: String,
-    dataset: Option<&str>,
-    outcome: String,
-) -> Result<(), Failure> {
+fn audit(store: &mut Store, entry: AuditEntry) -> Result<(), Failure> {
     let signer = store.data_dir().signer()?;
-    let entry = AuditEntry {
-        principal: principal.name.clone(),
-        role: principal.role.name().to_owned(),
-        endpoint: "veil request".into(),
-        request,
-        datasets: dataset.map(|d| vec![d.to_owned()]).unwrap_or_default(),
-        privacy: "{}".into(),
-        outcome,
-        ..AuditEntry::default()
-    };
     store.append_audit(&[entry], &signer)?;
     Ok(())
+}
+
+/// Audits an opening or a step, then prints the request or the refusal.
+fn finish(
+    store: &mut Store,
+    who: &veil_policies::Principal,
+    what: String,
+    dataset: Option<&str>,
+    outcome: Result<
+        (
+            veil_api::store::RequestRecord,
+            veil_policies::workflow::Effect,
+        ),
+        ApiError,
+    >,
+) -> Result<(), Failure> {
+    audit(
+        store,
+        workflow::audit_entry(who, "veil request", what, dataset, &outcome),
+    )?;
+    super::print_answer(outcome.map(|(record, _)| workflow::request_json(&record, None)))
 }
 
 fn principal(store: &Store, name: &str) -> Result<veil_policies::Principal, Failure> {
@@ -145,29 +150,11 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
                 via_authority,
             };
             let outcome = workflow::open(&mut store, &who, &body, Utc::now());
-            let dataset = body.dataset.clone();
-            match outcome {
-                Ok((record, _)) => {
-                    audit(
-                        &mut store,
-                        &who,
-                        format!("open {} {}", record.kind, record.id),
-                        record.dataset.as_deref(),
-                        format!("ok:{}", record.state),
-                    )?;
-                    super::print_answer(Ok(workflow::request_json(&record, None)))
-                }
-                Err(e) => {
-                    audit(
-                        &mut store,
-                        &who,
-                        format!("open {}", body.kind),
-                        dataset.as_deref(),
-                        format!("refused:{}", e.code.as_str()),
-                    )?;
-                    super::print_answer(Err(e))
-                }
-            }
+            let what = match &outcome {
+                Ok((r, _)) => format!("open {} {}", r.kind, r.id),
+                Err(_) => format!("open {}", body.kind),
+            };
+            finish(&mut store, &who, what, body.dataset.as_deref(), outcome)
         }
         RequestCommand::Act {
             dir,
@@ -180,29 +167,7 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             let who = principal(&store, &name)?;
             let notes = pairs(&notes, "note")?;
             let outcome = workflow::act(&mut store, &who, &id, &action, &notes, Utc::now());
-            let text = format!("{action} {id}");
-            match outcome {
-                Ok((record, _)) => {
-                    audit(
-                        &mut store,
-                        &who,
-                        text,
-                        record.dataset.as_deref(),
-                        format!("ok:{}", record.state),
-                    )?;
-                    super::print_answer(Ok(workflow::request_json(&record, None)))
-                }
-                Err(e) => {
-                    audit(
-                        &mut store,
-                        &who,
-                        text,
-                        None,
-                        format!("refused:{}", e.code.as_str()),
-                    )?;
-                    super::print_answer(Err(e))
-                }
-            }
+            finish(&mut store, &who, format!("{action} {id}"), None, outcome)
         }
         RequestCommand::List { dir } => {
             let store = Store::open(&dir.data_dir)?;

@@ -21,24 +21,7 @@ use super::state::AppState;
 use crate::store::AuditEntry;
 use crate::workflow::{self, OpenBody};
 
-async fn audit(
-    state: &AppState,
-    caller: &Caller,
-    endpoint: &str,
-    request: String,
-    dataset: Option<&str>,
-    outcome: String,
-) -> Result<(), ApiFailure> {
-    let entry = AuditEntry {
-        principal: caller.name().to_owned(),
-        role: caller.role().name().to_owned(),
-        endpoint: endpoint.to_owned(),
-        request,
-        datasets: dataset.map(|d| vec![d.to_owned()]).unwrap_or_default(),
-        privacy: "{}".into(),
-        outcome,
-        ..AuditEntry::default()
-    };
+async fn audit(state: &AppState, entry: AuditEntry) -> Result<(), ApiFailure> {
     state.audit(entry).await.map_err(ApiFailure::internal)?;
     state.metrics.audit_entry();
     Ok(())
@@ -59,41 +42,33 @@ pub async fn open(
     body: Result<Json<OpenBody>, JsonRejection>,
 ) -> Result<Response, ApiFailure> {
     let Json(body) = body?;
-    let outcome = workflow::open(&mut state.store(), &caller.0.principal, &body, Utc::now());
-    match outcome {
-        Ok((record, effect)) => {
-            follow(&state, effect)?;
-            let text = format!("open {} {}", record.kind, record.id);
-            audit(
-                &state,
-                &caller,
-                "POST /v1/requests",
-                text,
-                record.dataset.as_deref(),
-                format!("ok:{}", record.state),
-            )
-            .await?;
-            Ok((
-                StatusCode::CREATED,
-                Json(workflow::request_json(&record, None)),
-            )
-                .into_response())
-        }
+    let principal = &caller.0.principal;
+    let outcome = workflow::open(&mut state.store(), principal, &body, Utc::now());
+    let what = match &outcome {
+        Ok((r, _)) => format!("open {} {}", r.kind, r.id),
+        Err(_) => format!("open {}", body.kind),
+    };
+    let entry = workflow::audit_entry(
+        principal,
+        "POST /v1/requests",
+        what,
+        body.dataset.as_deref(),
+        &outcome,
+    );
+    let (record, effect) = match outcome {
+        Ok(ok) => ok,
         Err(e) => {
-            let text = format!("open {}", body.kind);
-            let outcome = format!("refused:{}", e.code.as_str());
-            audit(
-                &state,
-                &caller,
-                "POST /v1/requests",
-                text,
-                body.dataset.as_deref(),
-                outcome,
-            )
-            .await?;
-            Err(e.into())
+            audit(&state, entry).await?;
+            return Err(e.into());
         }
-    }
+    };
+    follow(&state, effect)?;
+    audit(&state, entry).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(workflow::request_json(&record, None)),
+    )
+        .into_response())
 }
 
 /// `GET /v1/requests`: the caller's requests and those it acts on.
@@ -160,41 +135,30 @@ pub async fn step(
         Err(JsonRejection::MissingJsonContentType(_)) => StepBody::default(),
         Err(e) => return Err(e.into()),
     };
+    let principal = &caller.0.principal;
     let outcome = workflow::act(
         &mut state.store(),
-        &caller.0.principal,
+        principal,
         &id,
         &action,
         &body.notes,
         Utc::now(),
     );
-    let text = format!("{action} {id}");
-    match outcome {
-        Ok((record, effect)) => {
-            follow(&state, effect)?;
-            audit(
-                &state,
-                &caller,
-                "POST /v1/requests/{id}/{action}",
-                text,
-                record.dataset.as_deref(),
-                format!("ok:{}", record.state),
-            )
-            .await?;
-            Ok(Json(workflow::request_json(&record, None)).into_response())
-        }
+    let entry = workflow::audit_entry(
+        principal,
+        "POST /v1/requests/{id}/{action}",
+        format!("{action} {id}"),
+        None,
+        &outcome,
+    );
+    let (record, effect) = match outcome {
+        Ok(ok) => ok,
         Err(e) => {
-            let outcome = format!("refused:{}", e.code.as_str());
-            audit(
-                &state,
-                &caller,
-                "POST /v1/requests/{id}/{action}",
-                text,
-                None,
-                outcome,
-            )
-            .await?;
-            Err(e.into())
+            audit(&state, entry).await?;
+            return Err(e.into());
         }
-    }
+    };
+    follow(&state, effect)?;
+    audit(&state, entry).await?;
+    Ok(Json(workflow::request_json(&record, None)).into_response())
 }
