@@ -508,6 +508,18 @@ mod tests {
             .collect()
     }
 
+    /// A step on a request without a deadline yet.
+    fn take(
+        kind: Kind,
+        state: &str,
+        action: &str,
+        parties: &[Party],
+        pairs: &[(&str, &str)],
+        day: &str,
+    ) -> Result<Moved, Refused> {
+        act(kind, state, None, action, parties, &notes(pairs), d(day))
+    }
+
     fn share(attribute: ShareAttribute) -> Opening {
         Opening {
             share: Some(attribute),
@@ -535,14 +547,13 @@ mod tests {
             d("2026-10-13"),
             "5 working days across National Day"
         );
-        let approved = act(
+        let approved = take(
             Kind::Sharing,
             "submitted",
-            None,
             "approve",
             &[Party::Provider],
-            &notes(&[]),
-            d("2026-10-12"),
+            &[],
+            "2026-10-12",
         )
         .unwrap();
         assert_eq!(approved.state, "approved");
@@ -551,14 +562,13 @@ mod tests {
             d("2026-10-19"),
             "5 more to deliver"
         );
-        let delivered = act(
+        let delivered = take(
             Kind::Sharing,
             "approved",
-            None,
             "deliver",
             &[Party::Provider],
-            &notes(&[]),
-            d("2026-10-13"),
+            &[],
+            "2026-10-13",
         )
         .unwrap();
         assert_eq!(
@@ -570,27 +580,25 @@ mod tests {
 
     #[test]
     fn a_refusal_must_cite_a_legal_basis() {
-        let no_basis = act(
+        let no_basis = take(
             Kind::Sharing,
             "submitted",
-            None,
             "refuse",
             &[Party::Provider],
-            &notes(&[("legal_basis", "  ")]),
-            d("2026-10-12"),
+            &[("legal_basis", "  ")],
+            "2026-10-12",
         );
         assert!(matches!(no_basis, Err(Refused::Incomplete(m)) if m.contains("legal_basis")));
-        let refused = act(
+        let refused = take(
             Kind::Sharing,
             "submitted",
-            None,
             "refuse",
             &[Party::Provider],
-            &notes(&[(
+            &[(
                 "legal_basis",
                 "Art. 27: the purpose is not a duty of the applicant",
-            )]),
-            d("2026-10-12"),
+            )],
+            "2026-10-12",
         )
         .unwrap();
         assert_eq!(refused.state, "refused");
@@ -598,48 +606,43 @@ mod tests {
 
     #[test]
     fn steps_out_of_turn_and_by_the_wrong_party_are_refused() {
-        let today = d("2026-11-27");
-        let e = act(
+        let e = take(
             Kind::Sharing,
             "submitted",
-            None,
             "deliver",
             &[Party::Provider],
-            &notes(&[]),
-            today,
+            &[],
+            "2026-11-27",
         )
         .unwrap_err();
         assert!(e.to_string().contains("the next steps are approve (by the provider), refuse (by the provider), withdraw (by the applicant)"), "{e}");
-        let e = act(
+        let e = take(
             Kind::Sharing,
             "submitted",
-            None,
             "approve",
             &[Party::Applicant],
-            &notes(&[]),
-            today,
+            &[],
+            "2026-11-27",
         )
         .unwrap_err();
         assert_eq!(e, Refused::NotYours("`approve` is for the provider".into()));
-        let e = act(
+        let e = take(
             Kind::Sharing,
             "granted",
-            None,
             "withdraw",
             &[Party::Applicant],
-            &notes(&[]),
-            today,
+            &[],
+            "2026-11-27",
         )
         .unwrap_err();
         assert!(e.to_string().contains("is granted: it is finished"), "{e}");
-        let e = act(
+        let e = take(
             Kind::Qualification,
             "submitted",
-            None,
             "grant",
             &[Party::Provider, Party::Collector],
-            &notes(&[("agreement", "x")]),
-            today,
+            &[("agreement", "x")],
+            "2026-11-27",
         )
         .unwrap_err();
         assert!(matches!(e, Refused::NotYours(_)));
@@ -674,14 +677,13 @@ mod tests {
         // 10 working days from filing: Saturday 2-28 is a make-up working day.
         assert_eq!(extended.due.unwrap().date, d("2026-03-05"));
         assert_eq!(add_working_days(d("2026-02-13"), 10).date, d("2026-03-05"));
-        let e = act(
+        let e = take(
             Kind::Correction,
             "extended",
-            None,
             "extend",
             &[Party::Collector],
-            &notes(&[("reason", "again")]),
-            d("2026-03-02"),
+            &[("reason", "again")],
+            "2026-03-02",
         )
         .unwrap_err();
         assert!(
@@ -689,14 +691,13 @@ mod tests {
                 .contains("the next steps are answer (by the collector)"),
             "one extension only: {e}"
         );
-        let answered = act(
+        let answered = take(
             Kind::Correction,
             "extended",
-            None,
             "answer",
             &[Party::Collector],
-            &notes(&[("answer", "corrected")]),
-            d("2026-03-03"),
+            &[("answer", "corrected")],
+            "2026-03-03",
         )
         .unwrap();
         assert_eq!(answered.state, "answered");
@@ -715,14 +716,13 @@ mod tests {
             (via.state, via.due.unwrap().date),
             ("with_authority", d("2026-10-09"))
         );
-        let forwarded = act(
+        let forwarded = take(
             Kind::Correction,
             "with_authority",
-            None,
             "forward",
             &[Party::Authority],
-            &notes(&[]),
-            d("2026-10-09"),
+            &[],
+            "2026-10-09",
         )
         .unwrap();
         assert_eq!(
@@ -740,42 +740,39 @@ mod tests {
         };
         let opened = open(Kind::OpenData, opening, d("2026-11-27")).unwrap();
         assert_eq!(opened.state, "submitted");
-        let approved = act(
+        let approved = take(
             Kind::OpenData,
             "submitted",
-            None,
             "approve",
             &[Party::Provider],
-            &notes(&[]),
-            d("2026-11-30"),
+            &[],
+            "2026-11-30",
         )
         .unwrap();
         assert_eq!(
             (approved.state, approved.effect),
             ("awaiting_commitment", Effect::None)
         );
-        let e = act(
+        let e = take(
             Kind::OpenData,
             "awaiting_commitment",
-            None,
             "commit",
             &[Party::Applicant],
-            &notes(&[("security_commitment", "signed")]),
-            d("2026-12-01"),
+            &[("security_commitment", "signed")],
+            "2026-12-01",
         )
         .unwrap_err();
         assert!(e.to_string().contains("usage_agreement"), "{e}");
-        let granted = act(
+        let granted = take(
             Kind::OpenData,
             "awaiting_commitment",
-            None,
             "commit",
             &[Party::Applicant],
-            &notes(&[
+            &[
                 ("security_commitment", "signed 2026-12-01"),
                 ("usage_agreement", "UA-2026-0042"),
-            ]),
-            d("2026-12-01"),
+            ],
+            "2026-12-01",
         )
         .unwrap();
         assert_eq!((granted.state, granted.effect), ("granted", Effect::Grant));
@@ -798,39 +795,36 @@ mod tests {
             (complaint.state, complaint.effect),
             ("suspended", Effect::SuspendOpening)
         );
-        let restored = act(
+        let restored = take(
             Kind::Complaint,
             "suspended",
-            None,
             "restore",
             &[Party::Provider],
-            &notes(&[("finding", "the record was correct")]),
-            d("2026-11-30"),
+            &[("finding", "the record was correct")],
+            "2026-11-30",
         )
         .unwrap();
         assert_eq!(restored.effect, Effect::ResumeOpening);
 
         let data = open(Kind::EmergencyData, none, d("2026-11-27")).unwrap();
         assert_eq!(data.state, "in_use");
-        let sealed = act(
+        let sealed = take(
             Kind::EmergencyData,
             "in_use",
-            None,
             "seal",
             &[Party::Authority],
-            &notes(&[("reason", "the emergency ended")]),
-            d("2026-11-27"),
+            &[("reason", "the emergency ended")],
+            "2026-11-27",
         )
         .unwrap();
         assert_eq!(sealed.effect, Effect::Seal);
-        let destroyed = act(
+        let destroyed = take(
             Kind::EmergencyData,
             "sealed",
-            None,
             "destroy",
             &[Party::Authority],
-            &notes(&[("record", "wiped, certificate 7")]),
-            d("2026-12-01"),
+            &[("record", "wiped, certificate 7")],
+            "2026-12-01",
         )
         .unwrap();
         assert_eq!(
@@ -849,53 +843,49 @@ mod tests {
         };
         let change = open(Kind::CatalogChange, none, d("2026-09-30")).unwrap();
         assert_eq!(change.due.unwrap().date, d("2026-10-13"));
-        let published = act(
+        let published = take(
             Kind::CatalogChange,
             "submitted",
-            None,
             "approve",
             &[Party::Authority],
-            &notes(&[]),
-            d("2026-10-08"),
+            &[],
+            "2026-10-08",
         )
         .unwrap();
         assert_eq!(published.effect, Effect::PublishCatalog);
 
         let application = open(Kind::Qualification, none, d("2026-11-27")).unwrap();
         assert_eq!(application.due.unwrap().date, d("2026-12-18"));
-        let e = act(
+        let e = take(
             Kind::Qualification,
             "submitted",
-            None,
             "grant",
             &[Party::Authority],
-            &notes(&[]),
-            d("2026-12-01"),
+            &[],
+            "2026-12-01",
         )
         .unwrap_err();
         assert!(e.to_string().contains("`agreement`"));
-        let qualified = act(
+        let qualified = take(
             Kind::Qualification,
             "submitted",
-            None,
             "grant",
             &[Party::Authority],
-            &notes(&[("agreement", "DA-2026-17")]),
-            d("2026-12-01"),
+            &[("agreement", "DA-2026-17")],
+            "2026-12-01",
         )
         .unwrap();
         assert_eq!(
             (qualified.state, qualified.effect),
             ("qualified", Effect::Qualify)
         );
-        let revoked = act(
+        let revoked = take(
             Kind::Qualification,
             "qualified",
-            None,
             "revoke",
             &[Party::Authority],
-            &notes(&[("reason", "misuse (Art. 48)")]),
-            d("2027-01-05"),
+            &[("reason", "misuse (Art. 48)")],
+            "2027-01-05",
         )
         .unwrap();
         assert_eq!(revoked.effect, Effect::Disqualify);

@@ -27,6 +27,26 @@ async fn audit(state: &AppState, entry: AuditEntry) -> Result<(), ApiFailure> {
     Ok(())
 }
 
+/// Audits an opening or a step and, when it was taken, makes its effect
+/// hold before the answer leaves.
+async fn settle(
+    state: &AppState,
+    entry: AuditEntry,
+    outcome: Result<(crate::store::RequestRecord, Effect), crate::wire::ApiError>,
+) -> Result<crate::store::RequestRecord, ApiFailure> {
+    match outcome {
+        Ok((record, effect)) => {
+            follow(state, effect)?;
+            audit(state, entry).await?;
+            Ok(record)
+        }
+        Err(e) => {
+            audit(state, entry).await?;
+            Err(e.into())
+        }
+    }
+}
+
 /// Effects that change what the engine allows take hold now.
 fn follow(state: &AppState, effect: Effect) -> Result<(), ApiFailure> {
     match effect {
@@ -55,15 +75,7 @@ pub async fn open(
         body.dataset.as_deref(),
         &outcome,
     );
-    let (record, effect) = match outcome {
-        Ok(ok) => ok,
-        Err(e) => {
-            audit(&state, entry).await?;
-            return Err(e.into());
-        }
-    };
-    follow(&state, effect)?;
-    audit(&state, entry).await?;
+    let record = settle(&state, entry, outcome).await?;
     Ok((
         StatusCode::CREATED,
         Json(workflow::request_json(&record, None)),
@@ -151,14 +163,6 @@ pub async fn step(
         None,
         &outcome,
     );
-    let (record, effect) = match outcome {
-        Ok(ok) => ok,
-        Err(e) => {
-            audit(&state, entry).await?;
-            return Err(e.into());
-        }
-    };
-    follow(&state, effect)?;
-    audit(&state, entry).await?;
+    let record = settle(&state, entry, outcome).await?;
     Ok(Json(workflow::request_json(&record, None)).into_response())
 }

@@ -190,6 +190,22 @@ fn apply(
     }
 }
 
+/// Applies what a step sets and commits its transaction.
+fn commit(
+    tx: rusqlite::Transaction<'_>,
+    record: &RequestRecord,
+    what: &Apply,
+) -> Result<(), StoreError> {
+    if let Some(grant) = apply(&tx, record, what)? {
+        tx.execute(
+            "UPDATE requests SET grant_id = ?2 WHERE id = ?1",
+            params![record.id, grant],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 impl Store {
     /// Opens a request in the state `moved` gives, applying what opening
     /// sets, in one transaction.
@@ -231,14 +247,8 @@ impl Store {
             params![id],
             from_row,
         )?;
-        if let Some(grant) = apply(&tx, &record, what)? {
-            tx.execute(
-                "UPDATE requests SET grant_id = ?2 WHERE id = ?1",
-                params![id, grant],
-            )?;
-        }
-        tx.commit()?;
-        self.request(&id)?
+        commit(tx, &record, what)?;
+        self.request(&record.id)?
             .ok_or_else(|| StoreError::NotFound("the request vanished".into()))
     }
 
@@ -296,14 +306,8 @@ impl Store {
                 now
             ],
         )?;
-        if let Some(grant) = apply(&tx, &record, what)? {
-            tx.execute(
-                "UPDATE requests SET grant_id = ?2 WHERE id = ?1",
-                params![id, grant],
-            )?;
-        }
-        tx.commit()?;
-        self.request(id)?
+        commit(tx, &record, what)?;
+        self.request(&record.id)?
             .ok_or_else(|| StoreError::NotFound("the request vanished".into()))
     }
 
