@@ -227,6 +227,16 @@ fn a_complaint_suspends_a_dataset_at_once_until_its_provider_restores_it() {
         complaint.text()
     );
     let id = complaint.json()["id"].as_str().unwrap().to_owned();
+    let shared_only = server.post_json(
+        "/v1/requests",
+        Some(&carol),
+        &json!({"kind": "complaint", "dataset": "population", "detail": {"complaint": "suspend it"}}),
+    );
+    assert_eq!(
+        shared_only.code(),
+        "policy_denied",
+        "not open data: no complaint can suspend it"
+    );
     let refused = query(&server, &carol, sql, None);
     assert_eq!(refused.code(), "policy_denied");
     assert!(

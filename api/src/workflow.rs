@@ -222,7 +222,21 @@ pub fn open(
             days = Some(body.days.unwrap_or(longest).clamp(1, longest));
         }
         Kind::Correction => require_detail(body, &["record", "correction"])?,
-        Kind::Complaint => require_detail(body, &["complaint"])?,
+        Kind::Complaint => {
+            require_detail(body, &["complaint"])?;
+            // Art. 36 is about opened data; a complaint suspends at once, so
+            // it must not reach data that is only shared (file a correction).
+            let m = manifest.expect("checked above");
+            if m.open.attribute == veil_policies::catalog::OpenAttribute::NotOpen {
+                return Err(ApiError::new(
+                    ErrorCode::PolicyDenied,
+                    format!(
+                        "`{}` is not open data: a complaint (Art. 36) does not apply; file a correction (Art. 22)",
+                        m.name
+                    ),
+                ));
+            }
+        }
         Kind::Qualification => require_detail(body, &["organisation", "scope"])?,
         Kind::EmergencyData | Kind::CatalogChange => {}
     }
