@@ -101,16 +101,7 @@ pub fn verify_as(
     let signer = store.data_dir().signer().map_err(internal)?;
     let digest = verify::SubjectDigest::new(&store.data_dir().master_key().map_err(internal)?);
     let now = Utc::now();
-    let quotas = verify::Quotas::default();
-    let since =
-        verify::day_start(verify::day(now)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    for (who, request) in store.verifications_since(&since).map_err(internal)? {
-        if let Some((product, digests)) = verify::parse_audit_request(&request)
-            && let Some(product) = engine.policy().product(&product)
-        {
-            quotas.restore(&who, product, &digests, now);
-        }
-    }
+    let quotas = verify::Quotas::from_audit(store, engine.policy(), now).map_err(internal)?;
     let checked = verify::check(engine, principal, body, &digest, now).and_then(|v| {
         quotas
             .admit(name, v.checked.product(), &v.digests, now)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::{Value, json};
@@ -192,22 +192,6 @@ impl SubjectDigest {
     }
 }
 
-/// The service's day for daily quotas: China Standard Time.
-pub fn day(now: DateTime<Utc>) -> NaiveDate {
-    now.with_timezone(&FixedOffset::east_opt(8 * 3600).expect("valid offset"))
-        .date_naive()
-}
-
-/// The start of `day` in UTC, for reading today's audit entries back.
-pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_local_timezone(FixedOffset::east_opt(8 * 3600).expect("valid offset"))
-        .single()
-        .expect("a fixed offset is unambiguous")
-        .with_timezone(&Utc)
-}
-
 /// Per-principal limits of each product: subjects per minute (a token
 /// bucket) and verifications of one subject per day.
 #[derive(Default)]
@@ -233,7 +217,7 @@ impl QuotaState {
     /// The quota of `principal` for `product`, today's counts cleared when
     /// the day changed.
     fn quota(&mut self, principal: &str, product: &Product, now: DateTime<Utc>) -> &mut Quota {
-        let today = day(now);
+        let today = veil_policies::calendar::service_day(now);
         if self.day != Some(today) {
             self.day = Some(today);
             for products in self.principals.values_mut() {
@@ -325,20 +309,30 @@ impl Quotas {
         Ok(())
     }
 
-    /// Counts verifications already made today (read back from the audit
-    /// log when the service starts), so a restart does not reset the caps.
-    pub fn restore(
-        &self,
-        principal: &str,
-        product: &Product,
-        digests: &[u128],
+    /// The quotas with today's verifications counted, read back from the
+    /// audit log, so a restart (or the CLI) does not reset the daily caps.
+    pub fn from_audit(
+        store: &Store,
+        policy: &veil_policies::Policy,
         now: DateTime<Utc>,
-    ) {
-        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let quota = state.quota(principal, product, now);
-        for d in digests {
-            *quota.today.entry(*d).or_insert(0) += 1;
+    ) -> Result<Quotas, StoreError> {
+        use veil_policies::calendar::{service_day, service_day_start};
+        let quotas = Quotas::default();
+        let since = service_day_start(service_day(now))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut state = quotas.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for (principal, request) in store.verifications_since(&since)? {
+            if let Some((name, digests)) = parse_audit_request(&request)
+                && let Some(product) = policy.product(&name)
+            {
+                let quota = state.quota(&principal, product, now);
+                for d in digests {
+                    *quota.today.entry(d).or_insert(0) += 1;
+                }
+            }
         }
+        drop(state);
+        Ok(quotas)
     }
 }
 

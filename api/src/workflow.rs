@@ -63,7 +63,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 /// The service's day (China Standard Time).
 pub fn today(now: DateTime<Utc>) -> NaiveDate {
-    crate::verify::day(now)
+    veil_policies::calendar::service_day(now)
 }
 
 /// Whether `principal` is an approver of the data authority: its

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::catalog::default_table_source::provider_as_source;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
@@ -165,8 +165,7 @@ impl std::fmt::Debug for Engine {
 
 /// The service's local time zone (China Standard Time), for "today".
 fn today(now: DateTime<Utc>) -> NaiveDate {
-    let cst = FixedOffset::east_opt(8 * 3600).expect("valid offset");
-    now.with_timezone(&cst).date_naive()
+    veil_policies::calendar::service_day(now)
 }
 
 impl Engine {

@@ -5,7 +5,27 @@
 //! A year the table does not cover falls back to Monday to Friday, and every
 //! answer says which years it had to assume.
 
-use chrono::{Datelike, Duration, NaiveDate, Weekday};
+use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Utc, Weekday};
+
+/// The service's day for `now`: the date in China Standard Time (UTC+8),
+/// where deadlines, daily limits and "today" are counted.
+pub fn service_day(now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&cst()).date_naive()
+}
+
+/// The instant the service's `day` begins.
+pub fn service_day_start(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_local_timezone(cst())
+        .single()
+        .expect("a fixed offset is unambiguous")
+        .with_timezone(&Utc)
+}
+
+fn cst() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("valid offset")
+}
 
 /// A day of a year: `(month, day)`.
 type MonthDay = (u32, u32);
@@ -125,6 +145,18 @@ mod tests {
 
     fn d(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn the_service_day_is_china_standard_time() {
+        let late = DateTime::parse_from_rfc3339("2026-11-27T16:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(service_day(late), d("2026-11-28"));
+        assert_eq!(
+            service_day_start(d("2026-11-28")).to_rfc3339(),
+            "2026-11-27T16:00:00+00:00"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::metrics::Metrics;
 use crate::service::load_engine;
 use crate::signing::Signer;
 use crate::store::{AuditEntry, PrincipalRecord, Store, StoreError};
-use crate::verify::{Quotas, SubjectDigest, day, day_start, install_products, parse_audit_request};
+use crate::verify::{Quotas, SubjectDigest, install_products};
 
 /// Settings of a running service.
 #[derive(Debug, Clone)]
@@ -93,16 +93,7 @@ impl AppState {
             signer.clone(),
         );
         let digest = SubjectDigest::new(&store.data_dir().master_key()?);
-        let quotas = Quotas::default();
-        let now = chrono::Utc::now();
-        let since = day_start(day(now)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        for (principal, request) in store.verifications_since(&since)? {
-            if let Some((name, digests)) = parse_audit_request(&request)
-                && let Some(product) = loaded.engine.policy().product(&name)
-            {
-                quotas.restore(&principal, product, &digests, now);
-            }
-        }
+        let quotas = Quotas::from_audit(&store, loaded.engine.policy(), chrono::Utc::now())?;
         let generation = store.access_generation()?;
         Ok(Arc::new(AppState {
             engine_generation: std::sync::atomic::AtomicI64::new(generation),
