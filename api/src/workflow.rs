@@ -92,31 +92,42 @@ pub fn parties(
     if principal.name == request.applicant {
         parties.push(Party::Applicant);
     }
-    if principal.role != Role::Approver {
-        return Ok(parties);
-    }
-    let org = principal.org.as_deref().unwrap_or_default();
     let manifest = match &request.dataset {
         Some(d) => store.dataset(d).map_err(store_error)?.map(|r| r.manifest),
         None => None,
     };
-    match manifest {
+    parties.extend(institution_parties(store, principal, manifest.as_ref())?);
+    Ok(parties)
+}
+
+/// What an approver's institution is to a dataset: its provider, collector
+/// or approving authority; without a dataset, the data authority when its
+/// institution approves any dataset.
+fn institution_parties(
+    store: &Store,
+    principal: &Principal,
+    manifest: Option<&DatasetManifest>,
+) -> Result<Vec<Party>, ApiError> {
+    if principal.role != Role::Approver {
+        return Ok(Vec::new());
+    }
+    let org = principal.org.as_deref().unwrap_or_default();
+    Ok(match manifest {
         Some(m) => {
             let i = &m.institutions;
-            for (party, of) in [
+            [
                 (Party::Provider, &i.providing),
                 (Party::Collector, &i.collecting),
                 (Party::Authority, &i.approving),
-            ] {
-                if of == org {
-                    parties.push(party);
-                }
-            }
+            ]
+            .into_iter()
+            .filter(|(_, of)| *of == org)
+            .map(|(party, _)| party)
+            .collect()
         }
-        None if is_authority(store, principal)? => parties.push(Party::Authority),
-        None => {}
-    }
-    Ok(parties)
+        None if is_authority(store, principal)? => vec![Party::Authority],
+        None => Vec::new(),
+    })
 }
 
 /// The shortest grant any of the fields' grades allows, in days.
@@ -243,23 +254,7 @@ pub fn open(
     // Emergency data is declared, and a registered dataset's catalog entry
     // changed, by its provider or the data authority.
     if kind == Kind::EmergencyData || (kind == Kind::CatalogChange && registered.is_some()) {
-        let probe = RequestRecord {
-            id: String::new(),
-            kind,
-            state: String::new(),
-            applicant: String::new(),
-            dataset: dataset.clone(),
-            purpose: None,
-            fields: None,
-            days: None,
-            detail: Value::Null,
-            due: None,
-            assumed: Vec::new(),
-            grant_id: None,
-            created_at: now,
-            updated_at: now,
-        };
-        let p = parties(store, principal, &probe)?;
+        let p = institution_parties(store, principal, manifest)?;
         if !p.contains(&Party::Provider) && !p.contains(&Party::Authority) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,

@@ -288,14 +288,7 @@ impl Engine {
         request: &crate::verify::VerifyRequest<'_>,
     ) -> Result<crate::verify::Checked<'_>, crate::verify::VerifyError> {
         use crate::verify::VerifyError;
-        if let Some(reason) = self
-            .policy
-            .product(request.product)
-            .and_then(|p| self.blocked.get(&p.dataset))
-        {
-            return Err(VerifyError::Denied(reason.clone()));
-        }
-        if self.policy.product(request.product).is_none() {
+        let Some(product) = self.policy.product(request.product) else {
             let known: Vec<&str> = self
                 .policy
                 .products
@@ -310,6 +303,9 @@ impl Engine {
                     known.join(", ")
                 )
             }));
+        };
+        if let Some(reason) = self.blocked.get(&product.dataset) {
+            return Err(VerifyError::Denied(reason.clone()));
         }
         match self.products.get(request.product) {
             Some(Ok(table)) => table.check(request, &self.policy),
