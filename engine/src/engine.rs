@@ -320,6 +320,33 @@ impl Engine {
         }
     }
 
+    /// Where an answer over `datasets` came from (Art. 40).
+    pub(crate) fn provenance<'a>(
+        &self,
+        datasets: impl IntoIterator<Item = &'a String>,
+        now: DateTime<Utc>,
+    ) -> Provenance {
+        let used: Vec<&Arc<Dataset>> = datasets
+            .into_iter()
+            .filter_map(|d| self.datasets.get(d))
+            .collect();
+        let mut providers: Vec<String> = used
+            .iter()
+            .map(|d| d.manifest.institutions.providing.clone())
+            .collect();
+        providers.sort();
+        providers.dedup();
+        Provenance {
+            datasets: used.iter().map(|d| d.manifest.name.clone()).collect(),
+            providers,
+            versions: used
+                .iter()
+                .map(|d| (d.manifest.name.clone(), d.version))
+                .collect(),
+            retrieved_at: now,
+        }
+    }
+
     /// The session every plan runs in.
     pub(crate) fn session_state(&self) -> SessionState {
         self.state.clone()
@@ -604,26 +631,7 @@ impl Engine {
     }
 
     fn prepared(&self, checked: Checked, now: DateTime<Utc>) -> PreparedQuery {
-        let used: Vec<&Arc<Dataset>> = checked
-            .datasets
-            .iter()
-            .filter_map(|d| self.datasets.get(d))
-            .collect();
-        let mut providers: Vec<String> = used
-            .iter()
-            .map(|d| d.manifest.institutions.providing.clone())
-            .collect();
-        providers.sort();
-        providers.dedup();
-        let provenance = Provenance {
-            datasets: used.iter().map(|d| d.manifest.name.clone()).collect(),
-            providers,
-            versions: used
-                .iter()
-                .map(|d| (d.manifest.name.clone(), d.version))
-                .collect(),
-            retrieved_at: now,
-        };
+        let provenance = self.provenance(&checked.datasets, now);
         let mode = match (checked.k, checked.protected) {
             (Some(_), _) => "aggregate",
             (None, true) => "protected",

@@ -13,6 +13,7 @@
 pub mod dp;
 mod engine;
 mod error;
+pub mod model;
 mod policy;
 pub mod protect;
 pub mod source;

@@ -12,6 +12,8 @@
 //!   working-day deadlines.
 //! - [`verify`]: verification products and the normalisations they compare
 //!   through.
+//! - [`model`]: the model templates approvers enable per dataset, and the
+//!   open attribute's limit on development (Art. 38).
 //! - [`disclosure`] and [`decide`]: a field's disclosure level for one
 //!   principal and purpose.
 //!
@@ -23,6 +25,7 @@ pub mod catalog;
 pub mod decide;
 pub mod disclosure;
 pub mod identifiers;
+pub mod model;
 pub mod policy;
 pub mod principal;
 mod problem;

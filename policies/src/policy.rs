@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::disclosure::LevelKind;
+use crate::model::Template;
 use crate::principal::Role;
 use crate::problem::{Problem, Problems, toml_problem};
 use crate::verify::{Product, RawProduct};
@@ -109,6 +110,8 @@ pub struct Policy {
     pub grades: Vec<Grade>,
     /// Verification products (Art. 29): `[[product]]` tables.
     pub products: Vec<Product>,
+    /// Model templates enabled per dataset (Art. 39): the `[models]` table.
+    pub models: BTreeMap<String, Vec<Template>>,
     digest: String,
 }
 
@@ -130,6 +133,11 @@ impl Policy {
 
     pub fn product(&self, name: &str) -> Option<&Product> {
         self.products.iter().find(|p| p.name == name)
+    }
+
+    /// The model templates approvers enabled on `dataset`.
+    pub fn templates(&self, dataset: &str) -> &[Template] {
+        self.models.get(dataset).map_or(&[], Vec::as_slice)
     }
 
     /// A short digest of the policy text; with the store's version number it
@@ -159,6 +167,8 @@ struct RawPolicy {
     grades: Vec<RawGrade>,
     #[serde(default, rename = "product")]
     products: Vec<RawProduct>,
+    #[serde(default)]
+    models: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +244,7 @@ impl RawPolicy {
                 products.push(product);
             }
         }
+        let models = crate::model::check_models(self.models, &mut problems);
         let max_rows = self.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
         if !(1..=100_000_000).contains(&max_rows) {
             problems.push(Problem::new(
@@ -248,6 +259,7 @@ impl RawPolicy {
                 max_rows,
                 grades,
                 products,
+                models,
                 digest,
             })
         } else {
@@ -432,6 +444,37 @@ mod tests {
             lines.iter().all(|l| l.starts_with("grade `L1`")),
             "{lines:#?}"
         );
+    }
+
+    #[test]
+    fn model_templates_are_enabled_per_dataset() {
+        use crate::model::Template;
+        let policy = Policy::default_preset();
+        assert!(
+            policy
+                .templates("tax")
+                .contains(&Template::LinearRegression)
+        );
+        assert_eq!(
+            policy.templates("population"),
+            [Template::Histogram, Template::Quantiles]
+        );
+        assert!(policy.templates("health_visits").is_empty());
+        let text = DEFAULT_PRESET.replace(
+            "population = [\"histogram\", \"quantiles\"]",
+            "population = [\"histogram\", \"neural_net\", \"histogram\"]\n\"Bad-Name\" = []",
+        );
+        let problems = Policy::parse(&text).unwrap_err().to_string();
+        for expect in [
+            "models.population: unknown model template `neural_net`",
+            "models.population: `histogram` is listed twice",
+            "models.Bad-Name: a dataset name",
+        ] {
+            assert!(
+                problems.contains(expect),
+                "missing `{expect}` in {problems}"
+            );
+        }
     }
 
     #[test]

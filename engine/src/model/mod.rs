@@ -1,0 +1,685 @@
+//! In-domain models (Art. 32, 38, 39): a qualified modeler trains an
+//! approved template on datasets joined on their privacy unit, and gets
+//! parameters and metrics released under differential privacy; the rows
+//! stay inside. A trained linear or logistic model also scores, inside, the
+//! named subjects the caller holds grants for, or rows the caller supplies.
+//!
+//! The path of one training: [`Engine::prepare_model`] checks the spec
+//! against the catalog, the policy and the caller (fail closed: anything it
+//! does not accept is refused) and reads the per-unit training frame; the
+//! service charges the budget; [`PreparedModel::fit`] then draws the noise
+//! and releases. Nothing about the data leaves before the charge.
+//!
+//! Privacy unit and neighbouring datasets: each unit contributes at most one
+//! row to the frame (its rows in each dataset are folded into one value per
+//! feature, then datasets are inner-joined on the unit), so adding or
+//! removing one unit adds or removes at most one row. Every template's
+//! sensitivity below is for that change. Values are clamped to the
+//! catalog's declared bounds before anything is computed.
+
+mod fit;
+mod frame;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use veil_policies::model::{Template, development_refusal};
+use veil_policies::{FieldType, Level, Principal, decide};
+
+use crate::dp::accounting::rho_for;
+use crate::engine::{DpCost, Engine, Provenance};
+
+pub use fit::Noise;
+
+/// The most features one model takes.
+pub const MAX_FEATURES: usize = 32;
+/// The most subjects or rows one scoring request names.
+pub const MAX_SCORES: usize = 10_000;
+
+/// How a unit's rows in one dataset become one value of a feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerUnit {
+    Mean,
+    Min,
+    Max,
+}
+
+impl PerUnit {
+    pub fn parse(text: &str) -> Option<PerUnit> {
+        match text {
+            "mean" => Some(PerUnit::Mean),
+            "min" => Some(PerUnit::Min),
+            "max" => Some(PerUnit::Max),
+            _ => None,
+        }
+    }
+}
+
+/// One column of the training frame: a field of a dataset, folded per unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub dataset: String,
+    pub field: String,
+    pub per_unit: PerUnit,
+}
+
+impl Column {
+    pub fn new(dataset: &str, field: &str) -> Column {
+        Column {
+            dataset: dataset.to_owned(),
+            field: field.to_owned(),
+            per_unit: PerUnit::Mean,
+        }
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.dataset, self.field)
+    }
+}
+
+/// Training hyper-parameters; each template reads the ones it needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// Logistic regression: gradient steps (each one a noisy release).
+    pub iterations: u32,
+    /// Logistic regression: step size on the normalised features.
+    pub learning_rate: f64,
+    /// Logistic regression: L2 penalty.
+    pub l2: f64,
+    /// Histogram bins; quantiles are read from this many bins.
+    pub bins: u32,
+    /// Quantiles: the probabilities asked for.
+    pub quantiles: Vec<f64>,
+}
+
+impl Params {
+    /// The defaults for `template`.
+    pub fn for_template(template: Template) -> Params {
+        Params {
+            iterations: 100,
+            learning_rate: 4.0,
+            l2: 1e-4,
+            bins: if template == Template::Quantiles {
+                1000
+            } else {
+                10
+            },
+            quantiles: vec![0.25, 0.5, 0.75],
+        }
+    }
+}
+
+/// What to train.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub template: Template,
+    /// Regressions: the features; histogram and quantiles: the one field.
+    pub features: Vec<Column>,
+    /// Regressions: what is predicted.
+    pub target: Option<Column>,
+    /// Logistic regression: the label is 1 when the target is above this.
+    pub above: Option<f64>,
+    /// The ε the release satisfies, at the datasets' δ.
+    pub epsilon: f64,
+    pub params: Params,
+}
+
+/// Who trains, for what purpose, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainRequest<'a> {
+    pub principal: &'a Principal,
+    pub purpose: Option<&'a str>,
+    pub spec: &'a ModelSpec,
+    pub now: DateTime<Utc>,
+}
+
+/// Why a model was not trained or did not score.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// The spec is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// A dataset it names is not in the catalog.
+    #[error("{0}")]
+    NotFound(String),
+    /// The policy, the catalog or the regulation refuses it.
+    #[error("{0}")]
+    Denied(String),
+    /// Reading the data failed; `detail` is for the log only.
+    #[error("the model failed while reading its data; nothing was released")]
+    Internal { detail: String },
+}
+
+fn invalid(message: impl Into<String>) -> ModelError {
+    ModelError::Invalid(message.into())
+}
+
+fn denied(message: impl Into<String>) -> ModelError {
+    ModelError::Denied(message.into())
+}
+
+/// A feature as the model keeps it: the column and its declared bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    #[serde(flatten)]
+    pub column: Column,
+    pub lower: f64,
+    pub upper: f64,
+}
+
+impl Feature {
+    pub fn clamp(&self, v: f64) -> f64 {
+        v.clamp(self.lower, self.upper)
+    }
+
+    /// The value mapped onto [-1, 1].
+    fn normalise(&self, v: f64) -> f64 {
+        let half = (self.upper - self.lower) / 2.0;
+        if half > 0.0 {
+            ((self.clamp(v) - self.lower) / half - 1.0).clamp(-1.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What a trained model released: the parameters and metrics, all computed
+/// from noisy statistics only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Released {
+    LinearRegression {
+        intercept: f64,
+        coefficients: Vec<f64>,
+        /// Noisy count of units in the joined frame.
+        units: f64,
+        r2: Option<f64>,
+        rmse: f64,
+        /// The ridge added to the noisy Gram matrix so it can be solved.
+        ridge: f64,
+    },
+    LogisticRegression {
+        intercept: f64,
+        coefficients: Vec<f64>,
+        above: f64,
+        units: f64,
+        /// Share of units classified right at probability 0.5 (noisy count
+        /// over noisy count).
+        accuracy: f64,
+        iterations: u32,
+    },
+    Histogram {
+        edges: Vec<f64>,
+        counts: Vec<i64>,
+    },
+    Quantiles {
+        quantiles: Vec<(f64, f64)>,
+        /// The width of the bins the quantiles were read from.
+        resolution: f64,
+        units: i64,
+    },
+}
+
+/// A trained model: everything needed to describe and to score it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    #[serde(with = "template_name")]
+    pub template: Template,
+    pub features: Vec<Feature>,
+    pub target: Option<Feature>,
+    pub released: Released,
+}
+
+mod template_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use veil_policies::model::Template;
+
+    pub fn serialize<S: Serializer>(t: &Template, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(t.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Template, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Model {
+    /// The score of one row of feature values in the features' order: the
+    /// prediction (linear) or the probability of the label (logistic).
+    /// Values are clamped to the bounds the model was trained within.
+    pub fn score(&self, values: &[f64]) -> Option<f64> {
+        let (intercept, coefficients, logistic) = match &self.released {
+            Released::LinearRegression {
+                intercept,
+                coefficients,
+                ..
+            } => (*intercept, coefficients, false),
+            Released::LogisticRegression {
+                intercept,
+                coefficients,
+                ..
+            } => (*intercept, coefficients, true),
+            _ => return None,
+        };
+        if values.len() != self.features.len() || values.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let linear = intercept
+            + self
+                .features
+                .iter()
+                .zip(coefficients)
+                .zip(values)
+                .map(|((f, c), v)| c * f.clamp(*v))
+                .sum::<f64>();
+        Some(if logistic {
+            fit::sigmoid(linear)
+        } else {
+            linear
+        })
+    }
+
+    /// The datasets the model reads, in first-use order.
+    pub fn datasets(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for f in self.features.iter().chain(&self.target) {
+            if !out.contains(&f.column.dataset) {
+                out.push(f.column.dataset.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A training that passed every check, with its frame read; nothing is
+/// released until [`PreparedModel::fit`].
+pub struct PreparedModel {
+    spec: ModelSpec,
+    features: Vec<Feature>,
+    target: Option<Feature>,
+    frame: frame::Frame,
+    /// What the training costs each dataset's budget.
+    pub costs: Vec<DpCost>,
+    pub provenance: Provenance,
+    /// The fields read, as `dataset.field`.
+    pub fields: Vec<String>,
+    rho: f64,
+    /// ε and δ of the release (δ is half the strictest budget's δ).
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+impl std::fmt::Debug for PreparedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedModel")
+            .field("spec", &self.spec)
+            .field("costs", &self.costs)
+            .finish()
+    }
+}
+
+/// A released model and how its release was noised.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub model: Model,
+    pub noise: Vec<Noise>,
+    pub rho: f64,
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+impl PreparedModel {
+    /// Draws the noise and releases the model. Call only after the budget
+    /// was charged.
+    pub fn fit(self, entropy: &mut dyn crate::dp::sample::Entropy) -> Trained {
+        let (released, noise) = match self.spec.template {
+            Template::LinearRegression => fit::linear(
+                &self.frame,
+                &self.features,
+                self.target.as_ref().expect("checked"),
+                self.rho,
+                entropy,
+            ),
+            Template::LogisticRegression => fit::logistic(
+                &self.frame,
+                &self.features,
+                self.spec.above.expect("checked"),
+                &self.spec.params,
+                self.rho,
+                entropy,
+            ),
+            Template::Histogram => fit::histogram(
+                &self.frame,
+                &self.features[0],
+                self.spec.params.bins,
+                self.rho,
+                entropy,
+            ),
+            Template::Quantiles => fit::quantiles(
+                &self.frame,
+                &self.features[0],
+                &self.spec.params,
+                self.rho,
+                entropy,
+            ),
+        };
+        Trained {
+            model: Model {
+                template: self.spec.template,
+                features: self.features,
+                target: self.target,
+                released,
+            },
+            noise,
+            rho: self.rho,
+            epsilon: self.epsilon,
+            delta: self.delta,
+        }
+    }
+
+    /// Rows in the joined frame. Exact, so for tests and benchmarks only:
+    /// the service never releases it.
+    pub fn exact_rows(&self) -> usize {
+        self.frame.rows()
+    }
+}
+
+/// Checks a spec's shape, before any dataset is looked at.
+fn check_shape(spec: &ModelSpec) -> Result<(), ModelError> {
+    let p = &spec.params;
+    if !(spec.epsilon.is_finite() && spec.epsilon > 0.0 && spec.epsilon <= 100.0) {
+        return Err(invalid(
+            "`epsilon` must be a number above 0 and at most 100",
+        ));
+    }
+    match spec.template {
+        Template::LinearRegression | Template::LogisticRegression => {
+            if spec.features.is_empty() || spec.features.len() > MAX_FEATURES {
+                return Err(invalid(format!(
+                    "a regression takes 1 to {MAX_FEATURES} `features`"
+                )));
+            }
+            if spec.target.is_none() {
+                return Err(invalid("a regression needs a `target`"));
+            }
+        }
+        Template::Histogram | Template::Quantiles => {
+            if spec.features.len() != 1 || spec.target.is_some() {
+                return Err(invalid(format!(
+                    "`{}` takes exactly one field in `features` and no `target`",
+                    spec.template
+                )));
+            }
+        }
+    }
+    if spec.template == Template::LogisticRegression {
+        if !spec.above.is_some_and(f64::is_finite) {
+            return Err(invalid(
+                "a logistic regression needs `above`: the label is 1 when the target is above it",
+            ));
+        }
+        if !(1..=1000).contains(&p.iterations) {
+            return Err(invalid("`iterations` must be between 1 and 1000"));
+        }
+        if !(p.learning_rate.is_finite() && p.learning_rate > 0.0 && p.learning_rate <= 100.0) {
+            return Err(invalid("`learning_rate` must be above 0 and at most 100"));
+        }
+        if !(p.l2.is_finite() && (0.0..=10.0).contains(&p.l2)) {
+            return Err(invalid("`l2` must be between 0 and 10"));
+        }
+    } else if spec.above.is_some() {
+        return Err(invalid("`above` belongs to logistic regression only"));
+    }
+    if !(1..=10_000).contains(&p.bins) {
+        return Err(invalid("`bins` must be between 1 and 10,000"));
+    }
+    if spec.template == Template::Quantiles
+        && (p.quantiles.is_empty()
+            || p.quantiles.len() > 99
+            || p.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)))
+    {
+        return Err(invalid(
+            "`quantiles` lists 1 to 99 probabilities, each above 0 and below 1",
+        ));
+    }
+    let mut seen = Vec::new();
+    for c in spec.features.iter().chain(&spec.target) {
+        for name in [&c.dataset, &c.field] {
+            if !veil_policies::is_plain_name(name) {
+                return Err(invalid(
+                    "dataset and field names are lower-case letters, digits and `_`",
+                ));
+            }
+        }
+        if seen.contains(&(&c.dataset, &c.field, c.per_unit)) {
+            return Err(invalid(format!("`{}` is named twice", c.label())));
+        }
+        seen.push((&c.dataset, &c.field, c.per_unit));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Checks a training request and reads its frame; see the module
+    /// documentation. Refusals name datasets, fields and rules, never
+    /// values.
+    pub fn prepare_model(&self, request: &TrainRequest<'_>) -> Result<PreparedModel, ModelError> {
+        let spec = request.spec;
+        check_shape(spec)?;
+        let columns: Vec<&Column> = spec.features.iter().chain(&spec.target).collect();
+        let mut features = Vec::new();
+        // Per dataset: the strictest budget among the fields it gives.
+        let mut budgets: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        let mut datasets: Vec<String> = Vec::new();
+        for column in &columns {
+            let dataset = self.developable(&column.dataset, spec.template)?;
+            let manifest = &dataset.manifest;
+            let label = column.label();
+            let field = manifest.field(&column.field).ok_or_else(|| {
+                invalid(format!(
+                    "`{}` has no field `{}`",
+                    manifest.name, column.field
+                ))
+            })?;
+            if field.identifier.is_some() || field.name == manifest.privacy_unit {
+                return Err(denied(format!(
+                    "`{label}` identifies a subject: identifiers are not features (datasets are joined on their privacy unit)"
+                )));
+            }
+            let decision = decide(
+                self.policy(),
+                manifest,
+                field,
+                request.principal,
+                request.purpose,
+                request.now,
+            );
+            match decision.level {
+                Level::Deny => {
+                    return Err(denied(format!("`{label}` is denied to you by its grade")));
+                }
+                Level::Compare => {
+                    return Err(denied(format!(
+                        "`{label}` can only be verified, not used in a model"
+                    )));
+                }
+                _ => {}
+            }
+            let bounds = match field.field_type {
+                FieldType::Boolean => Some((0.0, 1.0)),
+                t if t.is_numeric() => field.bounds,
+                _ => {
+                    return Err(invalid(format!(
+                        "`{label}` is a {} field; models take numeric fields",
+                        field.field_type
+                    )));
+                }
+            };
+            let Some((lower, upper)) = bounds else {
+                return Err(denied(format!(
+                    "`{label}` declares no bounds in the catalog; a model needs them to bound each unit's influence"
+                )));
+            };
+            let grade = self.policy().grade(&field.grade).ok_or_else(|| {
+                denied(format!("`{label}` has a grade the policy does not define"))
+            })?;
+            let entry = budgets
+                .entry(manifest.name.clone())
+                .or_insert((f64::INFINITY, f64::INFINITY));
+            entry.0 = entry.0.min(grade.budget.epsilon);
+            entry.1 = entry.1.min(grade.budget.delta);
+            if !datasets.contains(&manifest.name) {
+                datasets.push(manifest.name.clone());
+            }
+            features.push(Feature {
+                column: (*column).clone(),
+                lower,
+                upper,
+            });
+        }
+        if let Some((name, _)) = budgets.iter().find(|(_, (_, d))| *d <= 0.0) {
+            return Err(denied(format!(
+                "`{name}` has no differential-privacy budget with δ > 0 for these fields; zCDP accounting needs one"
+            )));
+        }
+        let all: Vec<&Feature> = features.iter().collect();
+        let frame = frame::read(self, request.principal, &all, None)?;
+        let target = spec
+            .target
+            .as_ref()
+            .map(|_| features.pop().expect("pushed"));
+        let delta_b = budgets.values().map(|b| b.1).fold(f64::INFINITY, f64::min);
+        let (epsilon, delta) = (spec.epsilon, delta_b / 2.0);
+        let rho = rho_for(epsilon, delta);
+        let costs = budgets
+            .into_iter()
+            .map(|(dataset, (budget_epsilon, budget_delta))| DpCost {
+                dataset,
+                epsilon,
+                delta,
+                rho,
+                delta0: 0.0,
+                budget_epsilon,
+                budget_delta,
+            })
+            .collect();
+        Ok(PreparedModel {
+            spec: spec.clone(),
+            features,
+            target,
+            frame,
+            costs,
+            provenance: self.provenance(&datasets, request.now),
+            fields: columns.iter().map(|c| c.label()).collect(),
+            rho,
+            epsilon,
+            delta,
+        })
+    }
+
+    /// Scores named subjects with a trained model, inside: the caller must
+    /// hold a live grant for `purpose` covering every field the model reads.
+    /// `subjects` are canonical identifiers; a subject with no rows in
+    /// every dataset (or outside the caller's region) scores `None`.
+    pub fn score_subjects(
+        &self,
+        model: &Model,
+        principal: &Principal,
+        purpose: Option<&str>,
+        subjects: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Option<f64>>, Provenance), ModelError> {
+        if !model.template.scores() {
+            return Err(invalid(format!(
+                "a `{}` model releases a summary and scores nothing",
+                model.template
+            )));
+        }
+        if subjects.len() > MAX_SCORES {
+            return Err(invalid(format!(
+                "at most {MAX_SCORES} subjects per request"
+            )));
+        }
+        let mut columns = Vec::new();
+        for f in &model.features {
+            let dataset = self.developable(&f.column.dataset, model.template)?;
+            let manifest = &dataset.manifest;
+            let field = manifest.field(&f.column.field).ok_or_else(|| {
+                denied(format!(
+                    "`{}` no longer has the field `{}`",
+                    manifest.name, f.column.field
+                ))
+            })?;
+            let granted = principal
+                .grants
+                .iter()
+                .any(|g| g.covers(&manifest.name, &field.name, purpose, now));
+            let level = decide(self.policy(), manifest, field, principal, purpose, now).level;
+            if !granted || matches!(level, Level::Deny | Level::Compare) {
+                return Err(denied(format!(
+                    "scoring named subjects reads their records: it needs a live grant on `{}` covering `{}` for the purpose you name",
+                    manifest.name, field.name
+                )));
+            }
+            columns.push(f);
+        }
+        let wanted: std::collections::HashSet<&str> = subjects.iter().map(String::as_str).collect();
+        let frame = frame::read(self, principal, &columns, Some(&wanted))?;
+        let mut by_unit = std::collections::HashMap::new();
+        for r in 0..frame.rows() {
+            by_unit.insert(frame.unit(r), r);
+        }
+        let scores = subjects
+            .iter()
+            .map(|s| {
+                by_unit.get(s.as_str()).and_then(|&r| {
+                    let row: Vec<f64> = (0..columns.len()).map(|c| frame.value(c, r)).collect();
+                    model.score(&row)
+                })
+            })
+            .collect();
+        Ok((scores, self.provenance(&model.datasets(), now)))
+    }
+
+    /// The identifier kind of the privacy unit shared by a model's datasets,
+    /// to check subjects named for scoring.
+    pub fn unit_identifier(&self, model: &Model) -> Option<veil_policies::catalog::IdentifierKind> {
+        let first = model.features.first()?;
+        let d = self.dataset(&first.column.dataset)?;
+        d.manifest.field(&d.manifest.privacy_unit)?.identifier
+    }
+
+    /// The dataset, when it is loaded, may be developed (Art. 38) and has
+    /// `template` enabled by the policy.
+    fn developable(
+        &self,
+        name: &str,
+        template: Template,
+    ) -> Result<std::sync::Arc<crate::Dataset>, ModelError> {
+        if let Some(reason) = self.blocked().get(name) {
+            return Err(denied(reason.clone()));
+        }
+        let dataset = self
+            .dataset(name)
+            .ok_or_else(|| ModelError::NotFound(format!("no dataset named `{name}`")))?;
+        if let Some(reason) = development_refusal(&dataset.manifest) {
+            return Err(denied(reason));
+        }
+        let enabled = self.policy().templates(name);
+        if !enabled.contains(&template) {
+            let names: Vec<&str> = enabled.iter().map(|t| t.name()).collect();
+            return Err(denied(if names.is_empty() {
+                format!("approvers have enabled no model template on `{name}`")
+            } else {
+                format!(
+                    "approvers have not enabled `{template}` on `{name}`; enabled: {}",
+                    names.join(", ")
+                )
+            }));
+        }
+        Ok(dataset)
+    }
+}
