@@ -14,6 +14,7 @@
 
 pub mod datadir;
 pub mod http;
+pub mod models;
 pub mod receipt;
 pub mod registry;
 pub mod service;

@@ -247,6 +247,16 @@ fn column_values(array: &ArrayRef) -> Vec<Value> {
     values
 }
 
+/// Where an answer's data came from (Art. 40).
+pub fn provenance(p: &veil_engine::Provenance) -> Value {
+    json!({
+        "datasets": p.datasets,
+        "providers": p.providers,
+        "catalog_versions": p.versions.iter().map(|(d, v)| (d.clone(), json!(v))).collect::<Map<String, Value>>(),
+        "retrieved_at": p.retrieved_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+    })
+}
+
 /// The provenance, privacy and policy parts of an answer.
 pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
     let p = &prepared.provenance;
@@ -285,15 +295,7 @@ pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
         privacy_json["omitted_columns"] = json!(prepared.omitted);
     }
     let mut meta = Map::new();
-    meta.insert(
-        "provenance".into(),
-        json!({
-            "datasets": p.datasets,
-            "providers": p.providers,
-            "catalog_versions": p.versions.iter().map(|(d, v)| (d.clone(), json!(v))).collect::<Map<String, Value>>(),
-            "retrieved_at": p.retrieved_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        }),
-    );
+    meta.insert("provenance".into(), provenance(p));
     meta.insert("privacy".into(), privacy_json);
     meta.insert("policy_version".into(), json!(prepared.policy_version));
     meta

@@ -88,14 +88,19 @@ pub mod pums {
 /// The identity number of the first person in a generated `population`
 /// file: the demo's data subject.
 pub fn first_person(dir: &Path) -> Option<String> {
+    first_value(dir, "population", "id_number")
+}
+
+/// The first value of a string `column` of a generated `table` file.
+pub fn first_value(dir: &Path, table: &str, column: &str) -> Option<String> {
     use arrow::array::{Array, AsArray};
-    let file = std::fs::File::open(dir.join("population.parquet")).ok()?;
+    let file = std::fs::File::open(dir.join(format!("{table}.parquet"))).ok()?;
     let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .ok()?
         .with_batch_size(1)
         .build()
         .ok()?;
     let batch = reader.next()?.ok()?;
-    let ids = batch.column_by_name("id_number")?.as_string_opt::<i32>()?;
-    (!ids.is_empty()).then(|| ids.value(0).to_owned())
+    let values = batch.column_by_name(column)?.as_string_opt::<i32>()?;
+    (!values.is_empty()).then(|| values.value(0).to_owned())
 }

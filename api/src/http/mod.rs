@@ -11,6 +11,7 @@ mod docs;
 mod error;
 mod limits;
 mod metrics;
+mod models;
 mod query;
 mod records;
 mod requests;
@@ -56,6 +57,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/verify/products", get(verify::products))
         .route("/v1/calendar/deadline", get(calendar::deadline))
         .route("/v1/me/records", get(records::own_records))
+        .route("/v1/models", get(models::list).post(models::train))
+        .route("/v1/models/{id}", get(models::show))
+        .route("/v1/models/{id}/score", post(models::score))
         .route("/v1/requests", get(requests::list).post(requests::open))
         .route("/v1/requests/overdue", get(requests::overdue))
         .route("/v1/requests/{id}", get(requests::show))

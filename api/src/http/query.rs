@@ -538,12 +538,18 @@ pub async fn budget(
     let mut budgets = Vec::new();
     for d in engine.datasets() {
         let name = &d.manifest.name;
-        let Some((epsilon, delta)) =
-            engine.dp_budget(name, &caller.0.principal, q.purpose.as_deref(), now)
-        else {
+        let principal = &caller.0.principal;
+        let purpose = q.purpose.as_deref();
+        let spent = state.store().spent(caller.name(), name)?;
+        // Datasets with dp fields, and those models have spent on.
+        let budget = engine.dp_budget(name, principal, purpose, now).or_else(|| {
+            (spent.rho > 0.0 || spent.epsilon > 0.0)
+                .then(|| engine.model_budget(name, principal, purpose, now))
+                .flatten()
+        });
+        let Some((epsilon, delta)) = budget else {
             continue;
         };
-        let spent = state.store().spent(caller.name(), name)?;
         let used = spent.epsilon(delta);
         budgets.push(json!({
             "dataset": name,

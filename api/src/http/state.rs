@@ -116,6 +116,12 @@ impl AppState {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The store's lock itself, for work that takes the store for short
+    /// moments between longer steps (training a model).
+    pub fn store_lock(&self) -> &Mutex<Store> {
+        &self.store
+    }
+
     /// The principal holding the key with this hash, if any, suspended or
     /// not. One small read of the store per call: a change made anywhere
     /// (this service, the CLI) shows on the next call.

@@ -7,6 +7,7 @@
 mod audit;
 mod budget;
 mod catalog;
+mod models;
 mod principals;
 mod requests;
 
@@ -19,6 +20,7 @@ use veil_policies::{Policy, Problems};
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
 pub use budget::{Spent, fits};
 pub use catalog::RegisteredDataset;
+pub use models::ModelRecord;
 pub use principals::{
     ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name, key_hash,
 };
@@ -35,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
     include_str!("schema_v6.sql"),
+    include_str!("schema_v7.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -523,14 +523,17 @@ impl Engine {
                     "`{label}` declares no bounds in the catalog; a model needs them to bound each unit's influence"
                 )));
             };
-            let grade = self.policy().grade(&field.grade).ok_or_else(|| {
-                denied(format!("`{label}` has a grade the policy does not define"))
-            })?;
-            let entry = budgets
-                .entry(manifest.name.clone())
-                .or_insert((f64::INFINITY, f64::INFINITY));
-            entry.0 = entry.0.min(grade.budget.epsilon);
-            entry.1 = entry.1.min(grade.budget.delta);
+            if !budgets.contains_key(&manifest.name) {
+                let budget = self
+                    .model_budget(
+                        &manifest.name,
+                        request.principal,
+                        request.purpose,
+                        request.now,
+                    )
+                    .unwrap_or((0.0, 0.0));
+                budgets.insert(manifest.name.clone(), budget);
+            }
             if !datasets.contains(&manifest.name) {
                 datasets.push(manifest.name.clone());
             }
@@ -540,7 +543,7 @@ impl Engine {
                 upper,
             });
         }
-        if let Some((name, _)) = budgets.iter().find(|(_, (_, d))| *d <= 0.0) {
+        if let Some((name, _)) = budgets.iter().find(|(_, (e, d))| *d <= 0.0 || *e <= 0.0) {
             return Err(denied(format!(
                 "`{name}` has no differential-privacy budget with δ > 0 for these fields; zCDP accounting needs one"
             )));
@@ -578,6 +581,38 @@ impl Engine {
             epsilon,
             delta,
         })
+    }
+
+    /// The budget (ε, δ) models spend on `dataset` for a caller: the
+    /// strictest grade among the fields a model may read for them (bounded
+    /// numeric fields they are not denied), whichever fields one model
+    /// reads, so every model on the dataset is held to one budget. `None`
+    /// when no field may be read.
+    pub fn model_budget(
+        &self,
+        dataset: &str,
+        principal: &Principal,
+        purpose: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<(f64, f64)> {
+        let d = self.dataset(dataset)?;
+        let m = &d.manifest;
+        m.fields
+            .iter()
+            .filter(|f| f.identifier.is_none() && f.name != m.privacy_unit)
+            .filter(|f| {
+                f.field_type == FieldType::Boolean
+                    || (f.field_type.is_numeric() && f.bounds.is_some())
+            })
+            .filter(|f| {
+                !matches!(
+                    decide(self.policy(), m, f, principal, purpose, now).level,
+                    Level::Deny | Level::Compare
+                )
+            })
+            .filter_map(|f| self.policy().grade(&f.grade))
+            .map(|g| (g.budget.epsilon, g.budget.delta))
+            .reduce(|a, b| (a.0.min(b.0), a.1.min(b.1)))
     }
 
     /// Scores named subjects with a trained model, inside: the caller must

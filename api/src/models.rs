@@ -1,0 +1,478 @@
+//! In-domain models over the service (Art. 32, 38, 39), the same for the
+//! HTTP API and the CLI: the training request as JSON, the checks only the
+//! store can make (role, development qualification), the budget charge
+//! before the release, the stored model with its lineage, and scoring.
+//!
+//! Each operation returns its answer and the audit entry that records it,
+//! refusals included; the caller writes the entry (the HTTP server through
+//! its audit writer, the CLI directly) before the answer leaves.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use veil_engine::Engine;
+use veil_engine::dp::sample::SecureEntropy;
+use veil_engine::model::{
+    Column, Model, ModelError, ModelSpec, Params, PerUnit, PreparedModel, TrainRequest, Trained,
+};
+use veil_policies::model::Template;
+use veil_policies::{Principal, Role};
+
+use crate::store::{AuditEntry, ModelRecord, Store, StoreError};
+use crate::verify::SubjectDigest;
+use crate::wire::{self, ApiError, ErrorCode};
+
+/// What models work with: the store (taken for short moments) and the
+/// engine.
+#[derive(Clone, Copy)]
+pub struct Inside<'a> {
+    pub store: &'a Mutex<Store>,
+    pub engine: &'a Engine,
+}
+
+/// A training request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainBody {
+    pub template: String,
+    #[serde(default)]
+    pub features: Vec<ColumnBody>,
+    #[serde(default)]
+    pub target: Option<ColumnBody>,
+    /// Logistic regression: the label is 1 when the target is above this.
+    #[serde(default)]
+    pub above: Option<f64>,
+    pub epsilon: f64,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    #[serde(default)]
+    pub params: ParamsBody,
+}
+
+/// A column: `"dataset.field"`, or an object that also says how a unit's
+/// rows are folded (`per_unit`: mean, min or max; mean by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnBody {
+    Short(String),
+    Full {
+        dataset: String,
+        field: String,
+        #[serde(default)]
+        per_unit: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsBody {
+    pub iterations: Option<u32>,
+    pub learning_rate: Option<f64>,
+    pub l2: Option<f64>,
+    pub bins: Option<u32>,
+    pub quantiles: Option<Vec<f64>>,
+}
+
+/// A scoring request: named subjects, or rows of feature values.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreBody {
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+    #[serde(default)]
+    pub rows: Option<Vec<Vec<f64>>>,
+    #[serde(default)]
+    pub purpose: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(cause = %e, "model operation failed");
+    ApiError::new(ErrorCode::Internal, "")
+}
+
+/// Reads a JSON body. A parse error says where and what kind of mistake it
+/// is, never the value it met (a misplaced identifier is not echoed).
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let text = e.to_string();
+        let what = if text.starts_with("unknown field") || text.starts_with("missing field") {
+            text.split(" at line").next().unwrap_or_default().to_owned()
+        } else {
+            match e.classify() {
+                serde_json::error::Category::Syntax => "it is not valid JSON".to_owned(),
+                serde_json::error::Category::Eof => "it ends too soon".to_owned(),
+                _ => "a value has the wrong type".to_owned(),
+            }
+        };
+        bad(format!(
+            "the body is not the JSON this endpoint takes: {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+impl ColumnBody {
+    fn column(&self) -> Result<Column, ApiError> {
+        match self {
+            ColumnBody::Short(text) => {
+                let (dataset, field) = text.split_once('.').ok_or_else(|| {
+                    bad("a column is `dataset.field`, or {\"dataset\", \"field\", \"per_unit\"}")
+                })?;
+                Ok(Column::new(dataset, field))
+            }
+            ColumnBody::Full {
+                dataset,
+                field,
+                per_unit,
+            } => {
+                let per_unit = match per_unit.as_deref() {
+                    None => PerUnit::Mean,
+                    Some(p) => {
+                        PerUnit::parse(p).ok_or_else(|| bad("`per_unit` is mean, min or max"))?
+                    }
+                };
+                Ok(Column {
+                    dataset: dataset.clone(),
+                    field: field.clone(),
+                    per_unit,
+                })
+            }
+        }
+    }
+}
+
+impl TrainBody {
+    /// The engine's spec; the engine checks the rest.
+    pub fn spec(&self) -> Result<ModelSpec, ApiError> {
+        let template: Template = self.template.parse().map_err(bad)?;
+        let defaults = Params::for_template(template);
+        let p = &self.params;
+        Ok(ModelSpec {
+            template,
+            features: self
+                .features
+                .iter()
+                .map(ColumnBody::column)
+                .collect::<Result<_, _>>()?,
+            target: self.target.as_ref().map(ColumnBody::column).transpose()?,
+            above: self.above,
+            epsilon: self.epsilon,
+            params: Params {
+                iterations: p.iterations.unwrap_or(defaults.iterations),
+                learning_rate: p.learning_rate.unwrap_or(defaults.learning_rate),
+                l2: p.l2.unwrap_or(defaults.l2),
+                bins: p.bins.unwrap_or(defaults.bins),
+                quantiles: p.quantiles.clone().unwrap_or(defaults.quantiles),
+            },
+        })
+    }
+
+    fn purpose(&self) -> Option<&str> {
+        self.purpose.as_deref().filter(|p| !p.trim().is_empty())
+    }
+}
+
+/// The spec as it is stored and audited, defaults filled in.
+fn spec_json(spec: &ModelSpec, purpose: Option<&str>) -> Value {
+    json!({
+        "template": spec.template.name(),
+        "features": spec.features,
+        "target": spec.target,
+        "above": spec.above,
+        "epsilon": spec.epsilon,
+        "purpose": purpose,
+        "params": spec.params,
+    })
+}
+
+/// What a model's engine error means for the caller.
+fn refusal(e: ModelError) -> ApiError {
+    match e {
+        ModelError::Invalid(m) => bad(m),
+        ModelError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
+        ModelError::Denied(m) => ApiError::new(ErrorCode::PolicyDenied, m),
+        ModelError::Internal { detail } => internal(detail),
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::BudgetExhausted(m) => ApiError::new(ErrorCode::BudgetExhausted, m),
+        other => internal(other),
+    }
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn entry(principal: &Principal, endpoint: &str, purpose: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        principal: principal.name.clone(),
+        role: principal.role.name().to_owned(),
+        purpose: purpose.unwrap_or_default().to_owned(),
+        endpoint: endpoint.to_owned(),
+        privacy: "{}".into(),
+        ..AuditEntry::default()
+    }
+}
+
+fn settle(entry: &mut AuditEntry, result: &Result<Value, ApiError>, done: &str) {
+    entry.outcome = match result {
+        Ok(_) => done.to_owned(),
+        Err(e) => format!("refused:{}", e.code.as_str()),
+    };
+}
+
+/// The privacy a training spent and how it was noised.
+fn privacy_json(prepared_costs: &[veil_engine::DpCost], trained: &Trained) -> Value {
+    json!({
+        "mode": "dp",
+        "mechanism": "discrete Gaussian, exact integer sampling (Canonne, Kamath, Steinke 2020)",
+        "epsilon_spent": trained.epsilon,
+        "delta_spent": trained.delta,
+        "rho_spent": trained.rho,
+        "budgets": prepared_costs.iter().map(|c| json!({
+            "dataset": c.dataset, "epsilon": c.budget_epsilon, "delta": c.budget_delta,
+        })).collect::<Vec<_>>(),
+        "noise": trained.noise,
+        "accounting": "zCDP: the release's statistics share ρ and compose by adding; (ε, δ) = (ρ + 2√(ρ ln 1/δ), δ) (Bun and Steinke 2016, Prop. 1.3); each unit adds at most one row to the joined frame",
+    })
+}
+
+/// A stored model as the API shows it.
+pub fn model_json(record: &ModelRecord) -> Value {
+    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+    json!({
+        "id": record.id,
+        "template": record.template,
+        "created_at": record.created_at,
+        "spec": parse(&record.spec),
+        "model": parse(&record.model),
+        "privacy": parse(&record.privacy),
+        "provenance": parse(&record.lineage),
+        "policy_version": record.policy_version,
+    })
+}
+
+/// Trains a model for a qualified modeler: checked, charged, released,
+/// stored. Returns the answer and its audit entry.
+pub fn train(
+    Inside { store, engine }: Inside<'_>,
+    principal: &Principal,
+    body: &TrainBody,
+    endpoint: &str,
+    now: DateTime<Utc>,
+) -> (Result<Value, ApiError>, AuditEntry) {
+    let purpose = body.purpose();
+    let mut audit = entry(principal, endpoint, purpose);
+    audit.request = format!("train {}", body.template);
+    let result = (|| {
+        if principal.role != Role::Modeler {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "models are trained by modelers; you are a {}",
+                    principal.role
+                ),
+            ));
+        }
+        if !lock(store).qualified(&principal.name).map_err(internal)? {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "training a model needs a development qualification (Art. 39): open a `qualification` request with the data authority",
+            ));
+        }
+        let spec = body.spec()?;
+        let spec_text = spec_json(&spec, purpose).to_string();
+        audit.request = spec_text.clone();
+        let prepared: PreparedModel = engine
+            .prepare_model(&TrainRequest {
+                principal,
+                purpose,
+                spec: &spec,
+                now,
+            })
+            .map_err(refusal)?;
+        audit.datasets = prepared.provenance.datasets.clone();
+        audit.fields = prepared.fields.clone();
+        // Paid before it exists: the noise is drawn after the charge.
+        let ledger = lock(store)
+            .charge(&principal.name, &prepared.costs, &spec_text)
+            .map_err(store_error)?;
+        let costs = prepared.costs.clone();
+        let lineage = wire::provenance(&prepared.provenance);
+        let trained = prepared.fit(&mut SecureEntropy::new());
+        let privacy = privacy_json(&costs, &trained);
+        audit.privacy = privacy.to_string();
+        let record = ModelRecord {
+            id: String::new(),
+            owner: principal.name.clone(),
+            template: spec.template.name().to_owned(),
+            spec: spec_text,
+            model: serde_json::to_string(&trained.model).map_err(internal)?,
+            privacy: privacy.to_string(),
+            lineage: lineage.to_string(),
+            policy_version: engine.policy_version().to_owned(),
+            created_at: String::new(),
+        };
+        let mut store = lock(store);
+        match store.insert_model(&record, &ledger) {
+            Ok(stored) => {
+                audit.request = format!("model {}: {}", stored.id, audit.request);
+                Ok(model_json(&stored))
+            }
+            Err(e) => {
+                // Nothing left the service: give the budget back.
+                store.refund(&ledger).map_err(internal)?;
+                Err(internal(e))
+            }
+        }
+    })();
+    settle(&mut audit, &result, "trained");
+    (result, audit)
+}
+
+/// The caller's models, newest first.
+pub fn list(store: &Store, principal: &Principal) -> Result<Value, ApiError> {
+    let models = store.models_of(&principal.name).map_err(internal)?;
+    Ok(json!({"models": models.iter().map(model_json).collect::<Vec<_>>()}))
+}
+
+/// One of the caller's models; another principal's model is not found.
+pub fn find(store: &Store, principal: &Principal, id: &str) -> Result<ModelRecord, ApiError> {
+    store
+        .model_of(&principal.name, id)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "you have no model with that id"))
+}
+
+/// Scores named subjects (with a grant) or supplied rows with one of the
+/// caller's models, inside. Subjects are audited as keyed digests only.
+pub fn score(
+    Inside { store, engine }: Inside<'_>,
+    principal: &Principal,
+    id: &str,
+    body: &ScoreBody,
+    digest: &SubjectDigest,
+    endpoint: &str,
+    now: DateTime<Utc>,
+) -> (Result<Value, ApiError>, AuditEntry) {
+    let purpose = body.purpose.as_deref().filter(|p| !p.trim().is_empty());
+    let mut audit = entry(principal, endpoint, purpose);
+    audit.request = format!("score {id}");
+    let result = (|| {
+        if principal.role != Role::Modeler {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "models are scored by their modelers; you are a {}",
+                    principal.role
+                ),
+            ));
+        }
+        let record = find(&lock(store), principal, id)?;
+        let model: Model = serde_json::from_str(&record.model).map_err(internal)?;
+        audit.datasets = model.datasets();
+        audit.fields = model.features.iter().map(|f| f.column.label()).collect();
+        let (scores, provenance, supplied) = match (&body.subjects, &body.rows) {
+            (Some(subjects), None) => {
+                let canonical = canonical_subjects(engine, &model, subjects)?;
+                let digests: Vec<String> = canonical
+                    .iter()
+                    .map(|s| format!("{:032x}", digest.digest(s)))
+                    .collect();
+                audit.request = json!({"model": id, "subjects": digests}).to_string();
+                let (scores, provenance) = engine
+                    .score_subjects(&model, principal, purpose, &canonical, now)
+                    .map_err(refusal)?;
+                (scores, wire::provenance(&provenance), false)
+            }
+            (None, Some(rows)) => {
+                if rows.len() > veil_engine::model::MAX_SCORES {
+                    return Err(bad(format!(
+                        "at most {} rows per request",
+                        veil_engine::model::MAX_SCORES
+                    )));
+                }
+                if !model.template.scores() {
+                    return Err(bad(format!(
+                        "a `{}` model releases a summary and scores nothing",
+                        model.template
+                    )));
+                }
+                audit.request = json!({"model": id, "rows": rows.len()}).to_string();
+                let width = model.features.len();
+                let scores = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, row)| {
+                        model.score(row).map(Some).ok_or_else(|| {
+                            bad(format!(
+                                "row #{} must hold {width} finite numbers, one per feature in order",
+                                i + 1
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let lineage = serde_json::from_str(&record.lineage).unwrap_or(Value::Null);
+                (scores, lineage, true)
+            }
+            _ => return Err(bad("send either `subjects` or `rows`")),
+        };
+        audit.rows = Some(scores.len() as u64);
+        Ok(json!({
+            "model": id,
+            "scores": scores,
+            "score": match model.template {
+                Template::LogisticRegression => "probability that the target is above the model's threshold",
+                _ => "predicted target",
+            },
+            "features": audit.fields,
+            "rows_supplied": supplied,
+            "provenance": provenance,
+            "policy_version": engine.policy_version(),
+            "model_policy_version": record.policy_version,
+        }))
+    })();
+    settle(&mut audit, &result, "scored");
+    (result, audit)
+}
+
+/// Subjects in canonical form, each checked against the identifier kind of
+/// the model's privacy unit. A bad one is named by its place, not its text.
+fn canonical_subjects(
+    engine: &Engine,
+    model: &Model,
+    subjects: &[String],
+) -> Result<Vec<String>, ApiError> {
+    if subjects.is_empty() || subjects.len() > veil_engine::model::MAX_SCORES {
+        return Err(bad(format!(
+            "`subjects` lists 1 to {} identifiers",
+            veil_engine::model::MAX_SCORES
+        )));
+    }
+    let kind = engine.unit_identifier(model);
+    subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let canonical = veil_policies::verify::canonical_identifier(s);
+            if canonical.is_empty() {
+                return Err(bad(format!("subject #{} is empty", i + 1)));
+            }
+            if let Some(kind) = kind {
+                veil_policies::verify::check_identifier(kind, &canonical)
+                    .map_err(|e| bad(format!("subject #{}: {e}", i + 1)))?;
+            }
+            Ok(canonical)
+        })
+        .collect()
+}
