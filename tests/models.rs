@@ -330,3 +330,64 @@ fn data_that_is_not_open_is_never_developed() {
             .is_empty()
     );
 }
+
+#[test]
+fn the_cli_trains_lists_and_scores_like_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _carol, _root) = deployment(tmp.path());
+    add_principal(&dir, "dev", "modeler", &[]);
+    let authority = add_principal(&dir, "authority", "approver", &["--org", AUTHORITY]);
+    let cli = |args: &[&str]| {
+        let mut all = vec!["model"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--data-dir", s(&dir)]);
+        let out = veil(&all);
+        (out.status.code(), text(&out).0)
+    };
+    let spec = tmp.path().join("spec.json");
+    std::fs::write(&spec, linear().to_string()).unwrap();
+    let (code, out) = cli(&["train", "--as", "dev", "--spec", s(&spec)]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("\"forbidden\"") && out.contains("qualification"),
+        "{out}"
+    );
+    {
+        let server = Server::start(&dir, &[]);
+        let dev_key = add_principal(&dir, "dev2", "modeler", &[]);
+        qualify(&server, &dev_key, &authority);
+    }
+    let (code, out) = cli(&["train", "--as", "dev2", "--spec", s(&spec)]);
+    assert_eq!(code, Some(0), "{out}");
+    let model: Value = serde_json::from_str(&out).unwrap();
+    let id = model["id"].as_str().unwrap();
+    assert!(model["audit_seq"].as_i64().is_some());
+    let (code, out) = cli(&["list", "--as", "dev2"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(id));
+    let rows = tmp.path().join("rows.json");
+    std::fs::write(&rows, "[[100.0, 50.0]]").unwrap();
+    let (code, out) = cli(&["score", "--as", "dev2", "--id", id, "--rows", s(&rows)]);
+    assert_eq!(code, Some(0), "{out}");
+    let scored: Value = serde_json::from_str(&out).unwrap();
+    assert!(scored["scores"][0].as_f64().is_some(), "{out}");
+    let (code, out) = cli(&["score", "--as", "dev", "--id", id, "--rows", s(&rows)]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("not_found"), "{out}");
+    // The CLI's work is in the same audit chain.
+    let store = veil_api::Store::open(&dir).unwrap();
+    let entries = store
+        .search_audit(&veil_api::store::AuditFilter {
+            principal: Some("dev2"),
+            dataset: None,
+            since: None,
+            outcome: None,
+            limit: 100,
+        })
+        .unwrap();
+    let endpoints: Vec<&str> = entries.iter().map(|e| e.entry.endpoint.as_str()).collect();
+    assert!(
+        endpoints.contains(&"veil model train") && endpoints.contains(&"veil model score"),
+        "{endpoints:?}"
+    );
+}

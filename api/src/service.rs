@@ -66,7 +66,7 @@ pub fn access_reason(dataset: &str, state: &str) -> String {
 }
 
 /// The named principal, when it exists and is not suspended.
-fn active_principal(store: &Store, name: &str) -> Result<PrincipalRecord, ApiError> {
+pub fn active_principal(store: &Store, name: &str) -> Result<PrincipalRecord, ApiError> {
     let record = store
         .principal(name)
         .map_err(|_| ApiError::new(ErrorCode::Internal, ""))?

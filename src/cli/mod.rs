@@ -4,6 +4,7 @@ mod audit;
 mod calendar;
 mod datasets;
 mod demo;
+mod model;
 mod policy;
 mod principal;
 mod query;
@@ -53,6 +54,9 @@ enum Command {
     Records(records::RecordsArgs),
     /// Verify claims about a subject through a verification product; prints the API's JSON.
     Verify(verify::VerifyArgs),
+    /// Train, list and score in-domain models (Art. 32, 39); prints the API's JSON.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Serve the HTTP API.
     Serve(serve::ServeArgs),
     /// Check the audit log.
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify(args) => verify::run(args),
         Command::Records(args) => records::run(args),
         Command::Request(cmd) => request::run(cmd),
+        Command::Model(cmd) => model::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Receipt(cmd) => audit::run_receipt(cmd),
