@@ -476,9 +476,27 @@ fn demo_sets_up_everything_and_is_idempotent() {
         &[("Content-Type", "application/json")],
         Some(br#"{"sql": "SELECT COUNT(*) AS n FROM population"}"#),
     );
+    // The demo modeler is qualified (Art. 39) and trains inside.
+    let modeler = keys
+        .split("[demo-modeler]")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .nth(3)
+        .unwrap()
+        .to_owned();
+    let model = request(
+        &addr,
+        "POST",
+        "/v1/models",
+        Some(&modeler),
+        &[("Content-Type", "application/json")],
+        Some(br#"{"template": "linear_regression", "features": ["tax.revenue"], "target": "tax.tax_paid", "epsilon": 0.5}"#),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(answer.json()["rows"][0][0], 2000);
+    assert_eq!(model.status, 201, "{}", model.text());
 }
 
 #[test]

@@ -345,7 +345,7 @@ impl Bench<'_> {
                 max_rows: case.max_rows,
             }),
         };
-        reset_peak_rss();
+        common::reset_peak_rss();
         let mut times = Vec::new();
         let mut answers = Vec::new();
         for _ in 0..self.veil_runs {
@@ -362,7 +362,7 @@ impl Bench<'_> {
             millis: median(times),
             mae: mae(&answers, exact),
             groups: released(&answers, exact),
-            peak_mb: peak_rss_mb(),
+            peak_mb: common::peak_rss_mb(),
         }
     }
 
@@ -612,21 +612,6 @@ fn parquet_rows(path: &Path) -> u64 {
     let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
     use parquet::file::reader::FileReader;
     reader.metadata().file_metadata().num_rows() as u64
-}
-
-/// Resets the kernel's peak-RSS mark of this process (Linux; elsewhere the
-/// peak is the process's whole life).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// The interpreter with SmartNoise SQL: `VEIL_BENCH_PYTHON`, or a virtual

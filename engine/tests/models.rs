@@ -22,6 +22,8 @@ impl Entropy for Seeded {
 
 const TRUTH: (f64, f64, f64) = (3.0, 2.0, -1.5);
 const ROWS: usize = 4000;
+/// P(flag) = σ(−1 + 0.8·x1 − 0.6·x2).
+const LOGIT: (f64, f64, f64) = (-1.0, 0.8, -0.6);
 
 fn manifest(name: &str, open: &str, fields: &str) -> String {
     format!(
@@ -77,16 +79,18 @@ fn numeric(name: &str, grade: &str, bounds: Option<(f64, f64)>) -> String {
 /// `closed`: the same, not open. Kunming units are even, Qujing odd.
 fn write_data(dir: &Path) {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
-    let mut firms = String::from("unit,county_code,x1,x2,y,x_free,secret,sector\n");
+    let mut firms = String::from("unit,county_code,x1,x2,y,x_free,secret,sector,flag\n");
     let mut extra = String::from("unit,county_code,x3\n");
     for i in 0..ROWS {
         let (x1, x2): (f64, f64) = (rng.random_range(0.0..10.0), rng.random_range(0.0..10.0));
         let y = TRUTH.0 + TRUTH.1 * x1 + TRUTH.2 * x2;
         let county = if i % 2 == 0 { "530102" } else { "530302" };
+        let logit = LOGIT.0 + LOGIT.1 * x1 + LOGIT.2 * x2;
+        let flag = u8::from(rng.random_range(0.0..1.0) < 1.0 / (1.0 + (-logit).exp()));
         for jitter in [-0.5, 0.5] {
             let e: f64 = rng.random_range(-0.2..0.2);
             firms.push_str(&format!(
-                "u{i},{county},{x1},{x2},{},{x1},{x2},retail\n",
+                "u{i},{county},{x1},{x2},{},{x1},{x2},retail,{flag}\n",
                 y + jitter + e
             ));
         }
@@ -104,6 +108,7 @@ fn write_data(dir: &Path) {
         numeric("x_free", "L2", None),
         numeric("secret", "core", Some((0.0, 10.0))),
         "[[field]]\nname = \"sector\"\ntype = \"string\"\ndescription = \"s\"\ncategory = \"business\"\ngrade = \"L1\"\n".into(),
+        numeric("flag", "L2", Some((0.0, 1.0))),
     ]
     .concat();
     std::fs::write(
@@ -148,9 +153,15 @@ fn setup() -> Setup {
     for name in ["firms", "firms_extra", "closed"] {
         let text = std::fs::read_to_string(dir.path().join(format!("{name}.toml"))).unwrap();
         let manifest = DatasetManifest::parse(&text, &|g| policy.grade(g).is_some()).unwrap();
-        veil_engine::source::check_source(&manifest, dir.path(), None).unwrap();
+        let source = veil_engine::source::check_source(&manifest, dir.path(), None).unwrap();
         let path = dir.path().join(&manifest.path);
-        engine.add_dataset(Dataset::open(manifest, 1, &path).unwrap());
+        // firms has two rows per unit (folded), firms_extra one (read straight).
+        assert_eq!(source.unique_units, name == "firms_extra");
+        engine.add_dataset(
+            Dataset::open(manifest, 1, &path)
+                .unwrap()
+                .with_unique_units(source.unique_units),
+        );
     }
     Setup { engine, _dir: dir }
 }
@@ -226,6 +237,43 @@ fn linear_coefficients_approach_the_truth_as_epsilon_grows() {
         "ε = 100 is still far from the truth: {errors:?}"
     );
     assert!(errors[0] > 100.0 * errors[4], "{errors:?}");
+}
+
+#[test]
+fn logistic_coefficients_approach_the_truth_as_epsilon_grows() {
+    let s = setup();
+    let error = |epsilon: f64, seed: u64| {
+        let mut sp = spec(
+            Template::LogisticRegression,
+            &[("firms", "x1"), ("firms", "x2")],
+            Some(("firms", "flag")),
+        );
+        sp.above = Some(0.5);
+        sp.epsilon = epsilon;
+        let Released::LogisticRegression {
+            intercept,
+            coefficients,
+            ..
+        } = train(&s.engine, &sp, seed).unwrap()
+        else {
+            panic!()
+        };
+        (intercept - LOGIT.0).abs()
+            + (coefficients[0] - LOGIT.1).abs()
+            + (coefficients[1] - LOGIT.2).abs()
+    };
+    let errors: Vec<f64> = [0.03, 0.3, 3.0, 30.0]
+        .iter()
+        .map(|&eps| (0..6).map(|seed| error(eps, seed)).sum::<f64>() / 6.0)
+        .collect();
+    for pair in errors.windows(2) {
+        assert!(
+            pair[1] < pair[0],
+            "error does not shrink with ε: {errors:?}"
+        );
+    }
+    // What is left at ε = 30 is mostly the sample's own error (4,000 units).
+    assert!(errors[3] < 0.3, "{errors:?}");
 }
 
 #[test]

@@ -20,8 +20,9 @@ token_enum!(
         /// Least squares from noisy sufficient statistics over clamped
         /// features; releases coefficients and fit metrics.
         LinearRegression = "linear_regression",
-        /// Noisy full-batch gradient descent on the logistic loss with
-        /// bounded per-unit gradients; releases coefficients and accuracy.
+        /// Noisy Newton steps on the logistic loss, with per-unit gradients
+        /// and Hessians bounded by construction; releases coefficients and
+        /// accuracy.
         LogisticRegression = "logistic_regression",
         /// Noisy counts of units per equal-width bin of one bounded field.
         Histogram = "histogram",

@@ -6,6 +6,7 @@ use veil_api::Store;
 use veil_api::datadir::write_private;
 use veil_api::registry;
 use veil_api::store::NewPrincipal;
+use veil_api::workflow::{self, OpenBody};
 use veil_datasets::{DEFAULT_PERSONS, DEFAULT_SEED, Options, TABLES, pums};
 use veil_policies::Role;
 
@@ -109,6 +110,7 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let keys_path = root.join("demo-keys.toml");
     let subject = veil_datasets::first_person(&sample);
     let keys = ensure_principals(&mut store, &keys_path, subject.as_deref())?;
+    qualify_modeler(&mut store)?;
     let policy = store
         .active_policy()?
         .map(|p| p.label())
@@ -138,6 +140,11 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         .find(|(n, _, _)| n == "demo-consumer")
         .map(|(_, _, k)| k.clone())
         .unwrap_or_default();
+    let modeler_key = keys
+        .iter()
+        .find(|(n, _, _)| n == "demo-modeler")
+        .map(|(_, _, k)| k.clone())
+        .unwrap_or_default();
     // A verification anyone can check: the birth date an identity number
     // encodes is true, the name almost certainly not.
     let verification = subject
@@ -165,12 +172,80 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
             );
         }
         println!(
+            "  curl -s http://{addr}/v1/models -H 'Authorization: Bearer {modeler_key}' -H 'Content-Type: application/json' \\\n       -d '{{\"template\": \"linear_regression\", \"features\": [\"tax.revenue\", \"legal_persons.registered_capital\"], \"target\": \"tax.tax_paid\", \"epsilon\": 0.5}}'"
+        );
+        println!(
             "  veil query --data-dir {} --as demo-consumer --sql \"SELECT name, phone FROM population LIMIT 3\"",
             root.display()
         );
     };
     let config = veil_api::http::ServerConfig::new(root.clone(), args.listen);
     super::serve::run_server(config, Some(&banner))
+}
+
+/// Gives the demo modeler its development qualification (Art. 39) through
+/// the regulation's own workflow: it applies, and the demo approver (the
+/// data authority) grants it under an agreement. Both steps are audited.
+fn qualify_modeler(store: &mut Store) -> Result<(), Failure> {
+    if store.qualified("demo-modeler")? {
+        return Ok(());
+    }
+    let principal = |store: &Store, name: &str| -> Result<veil_policies::Principal, Failure> {
+        store
+            .principal(name)?
+            .map(|r| r.principal)
+            .ok_or_else(|| Failure::Refused(format!("the demo principal `{name}` is missing")))
+    };
+    let (modeler, approver) = (
+        principal(store, "demo-modeler")?,
+        principal(store, "demo-approver")?,
+    );
+    let signer = store.data_dir().signer()?;
+    let now = chrono::Utc::now();
+    let body = OpenBody {
+        kind: "qualification".into(),
+        dataset: None,
+        purpose: None,
+        fields: None,
+        days: None,
+        detail: [
+            ("organisation", "滇数科技 (a second-tier developer)"),
+            (
+                "scope",
+                "credit models on tax, utility usage and legal persons",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        via_authority: false,
+    };
+    let opened = workflow::open(store, &modeler, &body, now);
+    let entry = workflow::audit_entry(
+        &modeler,
+        "veil demo",
+        "open qualification".into(),
+        None,
+        &opened,
+    );
+    store.append_audit(&[entry], &signer)?;
+    let (request, _) = opened.map_err(|e| Failure::Answer(e.to_json().to_string()))?;
+    let notes = [(
+        "agreement".to_owned(),
+        "veil demo development agreement".to_owned(),
+    )]
+    .into();
+    let granted = workflow::act(store, &approver, &request.id, "grant", &notes, now);
+    let entry = workflow::audit_entry(
+        &approver,
+        "veil demo",
+        format!("grant {}", request.id),
+        None,
+        &granted,
+    );
+    store.append_audit(&[entry], &signer)?;
+    granted.map_err(|e| Failure::Answer(e.to_json().to_string()))?;
+    Ok(())
 }
 
 fn register(store: &mut Store, manifest: &Path) -> Result<(), Failure> {

@@ -36,3 +36,18 @@ pub fn ensure_sample(dir: &Path, persons: u64) {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Resets the kernel's peak-RSS mark of this process (Linux; elsewhere the
+/// peak is the process's whole life).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

@@ -3,8 +3,14 @@
 //! bounds first), the caller's region scope applies as it does to queries,
 //! and datasets are inner-joined on the unit. A unit missing a value in any
 //! column is left out.
+//!
+//! Units are keyed by a 128-bit keyed hash of their identifier (two SipHash
+//! keys drawn per frame), so the frame holds no identifier. Two units share
+//! a key with probability about n²/2¹²⁹; a dataset registered with one row
+//! per unit is read straight, without folding.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
@@ -13,10 +19,24 @@ use veil_policies::Principal;
 use super::{Feature, ModelError, PerUnit};
 use crate::engine::Engine;
 
+/// A keyed 128-bit hash of unit identifiers, fixed for one frame.
+pub(crate) struct UnitKeys(RandomState, RandomState);
+
+impl UnitKeys {
+    pub fn new() -> Self {
+        UnitKeys(RandomState::new(), RandomState::new())
+    }
+
+    pub fn key(&self, unit: &str) -> u128 {
+        (u128::from(self.0.hash_one(unit)) << 64) | u128::from(self.1.hash_one(unit))
+    }
+}
+
 pub(crate) struct Frame {
-    units: Vec<Box<str>>,
+    units: Vec<u128>,
     /// Per column, one value per row.
     values: Vec<Vec<f64>>,
+    keys: UnitKeys,
 }
 
 impl Frame {
@@ -24,8 +44,17 @@ impl Frame {
         self.units.len()
     }
 
-    pub fn unit(&self, row: usize) -> &str {
-        &self.units[row]
+    /// The row of a unit, when the frame has it.
+    pub fn rows_by_unit(&self) -> HashMap<u128, usize> {
+        self.units
+            .iter()
+            .enumerate()
+            .map(|(r, k)| (*k, r))
+            .collect()
+    }
+
+    pub fn key(&self, unit: &str) -> u128 {
+        self.keys.key(unit)
     }
 
     pub fn value(&self, column: usize, row: usize) -> f64 {
@@ -37,45 +66,11 @@ impl Frame {
     }
 }
 
-/// A fold of one unit's values of one column.
-#[derive(Clone, Copy)]
-struct Fold {
-    sum: f64,
-    n: u32,
-    min: f64,
-    max: f64,
-}
-
-impl Fold {
-    const EMPTY: Fold = Fold {
-        sum: 0.0,
-        n: 0,
-        min: f64::INFINITY,
-        max: f64::NEG_INFINITY,
-    };
-
-    fn add(&mut self, v: f64) {
-        self.sum += v;
-        self.n += 1;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-    }
-
-    fn value(&self, per_unit: PerUnit) -> Option<f64> {
-        (self.n > 0).then(|| match per_unit {
-            PerUnit::Mean => self.sum / f64::from(self.n),
-            PerUnit::Min => self.min,
-            PerUnit::Max => self.max,
-        })
-    }
-}
-
-/// One dataset's columns folded per unit, in the order units first appear.
-struct Folded {
-    slots: HashMap<Box<str>, u32>,
-    order: Vec<Box<str>>,
-    /// `order.len() × columns` folds, row-major.
-    folds: Vec<Fold>,
+/// One dataset's columns, one value per unit (NaN where a unit has none),
+/// in the order units first appear.
+struct PerUnitColumns {
+    units: Vec<u128>,
+    columns: Vec<Vec<f64>>,
 }
 
 fn internal(detail: impl Into<String>) -> ModelError {
@@ -92,6 +87,8 @@ pub(crate) fn read(
     columns: &[&Feature],
     only: Option<&HashSet<&str>>,
 ) -> Result<Frame, ModelError> {
+    let keys = UnitKeys::new();
+    let only: Option<HashSet<u128>> = only.map(|o| o.iter().map(|u| keys.key(u)).collect());
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     for (i, c) in columns.iter().enumerate() {
         match groups.iter_mut().find(|(d, _)| *d == c.column.dataset) {
@@ -99,34 +96,86 @@ pub(crate) fn read(
             None => groups.push((&c.column.dataset, vec![i])),
         }
     }
-    let mut folded = Vec::new();
+    // Units need keys to be joined, folded or looked up; one dataset with
+    // one row per unit, read whole, needs none.
+    let single = groups.len() == 1 && only.is_none();
+    let mut per_dataset = Vec::new();
     for (name, cols) in &groups {
         let features: Vec<&Feature> = cols.iter().map(|&i| columns[i]).collect();
-        folded.push(fold_dataset(engine, principal, name, &features, only)?);
+        per_dataset.push(fold_dataset(
+            engine,
+            principal,
+            name,
+            &features,
+            &keys,
+            !single,
+            only.as_ref(),
+        )?);
+    }
+    let mut rest = per_dataset.split_off(1);
+    let mut base = per_dataset.pop().expect("one dataset at least");
+    if rest.is_empty() {
+        // No join: drop the incomplete rows in place.
+        let mut kept = 0;
+        for r in 0..base.units.len() {
+            if base.columns.iter().any(|c| c[r].is_nan()) {
+                continue;
+            }
+            base.units[kept] = base.units[r];
+            for c in &mut base.columns {
+                c[kept] = c[r];
+            }
+            kept += 1;
+        }
+        base.units.truncate(kept);
+        base.columns.iter_mut().for_each(|c| c.truncate(kept));
+        return Ok(Frame {
+            units: base.units,
+            values: base.columns,
+            keys,
+        });
     }
     // Inner join on the unit, in the first dataset's order.
+    let lookups: Vec<HashMap<u128, u32>> = rest
+        .iter()
+        .map(|d| {
+            d.units
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (*k, i as u32))
+                .collect()
+        })
+        .collect();
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); columns.len()];
     let mut units = Vec::new();
-    let mut values = vec![Vec::new(); columns.len()];
     let mut row = vec![0.0; columns.len()];
-    'units: for unit in &folded[0].order {
-        for ((_, cols), f) in groups.iter().zip(&folded) {
-            let Some(&slot) = f.slots.get(unit) else {
+    'units: for (slot, unit) in base.units.iter().enumerate() {
+        for (j, &c) in groups[0].1.iter().enumerate() {
+            row[c] = base.columns[j][slot];
+        }
+        for (g, (lookup, other)) in lookups.iter().zip(&rest).enumerate() {
+            let Some(&s) = lookup.get(unit) else {
                 continue 'units;
             };
-            let width = cols.len();
-            for (j, &c) in cols.iter().enumerate() {
-                match f.folds[slot as usize * width + j].value(columns[c].column.per_unit) {
-                    Some(v) => row[c] = v,
-                    None => continue 'units,
-                }
+            for (j, &c) in groups[g + 1].1.iter().enumerate() {
+                row[c] = other.columns[j][s as usize];
             }
         }
-        units.push(unit.clone());
+        if row.iter().any(|v| v.is_nan()) {
+            continue;
+        }
+        units.push(*unit);
         for (c, v) in row.iter().enumerate() {
             values[c].push(*v);
         }
     }
-    Ok(Frame { units, values })
+    drop(base);
+    rest.clear();
+    Ok(Frame {
+        units,
+        values,
+        keys,
+    })
 }
 
 fn fold_dataset(
@@ -134,8 +183,10 @@ fn fold_dataset(
     principal: &Principal,
     name: &str,
     features: &[&Feature],
-    only: Option<&HashSet<&str>>,
-) -> Result<Folded, ModelError> {
+    keys: &UnitKeys,
+    need_keys: bool,
+    only: Option<&HashSet<u128>>,
+) -> Result<PerUnitColumns, ModelError> {
     let dataset = engine
         .dataset(name)
         .ok_or_else(|| internal(format!("`{name}` vanished")))?;
@@ -150,11 +201,16 @@ fn fold_dataset(
         names.push(field);
     }
     let width = features.len();
-    let mut out = Folded {
-        slots: HashMap::new(),
-        order: Vec::new(),
-        folds: Vec::new(),
+    // A dataset with one row per unit needs no folding.
+    let unique = dataset.unique_units;
+    // Folding needs the units' keys; otherwise only joins and lookups do.
+    let keys = (need_keys || !unique).then_some(keys);
+    let mut out = PerUnitColumns {
+        units: Vec::new(),
+        columns: vec![Vec::new(); width],
     };
+    let mut slots: HashMap<u128, u32> = HashMap::new();
+    let mut counts: Vec<u32> = Vec::new();
     let text = |a: &dyn Array| -> Result<arrow::array::ArrayRef, String> {
         arrow::compute::cast(a, &DataType::Utf8).map_err(|e| e.to_string())
     };
@@ -183,29 +239,58 @@ fn fold_dataset(
             {
                 continue;
             }
-            let u = unit.value(r);
-            if only.is_some_and(|o| !o.contains(u)) {
+            let key = keys.map_or(0, |k| k.key(unit.value(r)));
+            if only.is_some_and(|o| !o.contains(&key)) {
                 continue;
             }
-            let slot = match out.slots.get(u) {
-                Some(&s) => s as usize,
-                None => {
-                    let s = out.order.len();
-                    out.slots.insert(u.into(), s as u32);
-                    out.order.push(u.into());
-                    out.folds.extend(std::iter::repeat_n(Fold::EMPTY, width));
-                    s
-                }
-            };
-            for (j, f) in features.iter().enumerate() {
+            let value = |j: usize| {
                 let a = numbers[j];
-                if a.is_valid(r) && !a.value(r).is_nan() {
-                    out.folds[slot * width + j].add(f.clamp(a.value(r)));
+                (a.is_valid(r) && !a.value(r).is_nan()).then(|| features[j].clamp(a.value(r)))
+            };
+            if unique {
+                out.units.push(key);
+                for (j, column) in out.columns.iter_mut().enumerate() {
+                    column.push(value(j).unwrap_or(f64::NAN));
                 }
+                continue;
+            }
+            let slot = *slots.entry(key).or_insert_with(|| {
+                out.units.push(key);
+                out.columns.iter_mut().for_each(|c| c.push(f64::NAN));
+                counts.extend(std::iter::repeat_n(0, width));
+                (out.units.len() - 1) as u32
+            }) as usize;
+            for (j, column) in out.columns.iter_mut().enumerate() {
+                let Some(v) = value(j) else { continue };
+                let n = &mut counts[slot * width + j];
+                let cell = &mut column[slot];
+                *cell = if *n == 0 {
+                    v
+                } else {
+                    match features[j].column.per_unit {
+                        PerUnit::Mean => *cell + v,
+                        PerUnit::Min => cell.min(v),
+                        PerUnit::Max => cell.max(v),
+                    }
+                };
+                *n += 1;
             }
         }
         Ok(true)
     })
     .map_err(internal)?;
+    // Means were kept as sums.
+    if !unique {
+        for (j, f) in features.iter().enumerate() {
+            if f.column.per_unit == PerUnit::Mean {
+                for (slot, cell) in out.columns[j].iter_mut().enumerate() {
+                    let n = counts[slot * width + j];
+                    if n > 0 {
+                        *cell /= f64::from(n);
+                    }
+                }
+            }
+        }
+    }
     Ok(out)
 }

@@ -82,9 +82,10 @@ impl Column {
 /// Training hyper-parameters; each template reads the ones it needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Params {
-    /// Logistic regression: gradient steps (each one a noisy release).
+    /// Logistic regression: Newton steps (each two noisy releases).
     pub iterations: u32,
-    /// Logistic regression: step size on the normalised features.
+    /// Logistic regression: the share of each Newton step taken (1 is a
+    /// full step; smaller damps it).
     pub learning_rate: f64,
     /// Logistic regression: L2 penalty.
     pub l2: f64,
@@ -98,9 +99,9 @@ impl Params {
     /// The defaults for `template`.
     pub fn for_template(template: Template) -> Params {
         Params {
-            iterations: 100,
-            learning_rate: 4.0,
-            l2: 1e-4,
+            iterations: 8,
+            learning_rate: 1.0,
+            l2: 0.0,
             bins: if template == Template::Quantiles {
                 1000
             } else {
@@ -421,11 +422,15 @@ fn check_shape(spec: &ModelSpec) -> Result<(), ModelError> {
                 "a logistic regression needs `above`: the label is 1 when the target is above it",
             ));
         }
-        if !(1..=1000).contains(&p.iterations) {
-            return Err(invalid("`iterations` must be between 1 and 1000"));
+        if !(1..=100).contains(&p.iterations) {
+            return Err(invalid(
+                "`iterations` (Newton steps) must be between 1 and 100",
+            ));
         }
-        if !(p.learning_rate.is_finite() && p.learning_rate > 0.0 && p.learning_rate <= 100.0) {
-            return Err(invalid("`learning_rate` must be above 0 and at most 100"));
+        if !(p.learning_rate.is_finite() && p.learning_rate > 0.0 && p.learning_rate <= 1.0) {
+            return Err(invalid(
+                "`learning_rate` (the share of a Newton step) must be above 0 and at most 1",
+            ));
         }
         if !(p.l2.is_finite() && (0.0..=10.0).contains(&p.l2)) {
             return Err(invalid("`l2` must be between 0 and 10"));
@@ -663,14 +668,11 @@ impl Engine {
         }
         let wanted: std::collections::HashSet<&str> = subjects.iter().map(String::as_str).collect();
         let frame = frame::read(self, principal, &columns, Some(&wanted))?;
-        let mut by_unit = std::collections::HashMap::new();
-        for r in 0..frame.rows() {
-            by_unit.insert(frame.unit(r), r);
-        }
+        let by_unit = frame.rows_by_unit();
         let scores = subjects
             .iter()
             .map(|s| {
-                by_unit.get(s.as_str()).and_then(|&r| {
+                by_unit.get(&frame.key(s)).and_then(|&r| {
                     let row: Vec<f64> = (0..columns.len()).map(|c| frame.value(c, r)).collect();
                     model.score(&row)
                 })
