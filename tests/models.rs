@@ -84,7 +84,12 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
     assert!(m["policy_version"].as_str().is_some());
     assert!(m["audit_seq"].as_i64().is_some());
     assert_eq!(
-        m["spec"]["params"]["bins"], 10,
+        m["spec"]["params"],
+        json!({}),
+        "a linear regression has no parameters"
+    );
+    assert_eq!(
+        m["spec"]["features"][0]["per_unit"], "mean",
         "defaults are kept with the spec"
     );
 
@@ -117,6 +122,7 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
                 "params": {"bins": 4}}),
     );
     assert_eq!(histogram.status, 201, "{}", histogram.text());
+    assert_eq!(histogram.json()["spec"]["params"], json!({"bins": 4}));
     let hist_id = histogram.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(
         histogram.json()["model"]["released"]["counts"]

@@ -52,7 +52,8 @@ pub struct TrainBody {
 }
 
 /// A column: `"dataset.field"`, or an object that also says how a unit's
-/// rows are folded (`per_unit`: mean, min or max; mean by default).
+/// rows are folded (`per_unit`: mean, min or max; mean by default) and may
+/// narrow the declared bounds (`clamp`: [lower, upper]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ColumnBody {
@@ -62,6 +63,8 @@ pub enum ColumnBody {
         field: String,
         #[serde(default)]
         per_unit: Option<String>,
+        #[serde(default)]
+        clamp: Option<[f64; 2]>,
     },
 }
 
@@ -131,6 +134,7 @@ impl ColumnBody {
                 dataset,
                 field,
                 per_unit,
+                clamp,
             } => {
                 let per_unit = match per_unit.as_deref() {
                     None => PerUnit::Mean,
@@ -142,6 +146,7 @@ impl ColumnBody {
                     dataset: dataset.clone(),
                     field: field.clone(),
                     per_unit,
+                    clamp: clamp.map(|[l, u]| (l, u)),
                 })
             }
         }
@@ -179,8 +184,18 @@ impl TrainBody {
     }
 }
 
-/// The spec as it is stored and audited, defaults filled in.
+/// The spec as it is stored and audited, defaults filled in, with the
+/// parameters its template reads.
 fn spec_json(spec: &ModelSpec, purpose: Option<&str>) -> Value {
+    let p = &spec.params;
+    let params = match spec.template {
+        Template::LinearRegression => json!({}),
+        Template::LogisticRegression => {
+            json!({"iterations": p.iterations, "learning_rate": p.learning_rate, "l2": p.l2})
+        }
+        Template::Histogram => json!({"bins": p.bins}),
+        Template::Quantiles => json!({"bins": p.bins, "quantiles": p.quantiles}),
+    };
     json!({
         "template": spec.template.name(),
         "features": spec.features,
@@ -188,7 +203,7 @@ fn spec_json(spec: &ModelSpec, purpose: Option<&str>) -> Value {
         "above": spec.above,
         "epsilon": spec.epsilon,
         "purpose": purpose,
-        "params": spec.params,
+        "params": params,
     })
 }
 

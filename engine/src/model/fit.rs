@@ -122,7 +122,7 @@ pub(super) fn linear(
     let quad: f64 = (0..p)
         .map(|i| beta[i] * (0..p).map(|j| xtx[i][j] * beta[j]).sum::<f64>())
         .sum();
-    let sse = (gram[y_col][y_col] - 2.0 * dot(&beta, &xty) + quad).max(0.0);
+    let sse = gram[y_col][y_col] - 2.0 * dot(&beta, &xty) + quad;
     let mean_y = gram[one][y_col] / units;
     let sst = gram[y_col][y_col] - units * mean_y * mean_y;
     let half_y = (target.upper - target.lower) / 2.0;
@@ -132,8 +132,8 @@ pub(super) fn linear(
         intercept,
         coefficients,
         units,
-        r2: (sst > 0.0).then(|| 1.0 - sse / sst),
-        rmse: half_y * (sse / units).sqrt(),
+        r2: (sse > 0.0 && sst > 0.0).then(|| 1.0 - sse / sst),
+        rmse: (sse > 0.0).then(|| half_y * (sse / units).sqrt()),
         ridge,
     };
     let noise = vec![Noise {
@@ -354,8 +354,13 @@ pub(super) fn histogram(
     (Released::Histogram { edges, counts }, noise)
 }
 
-/// Quantiles read from the cumulative noisy histogram (negative counts
-/// taken as zero), interpolated within the bin.
+/// Quantiles read from the noisy histogram's cumulative counts. The counts
+/// are used as released, negative ones included, so the cumulative count
+/// is unbiased (clipping them at zero would add the positive half of every
+/// empty bin's noise); its running maximum keeps it monotone. A quantile
+/// is placed within its bin by linear interpolation. The rank error of a
+/// cumulative count over m bins has standard deviation σ·√m, which the
+/// release reports for the middle of the range.
 pub(super) fn quantiles(
     frame: &Frame,
     feature: &Feature,
@@ -364,23 +369,30 @@ pub(super) fn quantiles(
     entropy: &mut dyn Entropy,
 ) -> (Released, Vec<Noise>) {
     let (counts, width, sigma) = noisy_bins(frame, feature, params.bins, rho, entropy);
-    let clipped: Vec<f64> = counts.iter().map(|&c| c.max(0) as f64).collect();
-    let total: f64 = clipped.iter().sum();
+    let mut cumulative = Vec::with_capacity(counts.len());
+    let (mut sum, mut top) = (0i64, 0i64);
+    for &c in &counts {
+        sum += c;
+        top = top.max(sum);
+        cumulative.push(top as f64);
+    }
+    let total = top.max(1) as f64;
     let quantiles = params
         .quantiles
         .iter()
         .map(|&q| {
             let goal = q * total;
-            let mut below = 0.0;
-            let mut value = feature.upper;
-            for (i, &c) in clipped.iter().enumerate() {
-                if c > 0.0 && below + c >= goal {
-                    value = feature.lower + width * (i as f64 + (goal - below) / c);
-                    break;
-                }
-                below += c;
-            }
-            (q, value)
+            let i = cumulative
+                .partition_point(|&c| c < goal)
+                .min(counts.len() - 1);
+            let below = if i == 0 { 0.0 } else { cumulative[i - 1] };
+            let inside = cumulative[i] - below;
+            let share = if inside > 0.0 {
+                ((goal - below) / inside).clamp(0.0, 1.0)
+            } else {
+                0.5
+            };
+            (q, feature.lower + width * (i as f64 + share))
         })
         .collect();
     let noise = vec![Noise {
@@ -391,7 +403,8 @@ pub(super) fn quantiles(
     let released = Released::Quantiles {
         quantiles,
         resolution: width,
-        units: total as i64,
+        units: top,
+        rank_error: sigma * (counts.len() as f64 / 2.0).sqrt(),
     };
     (released, noise)
 }

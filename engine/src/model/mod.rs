@@ -63,6 +63,11 @@ pub struct Column {
     pub dataset: String,
     pub field: String,
     pub per_unit: PerUnit,
+    /// Narrower clamping bounds, inside the declared ones, that the modeler
+    /// chooses (public): values beyond are clamped, and the release's
+    /// noise is relative to this range, not the catalog's wider one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp: Option<(f64, f64)>,
 }
 
 impl Column {
@@ -71,6 +76,7 @@ impl Column {
             dataset: dataset.to_owned(),
             field: field.to_owned(),
             per_unit: PerUnit::Mean,
+            clamp: None,
         }
     }
 
@@ -103,7 +109,7 @@ impl Params {
             learning_rate: 1.0,
             l2: 0.0,
             bins: if template == Template::Quantiles {
-                1000
+                128
             } else {
                 10
             },
@@ -196,8 +202,10 @@ pub enum Released {
         coefficients: Vec<f64>,
         /// Noisy count of units in the joined frame.
         units: f64,
+        /// R² and RMSE in-sample, from the noisy statistics; `None` when
+        /// the noise swamps them (the noisy residual sum is not positive).
         r2: Option<f64>,
-        rmse: f64,
+        rmse: Option<f64>,
         /// The ridge added to the noisy Gram matrix so it can be solved.
         ridge: f64,
     },
@@ -219,7 +227,11 @@ pub enum Released {
         quantiles: Vec<(f64, f64)>,
         /// The width of the bins the quantiles were read from.
         resolution: f64,
+        /// The noisy count of units.
         units: i64,
+        /// Standard deviation of the noise on a cumulative count at the
+        /// middle of the range, in units: how far in rank a quantile may be.
+        rank_error: f64,
     },
 }
 
@@ -527,6 +539,19 @@ impl Engine {
                 return Err(denied(format!(
                     "`{label}` declares no bounds in the catalog; a model needs them to bound each unit's influence"
                 )));
+            };
+            let (lower, upper) = match column.clamp {
+                None => (lower, upper),
+                Some((l, u))
+                    if l.is_finite() && u.is_finite() && lower <= l && l < u && u <= upper =>
+                {
+                    (l, u)
+                }
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "`{label}`: `clamp` is [lower, upper] with lower below upper, inside the declared bounds [{lower}, {upper}]"
+                    )));
+                }
             };
             if !budgets.contains_key(&manifest.name) {
                 let budget = self
