@@ -460,38 +460,34 @@ fn demo_sets_up_everything_and_is_idempotent() {
         }
     }
     let addr = addr.expect("the demo prints where it serves");
-    let key = keys
-        .split("[demo-consumer]")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .nth(3)
-        .unwrap()
-        .to_owned();
-    let answer = request(
-        &addr,
-        "POST",
+    let post_as = |principal: &str, path: &str, body: &[u8]| {
+        let section = format!("[{principal}]");
+        let key = keys
+            .split(&section)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .nth(3)
+            .unwrap();
+        request(
+            &addr,
+            "POST",
+            path,
+            Some(key),
+            &[("Content-Type", "application/json")],
+            Some(body),
+        )
+    };
+    let answer = post_as(
+        "demo-consumer",
         "/v1/query",
-        Some(&key),
-        &[("Content-Type", "application/json")],
-        Some(br#"{"sql": "SELECT COUNT(*) AS n FROM population"}"#),
+        br#"{"sql": "SELECT COUNT(*) AS n FROM population"}"#,
     );
     // The demo modeler is qualified (Art. 39) and trains inside.
-    let modeler = keys
-        .split("[demo-modeler]")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .nth(3)
-        .unwrap()
-        .to_owned();
-    let model = request(
-        &addr,
-        "POST",
+    let model = post_as(
+        "demo-modeler",
         "/v1/models",
-        Some(&modeler),
-        &[("Content-Type", "application/json")],
-        Some(br#"{"template": "linear_regression", "features": ["tax.revenue"], "target": "tax.tax_paid", "epsilon": 0.5}"#),
+        br#"{"template": "linear_regression", "features": ["tax.revenue"], "target": "tax.tax_paid", "epsilon": 0.5}"#,
     );
     child.kill().unwrap();
     child.wait().unwrap();

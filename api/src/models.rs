@@ -224,6 +224,19 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+fn require_modeler(principal: &Principal) -> Result<(), ApiError> {
+    if principal.role == Role::Modeler {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "models are trained and scored by modelers; you are a {}",
+            principal.role
+        ),
+    ))
+}
+
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -290,15 +303,7 @@ pub fn train(
     let mut audit = entry(principal, endpoint, purpose);
     audit.request = format!("train {}", body.template);
     let result = (|| {
-        if principal.role != Role::Modeler {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "models are trained by modelers; you are a {}",
-                    principal.role
-                ),
-            ));
-        }
+        require_modeler(principal)?;
         if !lock(store).qualified(&principal.name).map_err(internal)? {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -384,15 +389,7 @@ pub fn score(
     let mut audit = entry(principal, endpoint, purpose);
     audit.request = format!("score {id}");
     let result = (|| {
-        if principal.role != Role::Modeler {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "models are scored by their modelers; you are a {}",
-                    principal.role
-                ),
-            ));
-        }
+        require_modeler(principal)?;
         let record = find(&lock(store), principal, id)?;
         let model: Model = serde_json::from_str(&record.model).map_err(internal)?;
         audit.datasets = model.datasets();

@@ -177,29 +177,37 @@ fn spec(template: Template, features: &[(&str, &str)], target: Option<(&str, &st
     }
 }
 
+/// A spec over the two features `x1` and `x2` of `firms`.
+fn two_features(template: Template, target: &str) -> ModelSpec {
+    spec(
+        template,
+        &[("firms", "x1"), ("firms", "x2")],
+        Some(("firms", target)),
+    )
+}
+
+fn request<'a>(principal: &'a Principal, spec: &'a ModelSpec) -> TrainRequest<'a> {
+    TrainRequest {
+        principal,
+        purpose: None,
+        spec,
+        now: Utc::now(),
+    }
+}
+
 fn modeler() -> Principal {
     Principal::new("m", Role::Modeler)
 }
 
 fn train(engine: &Engine, spec: &ModelSpec, seed: u64) -> Result<Released, ModelError> {
     let principal = modeler();
-    let request = TrainRequest {
-        principal: &principal,
-        purpose: None,
-        spec,
-        now: Utc::now(),
-    };
-    let prepared = engine.prepare_model(&request)?;
+    let prepared = engine.prepare_model(&request(&principal, spec))?;
     let mut e = Seeded(rand_chacha::ChaCha20Rng::seed_from_u64(seed));
     Ok(prepared.fit(&mut e).model.released)
 }
 
 fn linear_error(engine: &Engine, epsilon: f64, seed: u64) -> f64 {
-    let mut s = spec(
-        Template::LinearRegression,
-        &[("firms", "x1"), ("firms", "x2")],
-        Some(("firms", "y")),
-    );
+    let mut s = two_features(Template::LinearRegression, "y");
     s.epsilon = epsilon;
     let Released::LinearRegression {
         intercept,
@@ -243,11 +251,7 @@ fn linear_coefficients_approach_the_truth_as_epsilon_grows() {
 fn logistic_coefficients_approach_the_truth_as_epsilon_grows() {
     let s = setup();
     let error = |epsilon: f64, seed: u64| {
-        let mut sp = spec(
-            Template::LogisticRegression,
-            &[("firms", "x1"), ("firms", "x2")],
-            Some(("firms", "flag")),
-        );
+        let mut sp = two_features(Template::LogisticRegression, "flag");
         sp.above = Some(0.5);
         sp.epsilon = epsilon;
         let Released::LogisticRegression {
@@ -281,11 +285,7 @@ fn narrower_clamping_bounds_cut_the_noise() {
     let s = setup();
     // y lies in about [-12, 23] (declared [-20, 30]); x1 and x2 fill [0, 10].
     let error = |clamp: Option<(f64, f64)>, seed: u64| {
-        let mut sp = spec(
-            Template::LinearRegression,
-            &[("firms", "x1"), ("firms", "x2")],
-            Some(("firms", "y")),
-        );
+        let mut sp = two_features(Template::LinearRegression, "y");
         sp.target.as_mut().unwrap().clamp = clamp;
         sp.epsilon = 0.3;
         let Released::LinearRegression { coefficients, .. } = train(&s.engine, &sp, seed).unwrap()
@@ -302,11 +302,7 @@ fn narrower_clamping_bounds_cut_the_noise() {
 #[test]
 fn linear_metrics_describe_the_fit() {
     let s = setup();
-    let mut sp = spec(
-        Template::LinearRegression,
-        &[("firms", "x1"), ("firms", "x2")],
-        Some(("firms", "y")),
-    );
+    let mut sp = two_features(Template::LinearRegression, "y");
     sp.epsilon = 10.0;
     let Released::LinearRegression {
         units, r2, rmse, ..
@@ -323,11 +319,7 @@ fn linear_metrics_describe_the_fit() {
 #[test]
 fn logistic_regression_separates_what_the_truth_separates() {
     let s = setup();
-    let mut sp = spec(
-        Template::LogisticRegression,
-        &[("firms", "x1"), ("firms", "x2")],
-        Some(("firms", "y")),
-    );
+    let mut sp = two_features(Template::LogisticRegression, "y");
     // y > 3 exactly when 2·x1 > 1.5·x2 (up to the small noise).
     sp.above = Some(3.0);
     sp.epsilon = 10.0;
@@ -398,15 +390,7 @@ fn datasets_join_on_the_privacy_unit() {
         Some(("firms", "y")),
     );
     sp.features[0].per_unit = PerUnit::Max;
-    let prepared = s
-        .engine
-        .prepare_model(&TrainRequest {
-            principal: &principal,
-            purpose: None,
-            spec: &sp,
-            now: Utc::now(),
-        })
-        .unwrap();
+    let prepared = s.engine.prepare_model(&request(&principal, &sp)).unwrap();
     // Only every other unit has x3: the join keeps those.
     assert_eq!(prepared.exact_rows(), ROWS / 2);
     assert_eq!(prepared.provenance.datasets, ["firms", "firms_extra"]);
@@ -417,15 +401,7 @@ fn datasets_join_on_the_privacy_unit() {
     let mut regional = modeler();
     regional.region = Some(RegionScope::parse("530300").unwrap());
     let sp = spec(Template::Histogram, &[("firms", "x1")], None);
-    let prepared = s
-        .engine
-        .prepare_model(&TrainRequest {
-            principal: &regional,
-            purpose: None,
-            spec: &sp,
-            now: Utc::now(),
-        })
-        .unwrap();
+    let prepared = s.engine.prepare_model(&request(&regional, &sp)).unwrap();
     assert_eq!(prepared.exact_rows(), ROWS / 2);
 }
 
@@ -546,22 +522,10 @@ fn every_refusal_names_its_reason() {
 #[test]
 fn scoring_named_subjects_needs_a_grant_and_stays_in_region() {
     let s = setup();
-    let mut sp = spec(
-        Template::LinearRegression,
-        &[("firms", "x1"), ("firms", "x2")],
-        Some(("firms", "y")),
-    );
+    let mut sp = two_features(Template::LinearRegression, "y");
     sp.epsilon = 10.0;
     let principal = modeler();
-    let prepared = s
-        .engine
-        .prepare_model(&TrainRequest {
-            principal: &principal,
-            purpose: None,
-            spec: &sp,
-            now: Utc::now(),
-        })
-        .unwrap();
+    let prepared = s.engine.prepare_model(&request(&principal, &sp)).unwrap();
     let model = prepared
         .fit(&mut Seeded(rand_chacha::ChaCha20Rng::seed_from_u64(5)))
         .model;

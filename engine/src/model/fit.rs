@@ -97,27 +97,11 @@ pub(super) fn linear(
             k += 1;
         }
     }
-    // Solve (XᵀX + λI) β = Xᵀy over the features and the intercept. The
-    // noise matrix's spectral norm is about 2σ√(d+1): λ lifts the noisy
-    // matrix's smallest eigenvalue to at least that (as AdaSSP does, Wang
-    // 2018), so the solution does not amplify the noise, and is 0 when the
-    // data already dominate. It doubles in the unlikely case the
-    // factorisation still fails.
+    // Solve (XᵀX + λI) β = Xᵀy over the features and the intercept.
     let p = d + 1;
     let xtx: Vec<Vec<f64>> = (0..p).map(|i| gram[i][..p].to_vec()).collect();
     let xty: Vec<f64> = (0..p).map(|i| gram[i][y_col]).collect();
-    let floor = 2.0 * sigma * (p as f64).sqrt();
-    let mut ridge = (floor - smallest_eigenvalue(&xtx)).max(0.0);
-    let beta = loop {
-        let mut a = xtx.clone();
-        for (i, row) in a.iter_mut().enumerate() {
-            row[i] += ridge;
-        }
-        if let Some(b) = solve_spd(a, &xty) {
-            break b;
-        }
-        ridge = (ridge * 2.0).max(floor);
-    };
+    let (beta, ridge) = solve_noisy(&xtx, &xty, sigma);
     let units = gram[one][one].max(1.0);
     let quad: f64 = (0..p)
         .map(|i| beta[i] * (0..p).map(|j| xtx[i][j] * beta[j]).sum::<f64>())
@@ -213,7 +197,6 @@ pub(super) fn logistic(
     let mut x = vec![0.0; p];
     let mut grad = vec![0i64; p];
     let mut hess = vec![0i64; triangle];
-    let mut ridges = Vec::with_capacity(steps);
     for _ in 0..steps {
         grad.iter_mut().for_each(|s| *s = 0);
         hess.iter_mut().for_each(|s| *s = 0);
@@ -252,19 +235,7 @@ pub(super) fn logistic(
             }
             h[i][i] += params.l2 * units;
         }
-        let floor = 2.0 * hess_sigma / SCALE * (p as f64).sqrt();
-        let mut ridge = (floor - smallest_eigenvalue(&h)).max(0.0);
-        let step = loop {
-            let mut a = h.clone();
-            for (i, r) in a.iter_mut().enumerate() {
-                r[i] += ridge;
-            }
-            if let Some(s) = solve_spd(a, &g) {
-                break s;
-            }
-            ridge = (ridge * 2.0).max(floor);
-        };
-        ridges.push(ridge);
+        let (step, _) = solve_noisy(&h, &g, hess_sigma / SCALE);
         for (wj, s) in w.iter_mut().zip(step) {
             *wj -= params.learning_rate * s;
         }
@@ -407,6 +378,27 @@ pub(super) fn quantiles(
         rank_error: sigma * (counts.len() as f64 / 2.0).sqrt(),
     };
     (released, noise)
+}
+
+/// Solves A x = b for a symmetric matrix released with noise σ per entry,
+/// and returns the ridge λ it added. The noise matrix's spectral norm is
+/// about 2σ√n: λ lifts A's smallest eigenvalue to at least that (as AdaSSP
+/// does, Wang 2018), so the solution does not amplify the noise, and is 0
+/// when the data already dominate. It doubles in the unlikely case the
+/// factorisation still fails. Post-processing of released values only.
+fn solve_noisy(a: &[Vec<f64>], b: &[f64], sigma: f64) -> (Vec<f64>, f64) {
+    let floor = 2.0 * sigma * (b.len() as f64).sqrt();
+    let mut ridge = (floor - smallest_eigenvalue(a)).max(0.0);
+    loop {
+        let mut lifted = a.to_vec();
+        for (i, row) in lifted.iter_mut().enumerate() {
+            row[i] += ridge;
+        }
+        if let Some(x) = solve_spd(lifted, b) {
+            return (x, ridge);
+        }
+        ridge = (ridge * 2.0).max(floor);
+    }
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
