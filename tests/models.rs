@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 const AUTHORITY: &str = "云南省数据局 (Yunnan Provincial Data Bureau)";
 
-fn qualify(server: &Server, modeler: &str, authority: &str) {
+/// Qualifies `modeler` through the workflow; returns the request's id.
+fn qualify(server: &Server, modeler: &str, authority: &str) -> String {
     let opened = server.post_json(
         "/v1/requests",
         Some(modeler),
@@ -25,6 +26,7 @@ fn qualify(server: &Server, modeler: &str, authority: &str) {
         &json!({"notes": {"agreement": "DA-2026-31"}}),
     );
     assert_eq!(granted.json()["state"], "qualified", "{}", granted.text());
+    id
 }
 
 fn linear() -> Value {
@@ -56,7 +58,7 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
         r.text()
     );
     assert_eq!(server.post_json("/v1/models", None, &linear()).status, 401);
-    qualify(&server, &dev, &authority);
+    let qualification = qualify(&server, &dev, &authority);
 
     let trained = server.post_json("/v1/models", Some(&dev), &linear());
     assert_eq!(trained.status, 201, "{}", trained.text());
@@ -282,6 +284,28 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
     );
     assert!(outcomes.contains(&"refused:policy_denied"), "{outcomes:?}");
     assert!(!audit.to_string().contains(&company));
+
+    // A revoked qualification stops training and scoring; the models stay
+    // listed with their lineage.
+    let revoked = server.post_json(
+        &format!("/v1/requests/{qualification}/revoke"),
+        Some(&authority),
+        &json!({"notes": {"reason": "misuse (Art. 48)"}}),
+    );
+    assert_eq!(revoked.json()["state"], "revoked", "{}", revoked.text());
+    let r = server.post_json(&score_path, Some(&dev), &json!({"rows": [[1.0, 1.0]]}));
+    assert_eq!(r.code(), "forbidden", "{}", r.text());
+    assert_eq!(
+        server.post_json("/v1/models", Some(&dev), &linear()).code(),
+        "forbidden"
+    );
+    assert_eq!(
+        server.get("/v1/models", Some(&dev)).json()["models"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[test]

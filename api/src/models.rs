@@ -237,6 +237,16 @@ fn require_modeler(principal: &Principal) -> Result<(), ApiError> {
     ))
 }
 
+fn require_qualified(store: &Store, principal: &Principal) -> Result<(), ApiError> {
+    if store.qualified(&principal.name).map_err(internal)? {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        "models need a live development qualification (Art. 39): open a `qualification` request with the data authority",
+    ))
+}
+
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -304,12 +314,7 @@ pub fn train(
     audit.request = format!("train {}", body.template);
     let result = (|| {
         require_modeler(principal)?;
-        if !lock(store).qualified(&principal.name).map_err(internal)? {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "training a model needs a development qualification (Art. 39): open a `qualification` request with the data authority",
-            ));
-        }
+        require_qualified(&lock(store), principal)?;
         let spec = body.spec()?;
         let spec_text = spec_json(&spec, purpose).to_string();
         audit.request = spec_text.clone();
@@ -391,6 +396,8 @@ pub fn score(
     let result = (|| {
         require_modeler(principal)?;
         let record = find(&lock(store), principal, id)?;
+        // A revoked qualification stops the use of models already trained.
+        require_qualified(&lock(store), principal)?;
         let model: Model = serde_json::from_str(&record.model).map_err(internal)?;
         audit.datasets = model.datasets();
         audit.fields = model.features.iter().map(|f| f.column.label()).collect();
