@@ -204,7 +204,11 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
     );
     assert_eq!(r.code(), "bad_request");
 
-    // Named subjects need a grant on every feature for the purpose.
+    // Named subjects need a grant on every feature for the purpose. Their
+    // rows are found through the unit indexes built at registration.
+    for index in ["tax-v1-uscc.idx", "legal_persons-v1-uscc.idx"] {
+        assert!(dir.join("indexes").join(index).exists(), "{index}");
+    }
     let sample = dir.join("datasets/sample");
     let company = veil_datasets::first_value(&sample, "tax", "uscc").unwrap();
     let subjects = json!({"subjects": [company, "91110000600037341L"], "purpose": "credit"});

@@ -30,6 +30,8 @@ use crate::wire::{self, ApiError, ErrorCode};
 pub struct Inside<'a> {
     pub store: &'a Mutex<Store>,
     pub engine: &'a Engine,
+    /// The unit indexes that let scoring read only the subjects' rows.
+    pub indexes: &'a crate::verify::UnitIndexes,
 }
 
 /// A training request.
@@ -303,7 +305,7 @@ pub fn model_json(record: &ModelRecord) -> Value {
 /// Trains a model for a qualified modeler: checked, charged, released,
 /// stored. Returns the answer and its audit entry.
 pub fn train(
-    Inside { store, engine }: Inside<'_>,
+    Inside { store, engine, .. }: Inside<'_>,
     principal: &Principal,
     body: &TrainBody,
     endpoint: &str,
@@ -382,7 +384,11 @@ pub fn find(store: &Store, principal: &Principal, id: &str) -> Result<ModelRecor
 /// Scores named subjects (with a grant) or supplied rows with one of the
 /// caller's models, inside. Subjects are audited as keyed digests only.
 pub fn score(
-    Inside { store, engine }: Inside<'_>,
+    Inside {
+        store,
+        engine,
+        indexes,
+    }: Inside<'_>,
     principal: &Principal,
     id: &str,
     body: &ScoreBody,
@@ -409,8 +415,9 @@ pub fn score(
                     .map(|s| format!("{:032x}", digest.digest(s)))
                     .collect();
                 audit.request = json!({"model": id, "subjects": digests}).to_string();
+                let finder = indexes.finder(&lock(store)).map_err(internal)?;
                 let (scores, provenance) = engine
-                    .score_subjects(&model, principal, purpose, &canonical, now)
+                    .score_subjects(&model, principal, purpose, &canonical, Some(&finder), now)
                     .map_err(refusal)?;
                 (scores, wire::provenance(&provenance), false)
             }

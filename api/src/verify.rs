@@ -12,7 +12,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::{Value, json};
-use veil_engine::verify::{Checked, Claimed, SubjectIndex, VerifyError, VerifyItem};
+use veil_engine::verify::{
+    Checked, Claimed, IndexFile, SubjectIndex, VerifyError, VerifyItem, subject_key,
+};
 use veil_engine::{Dataset, Engine};
 use veil_policies::Product;
 use veil_policies::verify::Answer;
@@ -167,7 +169,96 @@ pub fn build_indexes(store: &Store, only: Option<&str>) -> Result<(), StoreError
             .map_err(StoreError::Conflict)?;
         done.push((&product.dataset, &product.subject));
     }
+    // The privacy units of datasets whose models score named subjects.
+    for (name, templates) in &active.policy.models {
+        if only.is_some_and(|d| d != name) || !templates.iter().any(|t| t.scores()) {
+            continue;
+        }
+        let Some(registered) = store.dataset(name)? else {
+            continue;
+        };
+        let unit = &registered.manifest.privacy_unit;
+        if done.contains(&(name, unit))
+            || registered.manifest.format != veil_policies::catalog::FileFormat::Parquet
+            || veil_policies::model::development_refusal(&registered.manifest).is_some()
+        {
+            continue;
+        }
+        let dataset = Dataset::open(
+            registered.manifest.clone(),
+            registered.version,
+            &registered.data_path,
+        )
+        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        subject_index(store.data_dir(), &registered, &dataset, unit)
+            .map_err(StoreError::Conflict)?;
+    }
     Ok(())
+}
+
+/// The index files of datasets' privacy units, opened (and checked against
+/// their checksum) once, then looked up in place: scoring named subjects
+/// reads only their rows. A dataset without a usable index is scanned.
+#[derive(Default)]
+pub struct UnitIndexes {
+    open: Mutex<HashMap<PathBuf, Arc<IndexFile>>>,
+}
+
+impl UnitIndexes {
+    fn file(&self, path: &std::path::Path, tag: &str) -> Option<Arc<IndexFile>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(path) {
+            return Some(f.clone());
+        }
+        match IndexFile::open(path, tag) {
+            Ok(f) => {
+                let f = Arc::new(f);
+                open.insert(path.to_path_buf(), f.clone());
+                Some(f)
+            }
+            Err(why) => {
+                if path.exists() {
+                    tracing::warn!(index = %path.display(), reason = %why, "unit index unusable; scanning");
+                }
+                None
+            }
+        }
+    }
+
+    /// Finds named subjects' rows through the unit indexes of the store's
+    /// current dataset versions.
+    pub fn finder<'a>(
+        &'a self,
+        store: &Store,
+    ) -> Result<impl Fn(&Dataset, &[String]) -> Option<Vec<u32>> + 'a, StoreError> {
+        let locations: HashMap<String, (i64, PathBuf, String)> = store
+            .datasets()?
+            .into_iter()
+            .map(|d| {
+                let unit = d.manifest.privacy_unit.clone();
+                let at = (
+                    d.version,
+                    index_path(store.data_dir(), &d, &unit),
+                    index_tag(&d, &unit),
+                );
+                (d.manifest.name.clone(), at)
+            })
+            .collect();
+        Ok(move |dataset: &Dataset, subjects: &[String]| {
+            let (version, path, tag) = locations.get(&dataset.manifest.name)?;
+            if *version != dataset.version {
+                return None;
+            }
+            let file = self.file(path, tag)?;
+            let mut rows = Vec::new();
+            for s in subjects {
+                rows.extend(file.rows(subject_key(s)?).ok()?);
+            }
+            rows.sort_unstable();
+            rows.dedup();
+            Some(rows)
+        })
+    }
 }
 
 /// Keyed digests of subjects for the audit log and the daily quota: the

@@ -358,6 +358,63 @@ fn units_are_unique(manifest: &DatasetManifest, path: &Path) -> Result<bool, Str
 /// Reads the named columns of a data file in file order, batch by batch,
 /// until `visit` returns false. Batches hold the columns in the order of
 /// `names`.
+/// Like [`read_columns`], but only the rows at `rows` (sorted, file order)
+/// of a Parquet file, skipping the pages that hold none of them. Returns
+/// `false`, having read nothing, when the file is not Parquet.
+pub(crate) fn read_rows(
+    manifest: &DatasetManifest,
+    path: &Path,
+    names: &[&str],
+    rows: &[u32],
+    mut visit: impl FnMut(&arrow::array::RecordBatch) -> Result<bool, String>,
+) -> Result<bool, String> {
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    if manifest.format != FileFormat::Parquet {
+        return Ok(false);
+    }
+    let file = File::open(path).map_err(|e| e.kind().to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let total = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    let mut selectors = Vec::new();
+    let mut at = 0usize;
+    for &row in rows {
+        let row = row as usize;
+        if row < at || row >= total {
+            continue; // repeated, or beyond the file
+        }
+        if row > at {
+            selectors.push(RowSelector::skip(row - at));
+        }
+        selectors.push(RowSelector::select(1));
+        at = row + 1;
+    }
+    if at < total {
+        selectors.push(RowSelector::skip(total - at));
+    }
+    let indices = names
+        .iter()
+        .map(|n| builder.schema().index_of(n).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
+    let reader = builder
+        .with_projection(mask)
+        .with_row_selection(RowSelection::from(selectors))
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| e.to_string())?;
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let order = names
+            .iter()
+            .map(|n| batch.schema().index_of(n).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !visit(&batch.project(&order).map_err(|e| e.to_string())?)? {
+            break;
+        }
+    }
+    Ok(true)
+}
+
 pub(crate) fn read_columns(
     manifest: &DatasetManifest,
     path: &Path,

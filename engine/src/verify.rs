@@ -239,6 +239,112 @@ impl SubjectIndex {
     }
 }
 
+/// A subject index looked up where it lies on disk: checked against its
+/// checksum and tag once, when opened, then searched by positioned reads,
+/// so an index of tens of millions of rows costs no memory. Models use it
+/// to read only the rows of the subjects they score.
+pub struct IndexFile {
+    file: std::sync::Mutex<std::fs::File>,
+    n_keys: u64,
+    keys_at: u64,
+    starts_at: u64,
+    rows_at: u64,
+}
+
+impl IndexFile {
+    /// Opens an index written by [`SubjectIndex::save`] for `tag`; any
+    /// other tag, a truncated or altered file is an error.
+    pub fn open(path: &Path, tag: &str) -> Result<IndexFile, String> {
+        let io = |e: std::io::Error| e.kind().to_string();
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len < 8 + 8 + 24 + 32 {
+            return Err("the index file is truncated".into());
+        }
+        // The SHA-256 of everything before the last 32 bytes.
+        let body_len = len - 32;
+        let mut hasher = Sha256::new();
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = body_len;
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            file.read_exact(&mut buf[..n]).map_err(io)?;
+            hasher.update(&buf[..n]);
+            if head.len() < 4096 {
+                head.extend_from_slice(&buf[..n.min(4096)]);
+            }
+            left -= n as u64;
+        }
+        let mut digest = [0u8; 32];
+        file.read_exact(&mut digest).map_err(io)?;
+        if hasher.finalize().as_slice() != digest {
+            return Err("the index file does not match its checksum".into());
+        }
+        let u64_at = |at: usize| -> Result<u64, String> {
+            head.get(at..at + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .ok_or_else(|| "the index file is truncated".to_string())
+        };
+        if head.get(..8) != Some(INDEX_MAGIC.as_slice()) {
+            return Err("not a veil index file".into());
+        }
+        let tag_len = u64_at(8)? as usize;
+        if head.get(16..16 + tag_len) != Some(tag.as_bytes()) {
+            return Err("the index was built from another version of the data".into());
+        }
+        let at = 16 + tag_len;
+        let (n_keys, n_rows) = (u64_at(at)?, u64_at(at + 8)?);
+        let keys_at = (at + 24) as u64;
+        let starts_at = keys_at + n_keys * 16;
+        let rows_at = starts_at + (n_keys + 1) * 4;
+        if rows_at + n_rows * 4 != body_len {
+            return Err("the index file is truncated".into());
+        }
+        Ok(IndexFile {
+            file: std::sync::Mutex::new(file),
+            n_keys,
+            keys_at,
+            starts_at,
+            rows_at,
+        })
+    }
+
+    /// The rows of the subject with `key`, in file order.
+    pub fn rows(&self, key: u128) -> Result<Vec<u32>, String> {
+        use std::io::Seek;
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut read = |at: u64, buf: &mut [u8]| -> Result<(), String> {
+            file.seek(std::io::SeekFrom::Start(at))
+                .and_then(|_| file.read_exact(buf))
+                .map_err(|e| e.kind().to_string())
+        };
+        let (mut lo, mut hi) = (0u64, self.n_keys);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let mut b = [0u8; 16];
+            read(self.keys_at + mid * 16, &mut b)?;
+            match u128::from_le_bytes(b).cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let mut starts = [0u8; 8];
+                    read(self.starts_at + mid * 4, &mut starts)?;
+                    let from = u32::from_le_bytes(starts[..4].try_into().expect("4 bytes"));
+                    let to = u32::from_le_bytes(starts[4..].try_into().expect("4 bytes"));
+                    let mut rows = vec![0u8; (to.saturating_sub(from) as usize) * 4];
+                    read(self.rows_at + u64::from(from) * 4, &mut rows)?;
+                    return Ok(rows
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                        .collect());
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
 /// How a threshold claim folds a segment's values into one: the fold that
 /// decides its test (some row above t ⟺ the largest is; every row above t
 /// ⟺ the smallest is, and so on).

@@ -1,6 +1,8 @@
 //! In-domain models: the released parameters approach the truth as ε grows,
 //! on data whose relation the test knows; every refusal path.
 
+mod common;
+
 use std::path::Path;
 
 use chrono::Utc;
@@ -533,7 +535,7 @@ fn scoring_named_subjects_needs_a_grant_and_stays_in_region() {
     let now = Utc::now();
     let err = s
         .engine
-        .score_subjects(&model, &principal, Some("credit"), &subjects, now)
+        .score_subjects(&model, &principal, Some("credit"), &subjects, None, now)
         .unwrap_err();
     assert!(
         err.to_string().contains("needs a live grant on `firms`"),
@@ -550,12 +552,12 @@ fn scoring_named_subjects_needs_a_grant_and_stays_in_region() {
     // The grant is for its purpose only.
     assert!(
         s.engine
-            .score_subjects(&model, &granted, Some("marketing"), &subjects, now)
+            .score_subjects(&model, &granted, Some("marketing"), &subjects, None, now)
             .is_err()
     );
     let (scores, provenance) = s
         .engine
-        .score_subjects(&model, &granted, Some("credit"), &subjects, now)
+        .score_subjects(&model, &granted, Some("credit"), &subjects, None, now)
         .unwrap();
     assert_eq!(provenance.datasets, ["firms"]);
     assert_eq!(scores.len(), 3);
@@ -568,11 +570,96 @@ fn scoring_named_subjects_needs_a_grant_and_stays_in_region() {
     granted.region = Some(RegionScope::parse("530100").unwrap());
     let (scores, _) = s
         .engine
-        .score_subjects(&model, &granted, Some("credit"), &subjects, now)
+        .score_subjects(&model, &granted, Some("credit"), &subjects, None, now)
         .unwrap();
     assert!(scores[0].is_some() && scores[1].is_none(), "{scores:?}");
     // Rows the caller supplies score through the same parameters, clamped.
     assert_eq!(model.score(&[5.0, 5.0]), model.score(&[5.0, 5.0]));
     assert_eq!(model.score(&[50.0, 5.0]), model.score(&[10.0, 5.0]));
     assert_eq!(model.score(&[1.0]), None);
+}
+
+#[test]
+fn scoring_through_the_unit_index_reads_only_the_subjects_rows_and_agrees_with_a_scan() {
+    use arrow::array::{Array, AsArray};
+    use veil_engine::verify::{IndexFile, SubjectIndex, subject_key};
+    let fixture = common::fixture();
+    let engine = &fixture.engine;
+    let mut modeler = modeler();
+    let now = Utc::now();
+    modeler.grants.push(Grant {
+        id: "g-tax".into(),
+        dataset: "tax".into(),
+        fields: None,
+        purpose: "credit".into(),
+        expires_at: now + chrono::Duration::days(1),
+    });
+    let mut sp = spec(
+        Template::LinearRegression,
+        &[("tax", "revenue")],
+        Some(("tax", "tax_paid")),
+    );
+    sp.epsilon = 1.0;
+    let model = engine
+        .prepare_model(&request(&modeler, &sp))
+        .unwrap()
+        .fit(&mut Seeded(rand_chacha::ChaCha20Rng::seed_from_u64(9)))
+        .model;
+    // Some companies from across the file, and one that pays no tax here.
+    let file = std::fs::File::open(fixture.dir.join("tax.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut codes = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let uscc = batch
+            .column_by_name("uscc")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        codes.extend((0..uscc.len()).map(|i| uscc.value(i).to_owned()));
+    }
+    let mut subjects: Vec<String> = codes.iter().step_by(997).cloned().collect();
+    subjects.push("91110000600037341L".into());
+    let dataset = engine.dataset("tax").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tax-uscc.idx");
+    SubjectIndex::build(&dataset, "uscc")
+        .unwrap()
+        .save(&path, "tax:1:uscc")
+        .unwrap();
+    let index = IndexFile::open(&path, "tax:1:uscc").unwrap();
+    let looked_up = std::cell::Cell::new(0);
+    let finder = |d: &Dataset, subjects: &[String]| -> Option<Vec<u32>> {
+        assert_eq!(d.manifest.name, "tax");
+        looked_up.set(looked_up.get() + 1);
+        let mut rows: Vec<u32> = subjects
+            .iter()
+            .flat_map(|s| index.rows(subject_key(s).unwrap()).unwrap())
+            .collect();
+        rows.sort_unstable();
+        Some(rows)
+    };
+    let (scanned, _) = engine
+        .score_subjects(&model, &modeler, Some("credit"), &subjects, None, now)
+        .unwrap();
+    let (indexed, _) = engine
+        .score_subjects(
+            &model,
+            &modeler,
+            Some("credit"),
+            &subjects,
+            Some(&finder),
+            now,
+        )
+        .unwrap();
+    assert_eq!(looked_up.get(), 1);
+    assert_eq!(indexed, scanned);
+    assert!(
+        scanned[..subjects.len() - 1].iter().all(Option::is_some),
+        "{scanned:?}"
+    );
+    assert_eq!(scanned.last(), Some(&None));
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 
 use common::*;
 use veil_engine::Engine;
-use veil_engine::verify::{Claimed, SubjectIndex, VerifyError, VerifyItem, VerifyRequest};
+use veil_engine::verify::{
+    Claimed, IndexFile, SubjectIndex, VerifyError, VerifyItem, VerifyRequest,
+};
 use veil_policies::identifiers::CitizenId;
 use veil_policies::{Policy, Principal, Role};
 
@@ -500,6 +502,18 @@ fn the_index_file_round_trips_and_refuses_other_data() {
     );
     let err = SubjectIndex::load(&path, "population:2:id_number").unwrap_err();
     assert!(err.contains("another version"), "{err}");
+    // Looked up in place, the file answers as the index does.
+    let in_place = IndexFile::open(&path, "population:1:id_number").unwrap();
+    for person in people().iter().take(50) {
+        let key = veil_engine::verify::subject_key(&person["id_number"]).unwrap();
+        assert_eq!(in_place.rows(key).unwrap(), index.rows(key));
+    }
+    assert!(in_place.rows(1).unwrap().is_empty());
+    assert!(in_place.rows(u128::MAX).unwrap().is_empty());
+    let err = IndexFile::open(&path, "population:2:id_number")
+        .err()
+        .unwrap();
+    assert!(err.contains("another version"), "{err}");
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
@@ -509,8 +523,13 @@ fn the_index_file_round_trips_and_refuses_other_data() {
             .unwrap_err()
             .contains("checksum")
     );
+    let err = IndexFile::open(&path, "population:1:id_number")
+        .err()
+        .unwrap();
+    assert!(err.contains("checksum"), "{err}");
     std::fs::write(&path, &bytes[..10]).unwrap();
     assert!(SubjectIndex::load(&path, "population:1:id_number").is_err());
+    assert!(IndexFile::open(&path, "population:1:id_number").is_err());
     let key = veil_engine::verify::subject_key(&people()[5]["id_number"]).unwrap();
     assert_eq!(index.rows(key), [5]);
 }

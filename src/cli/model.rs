@@ -141,10 +141,12 @@ fn inside(
     let signer = store.data_dir().signer()?;
     let digest = SubjectDigest::new(&store.data_dir().master_key()?);
     let store = Mutex::new(store);
+    let indexes = veil_api::verify::UnitIndexes::default();
     let (answer, entry) = work(
         Inside {
             store: &store,
             engine: &engine,
+            indexes: &indexes,
         },
         &record.principal,
         &digest,

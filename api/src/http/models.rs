@@ -62,6 +62,7 @@ pub async fn train(
             Inside {
                 store: state.store_lock(),
                 engine,
+                indexes: &state.unit_indexes,
             },
             &principal,
             &body,
@@ -109,6 +110,7 @@ pub async fn score(
             Inside {
                 store: state.store_lock(),
                 engine,
+                indexes: &state.unit_indexes,
             },
             &principal,
             &id,

@@ -61,6 +61,8 @@ pub struct AppState {
     pub quotas: Quotas,
     /// Keyed digests of verified subjects.
     pub digest: SubjectDigest,
+    /// Unit index files models score named subjects through.
+    pub unit_indexes: crate::verify::UnitIndexes,
     callers: Mutex<CallerCache>,
     /// The access generation the engine was last checked against.
     engine_generation: std::sync::atomic::AtomicI64,
@@ -100,6 +102,7 @@ impl AppState {
             callers: Mutex::new(CallerCache::default()),
             quotas,
             digest,
+            unit_indexes: crate::verify::UnitIndexes::default(),
             limits: Limits::new(config.requests_per_minute, config.concurrency_per_principal),
             metrics: Metrics::default(),
             store: Mutex::new(store),

@@ -16,7 +16,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
 use veil_policies::Principal;
 
-use super::{Feature, ModelError, PerUnit};
+use super::{Feature, ModelError, PerUnit, SubjectRows};
 use crate::engine::Engine;
 
 /// A keyed 128-bit hash of unit identifiers, fixed for one frame.
@@ -79,16 +79,24 @@ fn internal(detail: impl Into<String>) -> ModelError {
     }
 }
 
+/// The named subjects a frame is limited to, and how to find their rows
+/// without reading every row (when the datasets have an index).
+pub(crate) struct Only<'a> {
+    pub subjects: &'a [String],
+    pub rows: Option<&'a SubjectRows<'a>>,
+}
+
 /// Reads the frame of `columns` (checked by the caller). With `only`, just
 /// those units are kept.
 pub(crate) fn read(
     engine: &Engine,
     principal: &Principal,
     columns: &[&Feature],
-    only: Option<&HashSet<&str>>,
+    only: Option<&Only<'_>>,
 ) -> Result<Frame, ModelError> {
     let keys = UnitKeys::new();
-    let only: Option<HashSet<u128>> = only.map(|o| o.iter().map(|u| keys.key(u)).collect());
+    let wanted: Option<HashSet<u128>> =
+        only.map(|o| o.subjects.iter().map(|u| keys.key(u)).collect());
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     for (i, c) in columns.iter().enumerate() {
         match groups.iter_mut().find(|(d, _)| *d == c.column.dataset) {
@@ -98,7 +106,7 @@ pub(crate) fn read(
     }
     // Units need keys to be joined, folded or looked up; one dataset with
     // one row per unit, read whole, needs none.
-    let single = groups.len() == 1 && only.is_none();
+    let single = groups.len() == 1 && wanted.is_none();
     let mut per_dataset = Vec::new();
     for (name, cols) in &groups {
         let features: Vec<&Feature> = cols.iter().map(|&i| columns[i]).collect();
@@ -109,7 +117,7 @@ pub(crate) fn read(
             &features,
             &keys,
             !single,
-            only.as_ref(),
+            wanted.as_ref().zip(only),
         )?);
     }
     let mut rest = per_dataset.split_off(1);
@@ -185,7 +193,7 @@ fn fold_dataset(
     features: &[&Feature],
     keys: &UnitKeys,
     need_keys: bool,
-    only: Option<&HashSet<u128>>,
+    only: Option<(&HashSet<u128>, &Only<'_>)>,
 ) -> Result<PerUnitColumns, ModelError> {
     let dataset = engine
         .dataset(name)
@@ -214,7 +222,7 @@ fn fold_dataset(
     let text = |a: &dyn Array| -> Result<arrow::array::ArrayRef, String> {
         arrow::compute::cast(a, &DataType::Utf8).map_err(|e| e.to_string())
     };
-    crate::source::read_columns(manifest, dataset.path(), &names, |batch| {
+    let mut visit = |batch: &arrow::array::RecordBatch| -> Result<bool, String> {
         let unit = text(batch.column(0))?;
         let unit = unit.as_string::<i32>();
         let numbers = (0..width)
@@ -240,7 +248,7 @@ fn fold_dataset(
                 continue;
             }
             let key = keys.map_or(0, |k| k.key(unit.value(r)));
-            if only.is_some_and(|o| !o.contains(&key)) {
+            if only.is_some_and(|(o, _)| !o.contains(&key)) {
                 continue;
             }
             let value = |j: usize| {
@@ -277,8 +285,19 @@ fn fold_dataset(
             }
         }
         Ok(true)
-    })
-    .map_err(internal)?;
+    };
+    // Named subjects' rows straight from the index, when there is one.
+    let positions: Option<Vec<u32>> =
+        only.and_then(|(_, o)| o.rows.and_then(|find| find(&dataset, o.subjects)));
+    let read = match positions {
+        Some(rows) => crate::source::read_rows(manifest, dataset.path(), &names, &rows, &mut visit)
+            .map_err(internal)?,
+        None => false,
+    };
+    if !read {
+        crate::source::read_columns(manifest, dataset.path(), &names, &mut visit)
+            .map_err(internal)?;
+    }
     // Means were kept as sums.
     if !unique {
         for (j, f) in features.iter().enumerate() {

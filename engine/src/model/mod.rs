@@ -32,6 +32,12 @@ use crate::engine::{DpCost, Engine, Provenance};
 
 pub use fit::Noise;
 
+/// Finds the rows of named subjects (canonical identifiers) in a dataset
+/// without reading it whole: their row positions in file order, or `None`
+/// when the dataset has no index of its privacy unit (it is then scanned).
+/// The rows found are still checked against the subjects as they are read.
+pub type SubjectRows<'a> = dyn Fn(&crate::Dataset, &[String]) -> Option<Vec<u32>> + 'a;
+
 /// The most features one model takes.
 pub const MAX_FEATURES: usize = 32;
 /// The most subjects or rows one scoring request names.
@@ -648,13 +654,16 @@ impl Engine {
     /// Scores named subjects with a trained model, inside: the caller must
     /// hold a live grant for `purpose` covering every field the model reads.
     /// `subjects` are canonical identifiers; a subject with no rows in
-    /// every dataset (or outside the caller's region) scores `None`.
+    /// every dataset (or outside the caller's region) scores `None`. With
+    /// `rows`, datasets with an index of their unit are read only where the
+    /// subjects are.
     pub fn score_subjects(
         &self,
         model: &Model,
         principal: &Principal,
         purpose: Option<&str>,
         subjects: &[String],
+        rows: Option<&SubjectRows<'_>>,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Option<f64>>, Provenance), ModelError> {
         if !model.template.scores() {
@@ -691,8 +700,8 @@ impl Engine {
             }
             columns.push(f);
         }
-        let wanted: std::collections::HashSet<&str> = subjects.iter().map(String::as_str).collect();
-        let frame = frame::read(self, principal, &columns, Some(&wanted))?;
+        let only = frame::Only { subjects, rows };
+        let frame = frame::read(self, principal, &columns, Some(&only))?;
         let by_unit = frame.rows_by_unit();
         let scores = subjects
             .iter()
