@@ -492,6 +492,20 @@ fn every_refusal_names_its_reason() {
         ),
         (
             ModelSpec {
+                params: Params {
+                    iterations: 26,
+                    ..Params::for_template(Template::LogisticRegression)
+                },
+                ..spec(
+                    Template::LogisticRegression,
+                    &[("firms", "x1")],
+                    Some(("firms", "y")),
+                )
+            },
+            "`iterations` (Newton steps) must be between 1 and 25",
+        ),
+        (
+            ModelSpec {
                 epsilon: 0.0,
                 ..lin(&[("firms", "x1")], ("firms", "y"))
             },

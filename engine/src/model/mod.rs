@@ -440,9 +440,11 @@ fn check_shape(spec: &ModelSpec) -> Result<(), ModelError> {
                 "a logistic regression needs `above`: the label is 1 when the target is above it",
             ));
         }
-        if !(1..=100).contains(&p.iterations) {
+        // Newton converges in a handful of steps; the cap bounds the work
+        // one request can ask for (each step is a pass over the frame).
+        if !(1..=25).contains(&p.iterations) {
             return Err(invalid(
-                "`iterations` (Newton steps) must be between 1 and 100",
+                "`iterations` (Newton steps) must be between 1 and 25",
             ));
         }
         if !(p.learning_rate.is_finite() && p.learning_rate > 0.0 && p.learning_rate <= 1.0) {
