@@ -355,9 +355,6 @@ fn units_are_unique(manifest: &DatasetManifest, path: &Path) -> Result<bool, Str
     Ok(unique)
 }
 
-/// Reads the named columns of a data file in file order, batch by batch,
-/// until `visit` returns false. Batches hold the columns in the order of
-/// `names`.
 /// Like [`read_columns`], but only the rows at `rows` (sorted, file order)
 /// of a Parquet file, skipping the pages that hold none of them. Returns
 /// `false`, having read nothing, when the file is not Parquet.
@@ -366,95 +363,90 @@ pub(crate) fn read_rows(
     path: &Path,
     names: &[&str],
     rows: &[u32],
-    mut visit: impl FnMut(&arrow::array::RecordBatch) -> Result<bool, String>,
+    visit: impl FnMut(&arrow::array::RecordBatch) -> Result<bool, String>,
 ) -> Result<bool, String> {
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
     if manifest.format != FileFormat::Parquet {
         return Ok(false);
     }
-    let file = File::open(path).map_err(|e| e.kind().to_string())?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
-    let total = builder.metadata().file_metadata().num_rows().max(0) as usize;
-    let mut selectors = Vec::new();
-    let mut at = 0usize;
-    for &row in rows {
-        let row = row as usize;
-        if row < at || row >= total {
-            continue; // repeated, or beyond the file
+    read_parquet(path, names, visit, |total| {
+        let mut selectors = Vec::new();
+        let mut at = 0usize;
+        for &row in rows {
+            let row = row as usize;
+            if row < at || row >= total {
+                continue; // repeated, or beyond the file
+            }
+            if row > at {
+                selectors.push(RowSelector::skip(row - at));
+            }
+            selectors.push(RowSelector::select(1));
+            at = row + 1;
         }
-        if row > at {
-            selectors.push(RowSelector::skip(row - at));
+        if at < total {
+            selectors.push(RowSelector::skip(total - at));
         }
-        selectors.push(RowSelector::select(1));
-        at = row + 1;
-    }
-    if at < total {
-        selectors.push(RowSelector::skip(total - at));
-    }
-    let indices = names
-        .iter()
-        .map(|n| builder.schema().index_of(n).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
-    let reader = builder
-        .with_projection(mask)
-        .with_row_selection(RowSelection::from(selectors))
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(|e| e.to_string())?;
-    for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
-        let order = names
-            .iter()
-            .map(|n| batch.schema().index_of(n).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !visit(&batch.project(&order).map_err(|e| e.to_string())?)? {
-            break;
-        }
-    }
+        Some(RowSelection::from(selectors))
+    })?;
     Ok(true)
 }
 
+/// Where each of `names` is in `schema`.
+fn positions(schema: &arrow::datatypes::Schema, names: &[&str]) -> Result<Vec<usize>, String> {
+    names
+        .iter()
+        .map(|n| schema.index_of(n).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Batches hold the columns in the order of `names`, whatever the file's.
+fn in_order(
+    names: &[&str],
+    batch: arrow::array::RecordBatch,
+) -> Result<arrow::array::RecordBatch, String> {
+    let indices = positions(&batch.schema(), names)?;
+    batch.project(&indices).map_err(|e| e.to_string())
+}
+
+/// Reads `names` of a Parquet file, the rows `select` picks given the
+/// file's row count (all of them for `None`).
+fn read_parquet(
+    path: &Path,
+    names: &[&str],
+    mut visit: impl FnMut(&arrow::array::RecordBatch) -> Result<bool, String>,
+    select: impl FnOnce(usize) -> Option<parquet::arrow::arrow_reader::RowSelection>,
+) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| e.kind().to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let total = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    let indices = positions(builder.schema(), names)?;
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
+    let mut builder = builder.with_projection(mask).with_batch_size(64 * 1024);
+    if let Some(selection) = select(total) {
+        builder = builder.with_row_selection(selection);
+    }
+    for batch in builder.build().map_err(|e| e.to_string())? {
+        if !visit(&in_order(names, batch.map_err(|e| e.to_string())?)?)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the named columns of a data file in file order, batch by batch,
+/// until `visit` returns false. Batches hold the columns in the order of
+/// `names`.
 pub(crate) fn read_columns(
     manifest: &DatasetManifest,
     path: &Path,
     names: &[&str],
     mut visit: impl FnMut(&arrow::array::RecordBatch) -> Result<bool, String>,
 ) -> Result<(), String> {
-    let reorder = |batch: arrow::array::RecordBatch| -> Result<arrow::array::RecordBatch, String> {
-        let indices = names
-            .iter()
-            .map(|n| batch.schema().index_of(n).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        batch.project(&indices).map_err(|e| e.to_string())
-    };
     match manifest.format {
-        FileFormat::Parquet => {
-            let file = File::open(path).map_err(|e| e.kind().to_string())?;
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
-            let indices = names
-                .iter()
-                .map(|n| builder.schema().index_of(n).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
-            let reader = builder
-                .with_projection(mask)
-                .with_batch_size(64 * 1024)
-                .build()
-                .map_err(|e| e.to_string())?;
-            for batch in reader {
-                if !visit(&reorder(batch.map_err(|e| e.to_string())?)?)? {
-                    break;
-                }
-            }
-        }
+        FileFormat::Parquet => read_parquet(path, names, visit, |_| None)?,
         FileFormat::Csv => {
             let schema = csv_schema(manifest);
-            let indices = names
-                .iter()
-                .map(|n| schema.index_of(n).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
+            let indices = positions(&schema, names)?;
             let reader = arrow::csv::ReaderBuilder::new(schema)
                 .with_header(true)
                 .with_projection(indices)
@@ -462,7 +454,7 @@ pub(crate) fn read_columns(
                 .build(File::open(path).map_err(|e| e.kind().to_string())?)
                 .map_err(|e| e.to_string())?;
             for batch in reader {
-                if !visit(&reorder(batch.map_err(|e| e.to_string())?)?)? {
+                if !visit(&in_order(names, batch.map_err(|e| e.to_string())?)?)? {
                     break;
                 }
             }
