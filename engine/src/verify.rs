@@ -86,6 +86,54 @@ pub struct SubjectIndex {
 
 const INDEX_MAGIC: &[u8; 8] = b"VEILIDX1";
 
+/// The layout of an index file (see [`SubjectIndex::save`]): magic, tag,
+/// three counts, then the keys, the subjects' starts and the rows.
+struct IndexHeader {
+    n_keys: usize,
+    row_count: usize,
+    keys_at: usize,
+    starts_at: usize,
+    rows_at: usize,
+}
+
+impl IndexHeader {
+    /// Reads the header from the first bytes of a file whose body (all but
+    /// the checksum) is `body_len` long, built for `tag`.
+    fn read(head: &[u8], tag: &str, body_len: usize) -> Result<IndexHeader, String> {
+        let truncated = || "the index file is truncated".to_string();
+        let u64_at = |at: usize| -> Result<usize, String> {
+            head.get(at..at + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+                .ok_or_else(truncated)
+        };
+        if head.get(..8).ok_or_else(truncated)? != INDEX_MAGIC {
+            return Err("not a veil index file".into());
+        }
+        let tag_len = u64_at(8)?;
+        if head.get(16..16 + tag_len) != Some(tag.as_bytes()) {
+            return Err("the index was built from another version of the data".into());
+        }
+        let at = 16 + tag_len;
+        let (n_keys, n_rows, row_count) = (u64_at(at)?, u64_at(at + 8)?, u64_at(at + 16)?);
+        let keys_at = at + 24;
+        let starts_at = n_keys
+            .checked_mul(16)
+            .and_then(|k| k.checked_add(keys_at))
+            .ok_or("bad index size")?;
+        let rows_at = starts_at + (n_keys + 1) * 4;
+        if n_rows.checked_mul(4).and_then(|r| r.checked_add(rows_at)) != Some(body_len) {
+            return Err(truncated());
+        }
+        Ok(IndexHeader {
+            n_keys,
+            row_count,
+            keys_at,
+            starts_at,
+            rows_at,
+        })
+    }
+}
+
 impl SubjectIndex {
     /// Reads `field` of the dataset's file in file order.
     pub fn build(dataset: &Dataset, field: &str) -> Result<SubjectIndex, String> {
@@ -198,43 +246,26 @@ impl SubjectIndex {
         if Sha256::digest(body).as_slice() != digest {
             return Err("the index file does not match its checksum".into());
         }
-        let mut at = 0usize;
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            let slice = body
-                .get(at..at + n)
-                .ok_or_else(|| "the index file is truncated".to_string())?;
-            at += n;
-            Ok(slice)
-        };
-        if take(8)? != INDEX_MAGIC {
-            return Err("not a veil index file".into());
-        }
-        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize;
-        let tag_len = u64_at(take(8)?);
-        if take(tag_len)? != tag.as_bytes() {
-            return Err("the index was built from another version of the data".into());
-        }
-        let n_keys = u64_at(take(8)?);
-        let n_rows = u64_at(take(8)?);
-        let row_count = u64_at(take(8)?);
-        let keys = Arc::new(
-            take(n_keys.checked_mul(16).ok_or("bad index size")?)?
-                .chunks_exact(16)
-                .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
-                .collect(),
-        );
+        let h = IndexHeader::read(body, tag, body.len())?;
         let u32s = |b: &[u8]| -> Vec<u32> {
             b.chunks_exact(4)
                 .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect()
         };
-        let starts = u32s(take((n_keys + 1) * 4)?);
-        let rows = u32s(take(n_rows.checked_mul(4).ok_or("bad index size")?)?);
+        let keys = Arc::new(
+            body[h.keys_at..h.starts_at]
+                .chunks_exact(16)
+                .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+                .collect(),
+        );
+        let starts = u32s(&body[h.starts_at..h.rows_at]);
+        let rows = u32s(&body[h.rows_at..]);
+        let row_count = u32::try_from(h.row_count).map_err(|_| "bad row count")?;
         Ok(SubjectIndex {
             keys,
             starts,
             rows,
-            row_count: u32::try_from(row_count).map_err(|_| "bad row count")?,
+            row_count,
         })
     }
 }
@@ -281,32 +312,13 @@ impl IndexFile {
         if hasher.finalize().as_slice() != digest {
             return Err("the index file does not match its checksum".into());
         }
-        let u64_at = |at: usize| -> Result<u64, String> {
-            head.get(at..at + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .ok_or_else(|| "the index file is truncated".to_string())
-        };
-        if head.get(..8) != Some(INDEX_MAGIC.as_slice()) {
-            return Err("not a veil index file".into());
-        }
-        let tag_len = u64_at(8)? as usize;
-        if head.get(16..16 + tag_len) != Some(tag.as_bytes()) {
-            return Err("the index was built from another version of the data".into());
-        }
-        let at = 16 + tag_len;
-        let (n_keys, n_rows) = (u64_at(at)?, u64_at(at + 8)?);
-        let keys_at = (at + 24) as u64;
-        let starts_at = keys_at + n_keys * 16;
-        let rows_at = starts_at + (n_keys + 1) * 4;
-        if rows_at + n_rows * 4 != body_len {
-            return Err("the index file is truncated".into());
-        }
+        let h = IndexHeader::read(&head, tag, body_len as usize)?;
         Ok(IndexFile {
             file: std::sync::Mutex::new(file),
-            n_keys,
-            keys_at,
-            starts_at,
-            rows_at,
+            n_keys: h.n_keys as u64,
+            keys_at: h.keys_at as u64,
+            starts_at: h.starts_at as u64,
+            rows_at: h.rows_at as u64,
         })
     }
 
