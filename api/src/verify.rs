@@ -146,42 +146,39 @@ pub fn build_indexes(store: &Store, only: Option<&str>) -> Result<(), StoreError
     let Some(active) = store.active_policy()? else {
         return Ok(());
     };
-    let mut done = Vec::new();
+    // (dataset, field) pairs: each product's subject field, and the privacy
+    // unit of each dataset whose models score named subjects.
+    let mut wanted: Vec<(RegisteredDataset, String)> = Vec::new();
+    let skip = |dataset: &str| only.is_some_and(|d| d != dataset);
     for product in &active.policy.products {
-        if only.is_some_and(|d| d != product.dataset)
-            || done.contains(&(&product.dataset, &product.subject))
-        {
+        if skip(&product.dataset) {
             continue;
         }
         let Some(registered) = store.dataset(&product.dataset)? else {
             continue;
         };
-        if !product.check_against(&registered.manifest).is_empty() {
-            continue;
+        if product.check_against(&registered.manifest).is_empty() {
+            wanted.push((registered, product.subject.clone()));
         }
-        let dataset = Dataset::open(
-            registered.manifest.clone(),
-            registered.version,
-            &registered.data_path,
-        )
-        .map_err(|e| StoreError::Conflict(e.to_string()))?;
-        subject_index(store.data_dir(), &registered, &dataset, &product.subject)
-            .map_err(StoreError::Conflict)?;
-        done.push((&product.dataset, &product.subject));
     }
-    // The privacy units of datasets whose models score named subjects.
     for (name, templates) in &active.policy.models {
-        if only.is_some_and(|d| d != name) || !templates.iter().any(|t| t.scores()) {
+        if skip(name) || !templates.iter().any(|t| t.scores()) {
             continue;
         }
         let Some(registered) = store.dataset(name)? else {
             continue;
         };
-        let unit = &registered.manifest.privacy_unit;
-        if done.contains(&(name, unit))
-            || registered.manifest.format != veil_policies::catalog::FileFormat::Parquet
-            || veil_policies::model::development_refusal(&registered.manifest).is_some()
+        if registered.manifest.format == veil_policies::catalog::FileFormat::Parquet
+            && veil_policies::model::development_refusal(&registered.manifest).is_none()
         {
+            let unit = registered.manifest.privacy_unit.clone();
+            wanted.push((registered, unit));
+        }
+    }
+    let mut done: Vec<(String, String)> = Vec::new();
+    for (registered, field) in wanted {
+        let key = (registered.manifest.name.clone(), field);
+        if done.contains(&key) {
             continue;
         }
         let dataset = Dataset::open(
@@ -190,8 +187,9 @@ pub fn build_indexes(store: &Store, only: Option<&str>) -> Result<(), StoreError
             &registered.data_path,
         )
         .map_err(|e| StoreError::Conflict(e.to_string()))?;
-        subject_index(store.data_dir(), &registered, &dataset, unit)
+        subject_index(store.data_dir(), &registered, &dataset, &key.1)
             .map_err(StoreError::Conflict)?;
+        done.push(key);
     }
     Ok(())
 }
