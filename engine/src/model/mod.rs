@@ -496,7 +496,7 @@ impl Engine {
         check_shape(spec)?;
         let columns: Vec<&Column> = spec.features.iter().chain(&spec.target).collect();
         let mut features = Vec::new();
-        // Per dataset: the strictest budget among the fields it gives.
+        // Per dataset: its model budget for the caller.
         let mut budgets: BTreeMap<String, (f64, f64)> = BTreeMap::new();
         let mut datasets: Vec<String> = Vec::new();
         for column in &columns {
@@ -509,45 +509,13 @@ impl Engine {
                     manifest.name, column.field
                 ))
             })?;
-            if field.identifier.is_some() || field.name == manifest.privacy_unit {
-                return Err(denied(format!(
-                    "`{label}` identifies a subject: identifiers are not features (datasets are joined on their privacy unit)"
-                )));
-            }
-            let decision = decide(
-                self.policy(),
+            let (lower, upper) = self.readable_bounds(
                 manifest,
                 field,
                 request.principal,
                 request.purpose,
                 request.now,
-            );
-            match decision.level {
-                Level::Deny => {
-                    return Err(denied(format!("`{label}` is denied to you by its grade")));
-                }
-                Level::Compare => {
-                    return Err(denied(format!(
-                        "`{label}` can only be verified, not used in a model"
-                    )));
-                }
-                _ => {}
-            }
-            let bounds = match field.field_type {
-                FieldType::Boolean => Some((0.0, 1.0)),
-                t if t.is_numeric() => field.bounds,
-                _ => {
-                    return Err(invalid(format!(
-                        "`{label}` is a {} field; models take numeric fields",
-                        field.field_type
-                    )));
-                }
-            };
-            let Some((lower, upper)) = bounds else {
-                return Err(denied(format!(
-                    "`{label}` declares no bounds in the catalog; a model needs them to bound each unit's influence"
-                )));
-            };
+            )?;
             let (lower, upper) = match column.clamp {
                 None => (lower, upper),
                 Some((l, u))
@@ -637,20 +605,56 @@ impl Engine {
         let m = &d.manifest;
         m.fields
             .iter()
-            .filter(|f| f.identifier.is_none() && f.name != m.privacy_unit)
-            .filter(|f| {
-                f.field_type == FieldType::Boolean
-                    || (f.field_type.is_numeric() && f.bounds.is_some())
-            })
-            .filter(|f| {
-                !matches!(
-                    decide(self.policy(), m, f, principal, purpose, now).level,
-                    Level::Deny | Level::Compare
-                )
-            })
+            .filter(|f| self.readable_bounds(m, f, principal, purpose, now).is_ok())
             .filter_map(|f| self.policy().grade(&f.grade))
             .map(|g| (g.budget.epsilon, g.budget.delta))
             .reduce(|a, b| (a.0.min(b.0), a.1.min(b.1)))
+    }
+
+    /// The declared bounds of `field` when a model may read it for the
+    /// caller, or why not: never an identifier, never a field denied or
+    /// verification-only to the caller, and only numeric fields with
+    /// declared bounds, or booleans.
+    fn readable_bounds(
+        &self,
+        manifest: &veil_policies::DatasetManifest,
+        field: &veil_policies::FieldSpec,
+        principal: &Principal,
+        purpose: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(f64, f64), ModelError> {
+        let label = format!("{}.{}", manifest.name, field.name);
+        if field.identifier.is_some() || field.name == manifest.privacy_unit {
+            return Err(denied(format!(
+                "`{label}` identifies a subject: identifiers are not features (datasets are joined on their privacy unit)"
+            )));
+        }
+        match decide(self.policy(), manifest, field, principal, purpose, now).level {
+            Level::Deny => {
+                return Err(denied(format!("`{label}` is denied to you by its grade")));
+            }
+            Level::Compare => {
+                return Err(denied(format!(
+                    "`{label}` can only be verified, not used in a model"
+                )));
+            }
+            _ => {}
+        }
+        let bounds = match field.field_type {
+            FieldType::Boolean => Some((0.0, 1.0)),
+            t if t.is_numeric() => field.bounds,
+            _ => {
+                return Err(invalid(format!(
+                    "`{label}` is a {} field; models take numeric fields",
+                    field.field_type
+                )));
+            }
+        };
+        bounds.ok_or_else(|| {
+            denied(format!(
+                "`{label}` declares no bounds in the catalog; a model needs them to bound each unit's influence"
+            ))
+        })
     }
 
     /// Scores named subjects with a trained model, inside: the caller must
