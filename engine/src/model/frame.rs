@@ -71,6 +71,23 @@ impl Frame {
 struct PerUnitColumns {
     units: Vec<u128>,
     columns: Vec<Vec<f64>>,
+    /// Unit → position, when folding built it (empty when read straight).
+    slots: HashMap<u128, u32>,
+}
+
+impl PerUnitColumns {
+    /// Unit → position, built only when folding did not already.
+    fn take_slots(&mut self) -> HashMap<u128, u32> {
+        if self.slots.is_empty() {
+            return self
+                .units
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (*k, i as u32))
+                .collect();
+        }
+        std::mem::take(&mut self.slots)
+    }
 }
 
 fn internal(detail: impl Into<String>) -> ModelError {
@@ -144,16 +161,8 @@ pub(crate) fn read(
         });
     }
     // Inner join on the unit, in the first dataset's order.
-    let lookups: Vec<HashMap<u128, u32>> = rest
-        .iter()
-        .map(|d| {
-            d.units
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (*k, i as u32))
-                .collect()
-        })
-        .collect();
+    let lookups: Vec<HashMap<u128, u32>> =
+        rest.iter_mut().map(PerUnitColumns::take_slots).collect();
     let mut values: Vec<Vec<f64>> = vec![Vec::new(); columns.len()];
     let mut units = Vec::new();
     let mut row = vec![0.0; columns.len()];
@@ -177,8 +186,6 @@ pub(crate) fn read(
             values[c].push(*v);
         }
     }
-    drop(base);
-    rest.clear();
     Ok(Frame {
         units,
         values,
@@ -216,8 +223,8 @@ fn fold_dataset(
     let mut out = PerUnitColumns {
         units: Vec::new(),
         columns: vec![Vec::new(); width],
+        slots: HashMap::new(),
     };
-    let mut slots: HashMap<u128, u32> = HashMap::new();
     let mut counts: Vec<u32> = Vec::new();
     let text = |a: &dyn Array| -> Result<arrow::array::ArrayRef, String> {
         arrow::compute::cast(a, &DataType::Utf8).map_err(|e| e.to_string())
@@ -262,7 +269,7 @@ fn fold_dataset(
                 }
                 continue;
             }
-            let slot = *slots.entry(key).or_insert_with(|| {
+            let slot = *out.slots.entry(key).or_insert_with(|| {
                 out.units.push(key);
                 out.columns.iter_mut().for_each(|c| c.push(f64::NAN));
                 counts.extend(std::iter::repeat_n(0, width));
