@@ -55,7 +55,6 @@ fn gaussian(sigma: f64) -> DiscreteGaussian {
 }
 
 /// Linear regression from the noisy Gram matrix of (x, 1, y).
-#[allow(clippy::needless_range_loop)] // a symmetric fill reads best by index
 pub(super) fn linear(
     frame: &Frame,
     features: &[Feature],
@@ -86,17 +85,7 @@ pub(super) fn linear(
     }
     let sigma = gaussian_sigma(rho, dim as f64);
     let noise = gaussian(sigma * SCALE * SCALE);
-    let mut gram = vec![vec![0.0; dim]; dim];
-    let mut k = 0;
-    for i in 0..dim {
-        for j in i..dim {
-            let noisy = sums[k] + i128::from(noise.sample(entropy).to_i64());
-            let v = noisy as f64 / (SCALE * SCALE);
-            gram[i][j] = v;
-            gram[j][i] = v;
-            k += 1;
-        }
-    }
+    let gram = noisy_symmetric(dim, &sums, &noise, SCALE * SCALE, entropy);
     // Solve (XᵀX + λI) β = Xᵀy over the features and the intercept.
     let p = d + 1;
     let xtx: Vec<Vec<f64>> = (0..p).map(|i| gram[i][..p].to_vec()).collect();
@@ -128,6 +117,29 @@ pub(super) fn linear(
     (released, noise)
 }
 
+/// The symmetric `dim × dim` matrix whose upper triangle, row by row, is
+/// `sums` on a grid of `scale` per unit, each entry noised with `noise`.
+#[allow(clippy::needless_range_loop)] // a symmetric fill reads best by index
+fn noisy_symmetric(
+    dim: usize,
+    sums: &[i128],
+    noise: &DiscreteGaussian,
+    scale: f64,
+    entropy: &mut dyn Entropy,
+) -> Vec<Vec<f64>> {
+    let mut m = vec![vec![0.0; dim]; dim];
+    let mut entries = sums.iter();
+    for i in 0..dim {
+        for j in i..dim {
+            let sum = entries.next().expect("one sum per upper-triangle entry");
+            let v = (sum + i128::from(noise.sample(entropy).to_i64())) as f64 / scale;
+            m[i][j] = v;
+            m[j][i] = v;
+        }
+    }
+    m
+}
+
 /// Coefficients on the normalised scale, (β₁..β_d, β₀), back in the data's
 /// units: y = c + h·(β₀ + Σ βⱼ·(xⱼ − cⱼ)/hⱼ) with c, h the centre and
 /// half-width of each declared range.
@@ -152,7 +164,6 @@ fn to_original_units(
     (centre + half * intercept, coefficients)
 }
 
-#[allow(clippy::needless_range_loop)] // a symmetric fill reads best by index
 /// Logistic regression by noisy Newton steps: each step releases the noisy
 /// gradient and the noisy Hessian of the logistic loss and solves for the
 /// step, with the Hessian's smallest eigenvalue lifted above its noise as
@@ -224,16 +235,10 @@ pub(super) fn logistic(
                 (*s + grad_noise.sample(entropy).to_i64()) as f64 / SCALE + params.l2 * units * wj
             })
             .collect();
-        let mut h = vec![vec![0.0; p]; p];
-        let mut k = 0;
-        for i in 0..p {
-            for j in i..p {
-                let v = (hess[k] + hess_noise.sample(entropy).to_i64()) as f64 / SCALE;
-                h[i][j] = v;
-                h[j][i] = v;
-                k += 1;
-            }
-            h[i][i] += params.l2 * units;
+        let hess: Vec<i128> = hess.iter().map(|&v| i128::from(v)).collect();
+        let mut h = noisy_symmetric(p, &hess, &hess_noise, SCALE, entropy);
+        for (i, row) in h.iter_mut().enumerate() {
+            row[i] += params.l2 * units;
         }
         let (step, _) = solve_noisy(&h, &g, hess_sigma / SCALE);
         for (wj, s) in w.iter_mut().zip(step) {
