@@ -92,6 +92,11 @@ pub struct ScoreBody {
     pub purpose: Option<String>,
 }
 
+/// A purpose the caller named; a blank one names none.
+fn named(purpose: &Option<String>) -> Option<&str> {
+    purpose.as_deref().filter(|p| !p.trim().is_empty())
+}
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::BadRequest, message)
 }
@@ -182,7 +187,7 @@ impl TrainBody {
     }
 
     fn purpose(&self) -> Option<&str> {
-        self.purpose.as_deref().filter(|p| !p.trim().is_empty())
+        named(&self.purpose)
     }
 }
 
@@ -396,7 +401,7 @@ pub fn score(
     endpoint: &str,
     now: DateTime<Utc>,
 ) -> (Result<Value, ApiError>, AuditEntry) {
-    let purpose = body.purpose.as_deref().filter(|p| !p.trim().is_empty());
+    let purpose = named(&body.purpose);
     let mut audit = entry(principal, endpoint, purpose);
     audit.request = format!("score {id}");
     let result = (|| {
@@ -422,32 +427,9 @@ pub fn score(
                 (scores, wire::provenance(&provenance), false)
             }
             (None, Some(rows)) => {
-                if rows.len() > veil_engine::model::MAX_SCORES {
-                    return Err(bad(format!(
-                        "at most {} rows per request",
-                        veil_engine::model::MAX_SCORES
-                    )));
-                }
-                if !model.template.scores() {
-                    return Err(bad(format!(
-                        "a `{}` model releases a summary and scores nothing",
-                        model.template
-                    )));
-                }
                 audit.request = json!({"model": id, "rows": rows.len()}).to_string();
-                let width = model.features.len();
-                let scores = rows
-                    .iter()
-                    .enumerate()
-                    .map(|(i, row)| {
-                        model.score(row).map(Some).ok_or_else(|| {
-                            bad(format!(
-                                "row #{} must hold {width} finite numbers, one per feature in order",
-                                i + 1
-                            ))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let scores = model.score_rows(rows).map_err(refusal)?;
+                let scores = scores.into_iter().map(Some).collect();
                 let lineage = serde_json::from_str(&record.lineage).unwrap_or(Value::Null);
                 (scores, lineage, true)
             }

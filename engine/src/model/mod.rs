@@ -301,6 +301,40 @@ impl Model {
         })
     }
 
+    /// Whether this model scores, and `n` subjects or rows are few enough.
+    fn check_scoring(&self, n: usize) -> Result<(), ModelError> {
+        if !self.template.scores() {
+            return Err(invalid(format!(
+                "a `{}` model releases a summary and scores nothing",
+                self.template
+            )));
+        }
+        if n > MAX_SCORES {
+            return Err(invalid(format!(
+                "at most {MAX_SCORES} subjects or rows per request"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Scores rows of feature values the caller supplies, each in the
+    /// features' order; only the released parameters are used.
+    pub fn score_rows(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, ModelError> {
+        self.check_scoring(rows.len())?;
+        rows.iter()
+            .enumerate()
+            .map(|(i, row)| {
+                self.score(row).ok_or_else(|| {
+                    invalid(format!(
+                        "row #{} must hold {} finite numbers, one per feature in order",
+                        i + 1,
+                        self.features.len()
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// The datasets the model reads, in first-use order.
     pub fn datasets(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -672,17 +706,7 @@ impl Engine {
         rows: Option<&SubjectRows<'_>>,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Option<f64>>, Provenance), ModelError> {
-        if !model.template.scores() {
-            return Err(invalid(format!(
-                "a `{}` model releases a summary and scores nothing",
-                model.template
-            )));
-        }
-        if subjects.len() > MAX_SCORES {
-            return Err(invalid(format!(
-                "at most {MAX_SCORES} subjects per request"
-            )));
-        }
+        model.check_scoring(subjects.len())?;
         let mut columns = Vec::new();
         for f in &model.features {
             let dataset = self.developable(&f.column.dataset, model.template)?;
