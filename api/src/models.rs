@@ -128,6 +128,13 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     })
 }
 
+/// A JSON file, read as [`parse_body`] reads a body.
+pub fn parse_file<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> std::io::Result<Result<T, ApiError>> {
+    Ok(parse_body(&std::fs::read(path)?))
+}
+
 impl ColumnBody {
     fn column(&self) -> Result<Column, ApiError> {
         match self {

@@ -64,8 +64,7 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
             principal,
             spec,
         } => {
-            let bytes = std::fs::read(&spec)?;
-            let body: TrainBody = match models::parse_body(&bytes) {
+            let body: TrainBody = match models::parse_file(&spec)? {
                 Ok(b) => b,
                 Err(e) => return super::print_answer(Err(e)),
             };
@@ -89,8 +88,7 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
         } => {
             let body = match rows {
                 Some(file) => {
-                    let bytes = std::fs::read(&file)?;
-                    let rows = match models::parse_body::<Vec<Vec<f64>>>(&bytes) {
+                    let rows = match models::parse_file(&file)? {
                         Ok(r) => r,
                         Err(e) => return super::print_answer(Err(e)),
                     };
