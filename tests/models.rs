@@ -212,8 +212,19 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
     let sample = dir.join("datasets/sample");
     let company = veil_datasets::first_value(&sample, "tax", "uscc").unwrap();
     let subjects = json!({"subjects": [company, "91110000600037341L"], "purpose": "credit"});
+    let audited = || {
+        let metrics = server.get("/metrics", None).text();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("veil_audit_entries_total "))
+            .unwrap()
+            .to_owned();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let before = audited();
     let r = server.post_json(&score_path, Some(&dev), &subjects);
     assert_eq!(r.code(), "policy_denied", "{}", r.text());
+    assert_eq!(audited(), before + 1, "a refusal's audit entry is counted");
     assert!(
         r.text().contains("needs a live grant on `tax`"),
         "{}",

@@ -37,7 +37,6 @@ async fn audit_action(
         ..AuditEntry::default()
     };
     state.audit(entry).await.map_err(ApiFailure::internal)?;
-    state.metrics.audit_entry();
     Ok(())
 }
 

@@ -28,7 +28,6 @@ async fn settle(
     status: StatusCode,
 ) -> Result<Response, ApiFailure> {
     let seq = state.audit(entry).await.map_err(ApiFailure::internal)?;
-    state.metrics.audit_entry();
     let mut json = result?;
     json["audit_seq"] = serde_json::json!(seq);
     Ok((status, Json(json)).into_response())

@@ -174,7 +174,6 @@ pub async fn query(
             entry.datasets = prepared.provenance.datasets.clone();
             entry.privacy = privacy_json(prepared).to_string();
             state.audit(entry).await.map_err(ApiFailure::internal)?;
-            state.metrics.audit_entry();
             return Ok(Json(crate::service::dry_run_json(
                 &state.store(),
                 caller.name(),
@@ -190,7 +189,6 @@ pub async fn query(
                 let failure = ApiFailure::from(e);
                 entry.outcome = format!("refused:{}", failure.0.code.as_str());
                 state.audit(entry).await.map_err(ApiFailure::internal)?;
-                state.metrics.audit_entry();
                 return Err(failure);
             }
         }
@@ -215,7 +213,6 @@ pub async fn query(
             let failure = ApiError::from(&e);
             entry.outcome = format!("refused:{}", failure.code.as_str());
             state.audit(entry).await.map_err(ApiFailure::internal)?;
-            state.metrics.audit_entry();
             return Err(failure.into());
         }
         (Err(e), Ok(_)) => return Err(ApiError::from(&e).into()),
@@ -228,7 +225,6 @@ pub async fn query(
         .audit(entry.clone())
         .await
         .map_err(ApiFailure::internal)?;
-    state.metrics.audit_entry();
 
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let max_rows = engine.policy().max_rows;
@@ -281,7 +277,6 @@ pub async fn query(
                 None
             }
         };
-        task_state.metrics.audit_entry();
         let claims = Claims {
             request_id: id.clone(),
             request_sha256: request_digest,

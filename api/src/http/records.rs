@@ -23,7 +23,6 @@ pub async fn own_records(
     match crate::service::own_records(&engine, principal, ENDPOINT).await {
         Ok((json, entry)) => {
             let seq = state.audit(entry).await.map_err(ApiFailure::internal)?;
-            state.metrics.audit_entry();
             let mut json = json;
             json["audit_seq"] = serde_json::json!(seq);
             Ok(Json(json).into_response())

@@ -23,7 +23,6 @@ use crate::workflow::{self, OpenBody};
 
 async fn audit(state: &AppState, entry: AuditEntry) -> Result<(), ApiFailure> {
     state.audit(entry).await.map_err(ApiFailure::internal)?;
-    state.metrics.audit_entry();
     Ok(())
 }
 

@@ -189,9 +189,12 @@ impl AppState {
         Ok(())
     }
 
-    /// Appends an audit entry and waits until it is on disk.
+    /// Appends an audit entry, waits until it is on disk, and counts it in
+    /// `veil_audit_entries_total`.
     pub async fn audit(&self, entry: AuditEntry) -> Result<i64, StoreError> {
-        self.audit.append(entry).await
+        let seq = self.audit.append(entry).await?;
+        self.metrics.audit_entry();
+        Ok(seq)
     }
 
     /// Stops the audit writer and signs the head of the log.

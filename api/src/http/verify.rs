@@ -54,7 +54,6 @@ pub async fn verify(
             let outcome = format!("refused:{}", e.code.as_str());
             let entry = verify::audit_entry(principal, HTTP_ENDPOINT, Some(&body), None, outcome);
             state.audit(entry).await.map_err(ApiFailure::internal)?;
-            state.metrics.audit_entry();
             return Err(e.into());
         }
     };
@@ -67,7 +66,6 @@ pub async fn verify(
         "ok".into(),
     );
     let seq = state.audit(entry).await.map_err(ApiFailure::internal)?;
-    state.metrics.audit_entry();
     let answer = verify::AnswerBody::new(
         &verification.checked,
         &answers,
