@@ -346,7 +346,7 @@ fn steps(kind: Kind) -> &'static [Step] {
 }
 
 /// What the opening of a request depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Opening {
     /// The dataset's share attribute (sharing requests).
     pub share: Option<ShareAttribute>,
@@ -785,11 +785,7 @@ mod tests {
 
     #[test]
     fn complaints_suspend_at_once_and_emergency_data_is_sealed_or_destroyed() {
-        let none = Opening {
-            share: None,
-            open: None,
-            via_authority: false,
-        };
+        let none = Opening::default();
         let complaint = open(Kind::Complaint, none, d("2026-11-27")).unwrap();
         assert_eq!(
             (complaint.state, complaint.effect),
@@ -836,11 +832,7 @@ mod tests {
 
     #[test]
     fn catalog_changes_and_qualifications_are_the_authoritys() {
-        let none = Opening {
-            share: None,
-            open: None,
-            via_authority: false,
-        };
+        let none = Opening::default();
         let change = open(Kind::CatalogChange, none, d("2026-09-30")).unwrap();
         assert_eq!(change.due.unwrap().date, d("2026-10-13"));
         let published = take(
@@ -912,12 +904,12 @@ mod tests {
     #[test]
     fn every_kind_can_finish_and_every_state_is_reachable() {
         for &kind in Kind::ALL {
-            let none = Opening {
+            let opening = Opening {
                 share: Some(ShareAttribute::Conditional),
                 open: Some(OpenAttribute::Conditional),
                 via_authority: true,
             };
-            let start = open(kind, none, d("2026-11-27")).unwrap().state;
+            let start = open(kind, opening, d("2026-11-27")).unwrap().state;
             let mut seen = vec![start];
             let mut frontier = vec![start];
             while let Some(state) = frontier.pop() {
