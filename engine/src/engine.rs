@@ -72,7 +72,7 @@ pub struct DpCost {
 
 /// The differentially private part of a prepared query.
 pub struct DpPrepared {
-    release: crate::dp::release::DpRelease,
+    pub(crate) release: crate::dp::release::DpRelease,
     pub costs: Vec<DpCost>,
     pub options: DpOptions,
     pub noise: Vec<crate::dp::release::ColumnNoise>,
@@ -114,7 +114,7 @@ pub struct Privacy {
 /// A query that passed the policy stage, ready to run.
 #[derive(Debug)]
 pub struct PreparedQuery {
-    checked: Checked,
+    pub(crate) checked: Checked,
     pub provenance: Provenance,
     pub privacy: Privacy,
     pub policy_version: String,
@@ -438,6 +438,18 @@ impl Engine {
 
     /// Parses, plans and checks a query; nothing runs yet.
     pub fn prepare(&self, request: &QueryRequest<'_>) -> Result<PreparedQuery, QueryError> {
+        use crate::dp::sample::Entropy;
+        self.prepare_seeded(request, crate::dp::sample::SecureEntropy::new().next_u64())
+    }
+
+    /// [`Engine::prepare`] with the seed of the DP group choice fixed, so
+    /// that tests can compare the bounded statistics of neighbouring
+    /// datasets.
+    pub(crate) fn prepare_seeded(
+        &self,
+        request: &QueryRequest<'_>,
+        seed: u64,
+    ) -> Result<PreparedQuery, QueryError> {
         let statement = crate::sql::parse_select(request.sql)?;
         let wildcard = crate::sql::selects_wildcard(&statement);
         let mut views = HashMap::new();
@@ -486,15 +498,15 @@ impl Engine {
             pseudonym_key: Arc::new(key),
         };
         if let Some(options) = request.dp {
-            return self.prepare_dp(&ctx, &plan, options, request);
+            return self.prepare_dp(&ctx, &plan, options, request, seed);
         }
         let checked = policy::check(&ctx, &plan, wildcard)?;
         Ok(self.prepared(checked, request.now))
     }
 
     /// The differential-privacy budget (ε, δ) of `dataset` for a caller: the
-    /// strictest grade among its fields that are dp for them; `None` when
-    /// no field is.
+    /// strictest grade among its fields that a DP query over it protects
+    /// (dp or aggregate-only for them); `None` when no field is.
     pub fn dp_budget(
         &self,
         dataset: &str,
@@ -505,7 +517,8 @@ impl Engine {
         let d = self.datasets.get(dataset)?;
         let mut budget: Option<(f64, f64)> = None;
         for f in &d.manifest.fields {
-            if decide(&self.policy, &d.manifest, f, principal, purpose, now).level != Level::Dp {
+            let level = decide(&self.policy, &d.manifest, f, principal, purpose, now).level;
+            if !matches!(level, Level::Dp | Level::Aggregate { .. }) {
                 continue;
             }
             if let Some(g) = self.policy.grade(&f.grade) {
@@ -522,6 +535,7 @@ impl Engine {
         plan: &datafusion::logical_expr::LogicalPlan,
         options: DpOptions,
         request: &QueryRequest<'_>,
+        seed: u64,
     ) -> Result<PreparedQuery, QueryError> {
         use crate::dp::{bound_contributions, release};
         if !(options.epsilon.is_finite() && options.epsilon > 0.0 && options.epsilon <= 100.0) {
@@ -576,6 +590,7 @@ impl Engine {
             &checked,
             options.max_groups,
             options.max_rows,
+            seed,
         )?;
         let kinds = checked.aggregates.iter().map(|a| a.kind).collect();
         let release = release::calibrate(
@@ -654,6 +669,30 @@ impl Engine {
             omitted,
             dp: None,
         }
+    }
+
+    /// The exact, bounded statistics of a prepared DP query, before any
+    /// noise: for the tests that check sensitivities. They never leave the
+    /// engine otherwise.
+    #[cfg(test)]
+    pub(crate) async fn exact_statistics<'q>(
+        &self,
+        query: &'q PreparedQuery,
+    ) -> Result<(Vec<RecordBatch>, &'q crate::dp::release::DpRelease), QueryError> {
+        let dp = query.dp.as_ref().ok_or_else(|| QueryError::Internal {
+            detail: "not a DP query".into(),
+        })?;
+        let physical = self
+            .state
+            .create_physical_plan(&query.checked.plan)
+            .await
+            .map_err(planning_error)?;
+        let batches = datafusion::physical_plan::collect(physical, self.state.task_ctx())
+            .await
+            .map_err(|e| QueryError::Internal {
+                detail: e.to_string(),
+            })?;
+        Ok((batches, &dp.release))
     }
 
     /// Runs a prepared query as a stream of batches.

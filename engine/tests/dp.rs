@@ -198,7 +198,9 @@ fn shapes_that_would_act_before_the_noise_are_refused() {
         "SELECT COUNT(DISTINCT hospital) FROM health_visits",
         "SELECT cost FROM health_visits",
         "SELECT a.county_code, COUNT(*) FROM health_visits a JOIN health_visits b ON a.county_code = b.county_code GROUP BY a.county_code",
-        "SELECT county_code, COUNT(*) FROM population GROUP BY county_code",
+        "SELECT COUNT(*) FROM health_visits h1 JOIN health_visits h2 ON h1.id_number = h1.id_number",
+        "SELECT COUNT(*) FROM health_visits WHERE EXISTS (SELECT 1 FROM health_visits h2 WHERE h2.diagnosis_category = 'mental')",
+        "SELECT industry, COUNT(*) FROM legal_persons GROUP BY industry",
     ];
     for sql in refused {
         let err = run_dp(sql, DpOptions::new(1.0))
@@ -221,6 +223,21 @@ fn shapes_that_would_act_before_the_noise_are_refused() {
         DpOptions::new(1.0),
     );
     assert!(joined.is_ok(), "{joined:?}");
+    // A dataset with protected fields is charged even when the query names
+    // none of them: its rows are counted.
+    let (prepared, _) = run_dp(
+        "SELECT county_code, COUNT(*) FROM population GROUP BY county_code",
+        DpOptions::new(1.0),
+    )
+    .unwrap();
+    let charged: Vec<_> = prepared
+        .dp
+        .unwrap()
+        .costs
+        .into_iter()
+        .map(|c| c.dataset)
+        .collect();
+    assert_eq!(charged, ["population"]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! Aggregate by keys: SUM(c), COUNT(*) AS units, SUM(s_j), SUM(n_j)       -- across units
 //!   Filter: group_rank <= L0                                             -- at most L0 groups per unit
-//!     Window: row_number() OVER (PARTITION BY unit ORDER BY random())
+//!     Window: row_number() OVER (PARTITION BY unit ORDER BY hash(seed, unit, keys))
 //!       Projection: min(c, Linf), s_j and n_j scaled by min(1, Linf / c) -- at most Linf rows' worth
 //!         Aggregate by (unit, keys): COUNT(*) AS c, SUM(v_j) AS s_j, ...   -- per unit first
 //!           Filter: unit IS NOT NULL                                     -- rows without a unit are dropped
@@ -17,8 +17,9 @@
 //! Linf / c, rounded to the grid and clamped to Linf rows' bound. That is a
 //! deterministic function of the unit's own rows with the same sensitivity as
 //! sampling rows, and it needs a hash aggregate instead of a sort of all rows.
-//! Groups are chosen at random (a window over the per-unit rows), and not at
-//! all when the keys' public domains have no more tuples than L0. Values are
+//! A unit keeps the L0 groups whose keyed hash under the query's fresh seed is
+//! smallest (a window over the per-unit rows), and no choice is made when the
+//! keys' public domains have no more tuples than L0. Values are
 //! clamped to the catalog's bounds and put on a fixed-point grid of a power
 //! of two, so every sum is an exact integer and the noise can be an exact
 //! integer too (Mironov 2012). NULL values add nothing to SUM and AVG, and are
@@ -31,6 +32,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::{col, lit};
 
+use super::selection_hash::selection_hash;
 use crate::error::{QueryError, invalid};
 use crate::policy::{DpChecked, DpKind};
 
@@ -94,14 +96,23 @@ pub(crate) fn grid_for(bound: f64) -> f64 {
     2f64.powi(bound.log2().ceil() as i32 - GRID_BITS)
 }
 
-fn random_order() -> Vec<SortExpr> {
-    vec![datafusion::functions::math::expr_fn::random().sort(true, false)]
+/// A unit's groups in the order of their keyed hash under `seed`; the keys
+/// themselves break ties, so the order is a function of the unit's own rows.
+fn selection_order(seed: u64, unit: &str, keys: &[String]) -> Vec<SortExpr> {
+    let mut columns = vec![col(unit)];
+    columns.extend(keys.iter().map(|k| col(k.as_str())));
+    let mut order = vec![selection_hash(seed, columns).sort(true, false)];
+    order.extend(keys.iter().map(|k| col(k.as_str()).sort(true, false)));
+    order
 }
 
+/// Rewrites the checked input into the bounded statistics. `seed` keys the
+/// choice of each unit's groups (see [`selection_hash`]).
 pub(crate) fn bound_contributions(
     checked: &DpChecked,
     max_groups: u64,
     max_rows: u64,
+    seed: u64,
 ) -> Result<Bounded, QueryError> {
     let unit = "__veil_u";
     let keys: Vec<String> = (0..checked.keys.len())
@@ -181,7 +192,7 @@ pub(crate) fn bound_contributions(
     unit_and_keys.extend(key_cols());
     let group_rank = datafusion::functions_window::expr_fn::row_number()
         .partition_by(vec![col(unit)])
-        .order_by(random_order())
+        .order_by(selection_order(seed, unit, &keys))
         .build()
         .map_err(plan_error)?
         .alias("__veil_group_rank");
@@ -249,7 +260,7 @@ pub(crate) fn bound_contributions(
     with_factor.extend(per_unit_columns.iter().map(|(c, _)| col(c.as_str())));
     with_factor.push(factor);
 
-    // L0: a unit keeps at most L0 of its groups, chosen at random. When
+    // L0: a unit keeps at most L0 of its groups, chosen by the keyed hash. When
     // every key has a public domain and there are no more key tuples than
     // L0, no unit can exceed it: rows outside the domains (never released)
     // are dropped and the choice is skipped.

@@ -7,3 +7,4 @@ pub mod accounting;
 pub(crate) mod bound_contributions;
 pub mod release;
 pub mod sample;
+pub(crate) mod selection_hash;

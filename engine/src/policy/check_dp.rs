@@ -66,7 +66,7 @@ pub(crate) struct DpChecked {
     pub keys: Vec<DpKey>,
     pub aggregates: Vec<DpAggregate>,
     pub outputs: Vec<(String, DpSource)>,
-    /// Datasets whose dp fields the query reads: their budgets pay.
+    /// Datasets of every protected scan in the plan: their budgets pay.
     pub dp_datasets: Vec<String>,
     pub datasets: BTreeSet<String>,
     pub fields: BTreeSet<String>,
@@ -88,7 +88,6 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
         schema: agg.input.schema(),
         cols: &input.cols,
     };
-    let mut read = input.rows.clone();
 
     let mut keys = Vec::with_capacity(agg.group_expr.len());
     for g in &agg.group_expr {
@@ -111,7 +110,6 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
             }
             _ => None,
         };
-        read.extend(&lineage);
         keys.push(DpKey {
             expr: stage.rewrite(g, &scope)?,
             domain,
@@ -134,7 +132,6 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
         };
         let lineage = stage.lineage(arg, &scope, &[])?;
         stage.check_functions(arg, &scope, &[], &Lineage::default())?;
-        read.extend(&lineage);
         let literal = matches!(arg, Expr::Literal(..));
         let field = match lineage.uses() {
             [u] if matches!(unalias(arg), Expr::Column(_)) => {
@@ -213,25 +210,15 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
         }
     }
 
-    let mut dp_datasets: Vec<String> = read
-        .raw()
-        .map(|id| stage.fields.get(id))
-        .filter(|f| f.level == Level::Dp)
-        .map(|f| f.dataset.clone())
-        .collect();
-    dp_datasets.sort();
-    dp_datasets.dedup();
-    if dp_datasets.is_empty() {
-        return Err(invalid(
-            "this query reads nothing that needs differential privacy; send it without `epsilon`",
-        ));
-    }
+    let dp_datasets = stage.charged()?;
+    // Every protected unit in the input is equal to this one on every row
+    // (`dp_units`), and the first is never NULL where a row was kept.
     let (unit, unit_unique) = input
         .units
         .iter()
-        .find(|u| dp_datasets.contains(&u.dataset))
+        .find(|u| u.protected)
         .map(|u| (u.name.clone(), u.unique))
-        .ok_or_else(|| deny(None, "dp", "the privacy unit cannot be followed through UNION or DISTINCT; aggregate directly over the tables"))?;
+        .ok_or_else(|| deny(None, super::dp_units::RULE, "the privacy unit cannot be followed to the aggregate; aggregate directly over the tables"))?;
     Ok(DpChecked {
         input: input.plan,
         unit,

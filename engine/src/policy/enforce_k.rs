@@ -38,6 +38,7 @@ impl Stage<'_> {
         outer: &[Scope<'_>],
     ) -> Result<Out, QueryError> {
         let input = self.plan(&agg.input, outer)?;
+        self.dp_keeps_units(&input, "an aggregate below the differentially private one")?;
         let scope = Scope {
             schema: agg.input.schema(),
             cols: &input.cols,
@@ -150,11 +151,14 @@ impl Stage<'_> {
             let plan = LogicalPlan::Aggregate(
                 Aggregate::try_new(Arc::new(input.plan), group, aggregates).map_err(plan_error)?,
             );
+            let unit_of = vec![None; cols.len()];
             return Ok(Out {
                 plan,
                 cols,
                 rows,
                 units: Vec::new(),
+                unit_of,
+                protected: input.protected,
             });
         };
         for dataset in &needs {
@@ -212,11 +216,14 @@ impl Stage<'_> {
         let plan = LogicalPlan::Projection(
             Projection::try_new(original, Arc::new(released)).map_err(plan_error)?,
         );
+        let unit_of = vec![None; cols.len()];
         Ok(Out {
             plan,
             cols,
             rows,
             units: Vec::new(),
+            unit_of,
+            protected: input.protected,
         })
     }
 }

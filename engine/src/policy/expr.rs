@@ -143,6 +143,7 @@ impl Stage<'_> {
             cols: s.cols,
         }));
         let out = self.plan(&sq.subquery, &scopes)?;
+        self.dp_subquery(&out)?;
         let out = self.strip_units(out)?;
         let mut lineage = Lineage::union(out.cols.iter());
         lineage.extend(&out.rows);
@@ -297,6 +298,19 @@ impl Stage<'_> {
     /// subquery by its checked plan. The output keeps the original name.
     pub(super) fn rewrite(&self, e: &Expr, input: &Scope<'_>) -> Result<Expr, QueryError> {
         let name = e.schema_name().to_string();
+        let rewritten = self.rewrite_unnamed(e, input)?;
+        Ok(
+            if rewritten.schema_name().to_string() == name || matches!(e, Expr::Alias(_)) {
+                rewritten
+            } else {
+                rewritten.alias(name)
+            },
+        )
+    }
+
+    /// [`Stage::rewrite`] without keeping the name: for parts of a larger
+    /// expression.
+    pub(super) fn rewrite_unnamed(&self, e: &Expr, input: &Scope<'_>) -> Result<Expr, QueryError> {
         let rewritten = e
             .clone()
             .transform_up(|node| {
@@ -367,13 +381,7 @@ impl Stage<'_> {
             })
             .map_err(|e| invalid(e.to_string()))?
             .data;
-        Ok(
-            if rewritten.schema_name().to_string() == name || matches!(e, Expr::Alias(_)) {
-                rewritten
-            } else {
-                rewritten.alias(name)
-            },
-        )
+        Ok(rewritten)
     }
 
     fn checked(&self, mut sq: Subquery) -> Subquery {

@@ -206,16 +206,6 @@ impl Fields {
         })
     }
 
-    /// Whether the lineage is exactly one raw use of a privacy unit.
-    pub fn is_single_unit(&self, lineage: &Lineage) -> bool {
-        matches!(lineage.uses(), [u] if !u.aggregated && self.get(u.field).unit)
-    }
-
-    /// Whether a raw use of a dp field is in the lineage.
-    pub fn has_dp(&self, lineage: &Lineage) -> bool {
-        lineage.raw().any(|id| self.get(id).level == Level::Dp)
-    }
-
     /// Whether the lineage is exactly one raw use of a pseudonymised field.
     pub fn is_single_token(&self, lineage: &Lineage) -> bool {
         matches!(lineage.uses(), [u] if !u.aggregated && matches!(self.get(u.field).level, Level::Pseudonym { .. }))

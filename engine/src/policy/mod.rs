@@ -13,11 +13,20 @@
 //!   with at least k distinct privacy units.
 //! - [`expr`]: error oracles closed in every expression.
 
+mod aggregate_arguments;
 mod check_dp;
+mod conditions;
+mod dp_charge;
+mod dp_subqueries;
+pub(crate) mod dp_units;
 mod enforce_k;
 mod expr;
 mod lineage;
 mod protect_scan;
+#[cfg(test)]
+mod sensitivity;
+#[cfg(test)]
+pub(crate) mod testing;
 mod units_at_least;
 
 use std::collections::{BTreeSet, HashMap};
@@ -31,6 +40,7 @@ use datafusion::logical_expr::{
     Distinct, Expr, Filter, Join, JoinType, LogicalPlan, Projection, Subquery, SubqueryAlias,
     Union, Window,
 };
+use datafusion::prelude::lit;
 use veil_policies::{Level, Policy, Principal};
 
 use crate::error::{QueryError, deny, invalid};
@@ -143,6 +153,14 @@ struct Unit {
     /// No unit value repeats in the rows carrying this column: true from a
     /// scan of a dataset with one row per unit, false past any join.
     unique: bool,
+    /// The scan it comes from (numbered from 1 in the walk).
+    scan: usize,
+    /// The identifier kind of the unit (identity number, credit code).
+    kind: Option<veil_policies::catalog::IdentifierKind>,
+    /// Whether the scan is protected under differential privacy: its
+    /// dataset has dp or aggregate-only fields for the caller, so a DP query
+    /// over it bounds this unit's rows and charges its budget.
+    protected: bool,
 }
 
 /// A rewritten plan node. `cols` follows the *original* node's schema; the
@@ -153,6 +171,11 @@ struct Out {
     /// What the existence of a row depends on.
     rows: Lineage,
     units: Vec<Unit>,
+    /// Per column of the original schema: the scan whose privacy unit the
+    /// column holds unchanged, if it does.
+    unit_of: Vec<Option<usize>>,
+    /// Whether a protected scan is below this node (see [`Unit::protected`]).
+    protected: bool,
 }
 
 impl<'a> Stage<'a> {
@@ -164,6 +187,7 @@ impl<'a> Stage<'a> {
             scans: 0,
             touched: BTreeSet::new(),
             datasets: BTreeSet::new(),
+            protected_datasets: BTreeSet::new(),
             k: None,
         }
     }
@@ -175,18 +199,8 @@ impl Out {
         self,
         build: impl FnOnce(LogicalPlan) -> datafusion::error::Result<LogicalPlan>,
     ) -> Result<Out, QueryError> {
-        let Out {
-            plan,
-            cols,
-            rows,
-            units,
-        } = self;
-        Ok(Out {
-            plan: build(plan).map_err(plan_error)?,
-            cols,
-            rows,
-            units,
-        })
+        let plan = build(self.plan).map_err(plan_error)?;
+        Ok(Out { plan, ..self })
     }
 }
 
@@ -198,6 +212,9 @@ pub(crate) struct Stage<'a> {
     scans: usize,
     touched: BTreeSet<String>,
     datasets: BTreeSet<String>,
+    /// Datasets of protected scans anywhere in the plan: a DP query charges
+    /// every one of them.
+    protected_datasets: BTreeSet<String>,
     k: Option<u32>,
 }
 
@@ -214,8 +231,10 @@ impl Stage<'_> {
                     cols: &input.cols,
                 };
                 let mut cols = Vec::with_capacity(p.expr.len());
+                let mut unit_of = Vec::with_capacity(p.expr.len());
                 let mut exprs = Vec::with_capacity(p.expr.len() + input.units.len());
                 for e in &p.expr {
+                    unit_of.push(unit_column(e, p.input.schema(), &input.unit_of));
                     cols.push(self.lineage(e, &scope, outer)?);
                     self.check_functions(e, &scope, outer, &Lineage::default())?;
                     exprs.push(self.rewrite(e, &scope)?);
@@ -234,6 +253,8 @@ impl Stage<'_> {
                     cols,
                     rows: input.rows,
                     units: input.units,
+                    unit_of,
+                    protected: input.protected,
                 })
             }
             LogicalPlan::Filter(f) => {
@@ -250,6 +271,7 @@ impl Stage<'_> {
             LogicalPlan::Aggregate(agg) => self.enforce_k(agg, outer),
             LogicalPlan::Window(w) => {
                 let input = self.plan(&w.input, outer)?;
+                self.dp_keeps_units(&input, "a window function")?;
                 let scope = Scope {
                     schema: w.input.schema(),
                     cols: &input.cols,
@@ -301,11 +323,15 @@ impl Stage<'_> {
                 let plan = LogicalPlan::Window(
                     Window::try_new(exprs, Arc::new(input.plan)).map_err(plan_error)?,
                 );
+                let mut unit_of = input.unit_of;
+                unit_of.resize(cols.len(), None);
                 Ok(Out {
                     plan,
                     cols,
                     rows: input.rows,
                     units: input.units,
+                    unit_of,
+                    protected: input.protected,
                 })
             }
             LogicalPlan::Sort(s) => {
@@ -325,6 +351,7 @@ impl Stage<'_> {
             }
             LogicalPlan::Limit(l) => {
                 let input = self.plan(&l.input, outer)?;
+                self.dp_keeps_units(&input, "LIMIT or OFFSET")?;
                 for e in l.skip.iter().chain(l.fetch.iter()) {
                     if !matches!(e.as_ref(), Expr::Literal(..)) {
                         return Err(invalid("LIMIT and OFFSET take literal numbers"));
@@ -344,8 +371,11 @@ impl Stage<'_> {
                 let mut inputs = Vec::with_capacity(u.inputs.len());
                 let mut cols = vec![Lineage::default(); u.schema.fields().len()];
                 let mut rows = Lineage::default();
+                let mut protected = false;
                 for input in &u.inputs {
                     let out = self.plan(input, outer)?;
+                    self.dp_keeps_units(&out, "UNION")?;
+                    protected |= out.protected;
                     let out = self.strip_units(out)?;
                     for (c, l) in cols.iter_mut().zip(&out.cols) {
                         c.extend(l);
@@ -356,15 +386,19 @@ impl Stage<'_> {
                 let plan = LogicalPlan::Union(
                     Union::try_new_with_loose_types(inputs).map_err(plan_error)?,
                 );
+                let unit_of = vec![None; cols.len()];
                 Ok(Out {
                     plan,
                     cols,
                     rows,
                     units: Vec::new(),
+                    unit_of,
+                    protected,
                 })
             }
             LogicalPlan::Distinct(Distinct::All(input)) => {
                 let out = self.plan(input, outer)?;
+                self.dp_keeps_units(&out, "SELECT DISTINCT")?;
                 let out = self.strip_units(out)?;
                 let all = Lineage::union(out.cols.iter());
                 self.fields.check_influence(&all, "SELECT DISTINCT")?;
@@ -374,6 +408,8 @@ impl Stage<'_> {
                     cols: out.cols,
                     rows: out.rows,
                     units: Vec::new(),
+                    unit_of: out.unit_of,
+                    protected: out.protected,
                 })
             }
             LogicalPlan::Distinct(Distinct::On(_)) => {
@@ -397,11 +433,14 @@ impl Stage<'_> {
                     .map(|e| self.rewrite(e, &scope))
                     .collect::<Result<Vec<_>, _>>()?;
                 let plan = plan.with_new_exprs(exprs, vec![]).map_err(plan_error)?;
+                let unit_of = vec![None; cols.len()];
                 Ok(Out {
                     plan,
                     cols,
                     rows: Lineage::default(),
                     units: Vec::new(),
+                    unit_of,
+                    protected: false,
                 })
             }
             LogicalPlan::EmptyRelation(e) => Ok(Out {
@@ -409,6 +448,8 @@ impl Stage<'_> {
                 cols: vec![Lineage::default(); e.schema.fields().len()],
                 rows: Lineage::default(),
                 units: Vec::new(),
+                unit_of: vec![None; e.schema.fields().len()],
+                protected: false,
             }),
             LogicalPlan::Subquery(sq) => {
                 let inner = self.plan(&sq.subquery, outer)?;
@@ -422,6 +463,8 @@ impl Stage<'_> {
                     cols: inner.cols,
                     rows: inner.rows,
                     units: inner.units,
+                    unit_of: inner.unit_of,
+                    protected: inner.protected,
                 })
             }
             LogicalPlan::RecursiveQuery(_) => Err(invalid("recursive queries are not supported")),
@@ -453,11 +496,22 @@ impl Stage<'_> {
         };
         let mut exprs = Vec::with_capacity(join.on.len() * 2 + 1);
         let mut keys = Lineage::default();
-        let mut on_units = false;
+        let combined_schema = join
+            .left
+            .schema()
+            .join(join.right.schema())
+            .map_err(plan_error)?;
         for (l, r) in &join.on {
             let ll = self.lineage(l, &left_scope, outer)?;
             let rl = self.lineage(r, &right_scope, outer)?;
-            on_units |= self.fields.is_single_unit(&ll) && self.fields.is_single_unit(&rl);
+            if let Some((hl, hr)) = self.dp_unit_pair(l, r, &combined_schema, &left, &right) {
+                // Joined on the raw units themselves (`dp_units`).
+                keys.extend(&ll);
+                keys.extend(&rl);
+                exprs.push(Expr::Column(hl.into()));
+                exprs.push(Expr::Column(hr.into()));
+                continue;
+            }
             self.check_functions(l, &left_scope, outer, &Lineage::default())?;
             self.check_functions(r, &right_scope, outer, &Lineage::default())?;
             if !(self.fields.is_single_token(&ll) && self.fields.is_single_token(&rl)) {
@@ -469,11 +523,6 @@ impl Stage<'_> {
             exprs.push(self.rewrite(l, &left_scope)?);
             exprs.push(self.rewrite(r, &right_scope)?);
         }
-        let combined_schema = join
-            .left
-            .schema()
-            .join(join.right.schema())
-            .map_err(plan_error)?;
         let mut combined_cols = left.cols.clone();
         combined_cols.extend(right.cols.iter().cloned());
         if let Some(filter) = &join.filter {
@@ -481,25 +530,27 @@ impl Stage<'_> {
                 schema: &combined_schema,
                 cols: &combined_cols,
             };
-            let lineage = self.check_condition(filter, &scope, outer, "a JOIN condition")?;
-            self.check_functions(filter, &scope, outer, &Lineage::default())?;
+            let mut conjuncts = Vec::new();
             for conjunct in split_conjunction(filter) {
                 if let Expr::BinaryExpr(BinaryExpr {
                     left: l,
                     op: Operator::Eq,
                     right: r,
                 }) = conjunct
+                    && let Some((hl, hr)) = self.dp_unit_pair(l, r, &combined_schema, &left, &right)
                 {
-                    let (ll, rl) = (
-                        self.lineage(l, &scope, outer)?,
-                        self.lineage(r, &scope, outer)?,
-                    );
-                    on_units |= self.fields.is_single_unit(&ll) && self.fields.is_single_unit(&rl);
+                    keys.extend(&self.lineage(conjunct, &scope, outer)?);
+                    conjuncts.push(Expr::Column(hl.into()).eq(Expr::Column(hr.into())));
+                    continue;
                 }
+                keys.extend(&self.check_condition(conjunct, &scope, outer, "a JOIN condition")?);
+                self.check_functions(conjunct, &scope, outer, &Lineage::default())?;
+                conjuncts.push(self.rewrite_unnamed(conjunct, &scope)?);
             }
-            keys.extend(&lineage);
-            exprs.push(self.rewrite(filter, &scope)?);
+            exprs
+                .push(datafusion::logical_expr::utils::conjunction(conjuncts).unwrap_or(lit(true)));
         }
+        self.dp_join(join, &left, &right, &combined_schema)?;
         // A join can repeat any row: no unit column is unique past it.
         let repeated = |units: &[Unit]| {
             units
@@ -511,45 +562,42 @@ impl Stage<'_> {
                 .collect::<Vec<_>>()
         };
         let (left_units, right_units) = (repeated(&left.units), repeated(&right.units));
-        let left = Out {
-            units: left_units,
-            ..left
-        };
-        let right = Out {
-            units: right_units,
-            ..right
-        };
-        let (cols, units) = match join.join_type {
-            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
-                let mut units = left.units.clone();
-                units.extend(right.units.iter().cloned());
-                (combined_cols, units)
+        let both = |first: &[Unit], second: &[Unit]| [first, second].concat();
+        let mut combined_unit_of = left.unit_of.clone();
+        combined_unit_of.extend(right.unit_of.iter().copied());
+        let marked = |unit_of: &[Option<usize>]| [unit_of, &[None]].concat();
+        // The side whose rows a join keeps comes first: its units are never
+        // NULL, and a DP query bounds the first protected unit.
+        let (cols, units, unit_of) = match join.join_type {
+            JoinType::Inner | JoinType::Left | JoinType::Full => (
+                combined_cols,
+                both(&left_units, &right_units),
+                combined_unit_of,
+            ),
+            JoinType::Right => (
+                combined_cols,
+                both(&right_units, &left_units),
+                combined_unit_of,
+            ),
+            JoinType::LeftSemi | JoinType::LeftAnti => {
+                (left.cols.clone(), left_units, left.unit_of.clone())
             }
-            JoinType::LeftSemi | JoinType::LeftAnti => (left.cols.clone(), left.units.clone()),
-            JoinType::RightSemi | JoinType::RightAnti => (right.cols.clone(), right.units.clone()),
+            JoinType::RightSemi | JoinType::RightAnti => {
+                (right.cols.clone(), right_units, right.unit_of.clone())
+            }
             JoinType::LeftMark => {
                 let mut cols = left.cols.clone();
                 cols.push(Lineage::union([&keys, &right.rows]));
-                (cols, left.units.clone())
+                (cols, left_units, marked(&left.unit_of))
             }
             JoinType::RightMark => {
                 let mut cols = right.cols.clone();
                 cols.push(Lineage::union([&keys, &left.rows]));
-                (cols, right.units.clone())
+                (cols, right_units, marked(&right.unit_of))
             }
         };
         let rows = Lineage::union([&left.rows, &right.rows]);
-        if self.fields.below_dp
-            && self.fields.has_dp(&left.rows)
-            && self.fields.has_dp(&right.rows)
-            && !on_units
-        {
-            return Err(deny(
-                None,
-                "dp",
-                "datasets protected by differential privacy may be joined only on their privacy units",
-            ));
-        }
+        let protected = left.protected || right.protected;
         let plan = LogicalPlan::Join(join.clone())
             .with_new_exprs(exprs, vec![left.plan, right.plan])
             .map_err(plan_error)?;
@@ -558,6 +606,8 @@ impl Stage<'_> {
             cols,
             rows,
             units,
+            unit_of,
+            protected,
         })
     }
 
@@ -612,10 +662,18 @@ impl Stage<'_> {
         );
         Ok(Out {
             plan,
-            cols: out.cols,
-            rows: out.rows,
             units: Vec::new(),
+            ..out
         })
+    }
+}
+
+/// The scan whose privacy unit `e` is, unchanged: a column (perhaps
+/// renamed) that holds one.
+pub(super) fn unit_column(e: &Expr, schema: &DFSchema, unit_of: &[Option<usize>]) -> Option<usize> {
+    match unalias(e) {
+        Expr::Column(c) => schema.maybe_index_of_column(c).and_then(|i| unit_of[i]),
+        _ => None,
     }
 }
 

@@ -49,7 +49,7 @@ impl Stage<'_> {
         // Rows exist only where the privacy unit does. When the unit is
         // aggregate-only or dp, their existence is protected as the unit is;
         // otherwise rows may be seen, with whatever fields may be seen.
-        let unit_level = view
+        let unit_level: Level = view
             .columns
             .iter()
             .find(|c| c.name == manifest.privacy_unit)
@@ -123,11 +123,31 @@ impl Stage<'_> {
             });
         }
         self.scans += 1;
+        // Under differential privacy, a scan of a dataset with dp or
+        // aggregate-only fields for the caller is bounded per unit and
+        // charged, whichever of its fields the query reads.
+        let protected = matches!(unit_level, Level::Aggregate { .. } | Level::Dp)
+            || view
+                .columns
+                .iter()
+                .any(|c| matches!(c.level, Level::Aggregate { .. } | Level::Dp));
+        if protected {
+            self.protected_datasets.insert(manifest.name.clone());
+        }
         let unit = Unit {
             name: format!("{UNIT_PREFIX}{}", self.scans),
             dataset: manifest.name.clone(),
             unique: dataset.unique_units,
+            scan: self.scans,
+            kind: manifest
+                .field(&manifest.privacy_unit)
+                .and_then(|f| f.identifier),
+            protected,
         };
+        let unit_of = projection
+            .iter()
+            .map(|&i| (view.columns[i].name == manifest.privacy_unit).then_some(self.scans))
+            .collect();
         let unit_expr = column(&manifest.privacy_unit);
         let is_text = unit_expr
             .get_type(plan.schema())
@@ -146,6 +166,8 @@ impl Stage<'_> {
             cols,
             rows,
             units: vec![unit],
+            unit_of,
+            protected,
         })
     }
 

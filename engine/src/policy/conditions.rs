@@ -1,0 +1,1 @@
+//! Rule: protected values never decide which rows count. (Filled in below.)
