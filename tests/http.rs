@@ -432,7 +432,7 @@ fn keys_roles_and_administration_take_effect_on_the_next_request() {
             .clone()
     };
     assert_eq!(level("name"), "masked(name)");
-    assert_eq!(level("ethnicity"), "aggregate(k=10)");
+    assert_eq!(level("ethnicity"), "dp");
     assert_eq!(level("county_code"), "plain");
     let subject = server
         .post_json(

@@ -65,7 +65,15 @@ fn main() {
         .build()
         .unwrap();
 
-    let policy = Policy::default_preset();
+    // The aggregate(k) channel: consumers get exact aggregates over k units
+    // of L3 fields, as a granted principal does under the default preset
+    // (which gives consumers without a grant only DP answers there).
+    let policy = Policy::parse(&veil_policies::policy::DEFAULT_PRESET.replacen(
+        r#"levels = { consumer = ["masked", "generalized", "dp"], modeler = ["generalized", "dp"] }"#,
+        r#"levels = { consumer = ["masked", "generalized", "aggregate"], modeler = ["generalized", "aggregate"] }"#,
+        1,
+    ))
+    .unwrap();
     // Plain DataFusion and veil's engine run with the same configuration.
     let mut engine = Engine::new(policy.clone(), "bench", [1; 32]);
     let plain = SessionContext::new_with_config(SessionConfig::new().with_batch_size(8192));

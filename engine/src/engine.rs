@@ -498,10 +498,49 @@ impl Engine {
             pseudonym_key: Arc::new(key),
         };
         if let Some(options) = request.dp {
-            return self.prepare_dp(&ctx, &plan, options, request, seed);
+            return self.prepare_dp(&ctx, &plan, Some(options), request, seed);
         }
-        let checked = policy::check(&ctx, &plan, wildcard)?;
-        Ok(self.prepared(checked, request.now))
+        match policy::check(&ctx, &plan, wildcard) {
+            Ok(checked) => Ok(self.prepared(checked, request.now)),
+            // Fields the caller may read only under differential privacy:
+            // the query is a DP query at its grades' default ε, when they
+            // have one. A refusal by a DP rule says more than the first
+            // refusal; otherwise (not a DP shape, no default) the first one
+            // stands.
+            Err(QueryError::Denied(first)) if first.rule == "dp" => {
+                match self.prepare_dp(&ctx, &plan, None, request, seed) {
+                    Ok(prepared) => Ok(prepared),
+                    Err(QueryError::Denied(r)) if r.rule != NO_DEFAULT => {
+                        Err(QueryError::Denied(r))
+                    }
+                    Err(_) => Err(QueryError::Denied(first)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The ε a query over `dataset` spends when it names none: the smallest
+    /// default of the grades of the fields a DP query over it protects;
+    /// `None` when one of them has no default (the caller must name ε).
+    pub fn query_epsilon(
+        &self,
+        dataset: &str,
+        principal: &Principal,
+        purpose: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<f64> {
+        let d = self.datasets.get(dataset)?;
+        let mut out: Option<f64> = None;
+        for f in &d.manifest.fields {
+            let level = decide(&self.policy, &d.manifest, f, principal, purpose, now).level;
+            if !matches!(level, Level::Dp | Level::Aggregate { .. }) {
+                continue;
+            }
+            let q = self.policy.grade(&f.grade)?.budget.query_epsilon?;
+            out = Some(out.map_or(q, |o| o.min(q)));
+        }
+        out
     }
 
     /// The differential-privacy budget (ε, δ) of `dataset` for a caller: the
@@ -533,11 +572,33 @@ impl Engine {
         &self,
         ctx: &policy::Context<'_>,
         plan: &datafusion::logical_expr::LogicalPlan,
-        options: DpOptions,
+        options: Option<DpOptions>,
         request: &QueryRequest<'_>,
         seed: u64,
     ) -> Result<PreparedQuery, QueryError> {
         use crate::dp::{bound_contributions, release};
+        let checked = policy::check_dp(ctx, plan)?;
+        // Without options, the grades' default ε and the tightest bounds.
+        let options = match options {
+            Some(o) => o,
+            None => {
+                let defaults: Option<Vec<f64>> = checked
+                    .dp_datasets
+                    .iter()
+                    .map(|d| self.query_epsilon(d, request.principal, request.purpose, request.now))
+                    .collect();
+                let epsilon = defaults
+                    .and_then(|d| d.into_iter().reduce(f64::min))
+                    .ok_or_else(|| {
+                        deny(
+                            None,
+                            NO_DEFAULT,
+                            "this query needs differential privacy and its fields' grades set no default ε; send `epsilon`",
+                        )
+                    })?;
+                DpOptions::new(epsilon)
+            }
+        };
         if !(options.epsilon.is_finite() && options.epsilon > 0.0 && options.epsilon <= 100.0) {
             return Err(crate::error::invalid(
                 "`epsilon` must be a number above 0 and at most 100",
@@ -553,7 +614,6 @@ impl Engine {
                 )));
             }
         }
-        let checked = policy::check_dp(ctx, plan)?;
         let mut budgets = Vec::new();
         for name in &checked.dp_datasets {
             let (epsilon, delta) = self
@@ -769,6 +829,9 @@ impl Engine {
         Ok((prepared, answer))
     }
 }
+
+/// The rule of the refusal when a query needs DP and no default ε applies.
+const NO_DEFAULT: &str = "dp-default";
 
 /// Optimising or physically planning the checked plan failed: a type error
 /// in the query, most often. Only the caller's own SQL is described.

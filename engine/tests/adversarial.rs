@@ -46,10 +46,6 @@ fn empty(rows: &[Vec<String>]) -> bool {
     rows.is_empty()
 }
 
-fn answered(_: &[Vec<String>]) -> bool {
-    true
-}
-
 fn no_small_groups(rows: &[Vec<String>]) -> bool {
     // Every released count (last column) stands for at least k = 10 units.
     rows.iter().all(|r| {
@@ -174,7 +170,7 @@ fn attacks() -> Vec<Attack> {
             "failing cast of an aggregate-only value",
             consumer,
             "SELECT education, SUM(CAST(ethnicity AS INT)) FROM population GROUP BY education",
-            Protected(answered),
+            Denied,
         ),
         attack(
             "failing cast of a masked value",
@@ -186,7 +182,7 @@ fn attacks() -> Vec<Attack> {
             "float division by a protected difference",
             consumer,
             "SELECT subject_type, SUM(amount_billed / (usage - 100)) AS s, COUNT(*) AS n FROM utility_usage GROUP BY subject_type",
-            Protected(no_small_groups),
+            Denied,
         ),
         attack(
             "integer overflow chosen by a protected value",
@@ -235,7 +231,7 @@ fn attacks() -> Vec<Attack> {
             "CASE over a masked id",
             consumer,
             "SELECT CASE WHEN id_number LIKE '5301%' THEN 'kunming' ELSE 'elsewhere' END || name FROM population LIMIT 5",
-            Protected(masked),
+            Denied,
         ),
         attack(
             "ORDER BY a masked id LIMIT 1",
@@ -307,7 +303,7 @@ fn attacks() -> Vec<Attack> {
         attack(
             "filter on dp data",
             consumer,
-            "SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental'",
+            "SELECT diagnosis_category FROM health_visits WHERE diagnosis_category = 'mental'",
             Denied,
         ),
         attack(
@@ -451,7 +447,11 @@ fn run_attack(a: &Attack) -> Result<Vec<Vec<String>>, QueryError> {
         _ => None,
     };
     let engine = variant.map(|p| build_engine(&f.dir, p));
-    let engine = engine.as_ref().unwrap_or(&f.engine);
+    // These attacks aim at exact aggregates over k units, which the default
+    // preset gives only to granted principals: run them where consumers
+    // have them too. The default preset's answer to them (differential
+    // privacy) is `exact_amounts_leave_only_under_dp` below.
+    let engine = engine.as_ref().unwrap_or(k_engine());
     f.runtime
         .block_on(engine.query(&request(&who, a.sql, purpose)))
         .map(|(_, answer)| rows(&answer.batches))
@@ -559,4 +559,73 @@ fn no_raw_protected_value_appears_in_any_answer() {
         answered >= 10,
         "only {answered} attacks produced answers to inspect"
     );
+}
+
+/// The three ways a consumer without a grant read exact amounts, against the
+/// default preset: refused, or answered under differential privacy and
+/// charged, as a consumer and as a region-scoped consumer.
+#[test]
+fn exact_amounts_leave_only_under_dp() {
+    let f = fixture();
+    let company = table("tax", &["uscc"])[0]["uscc"].clone();
+    let person = table("social_insurance", &["id_number"])[0]["id_number"].clone();
+    let masked = format!("{}**********{}", &person[..4], &person[14..]);
+    for who in [consumer(), kunming()] {
+        let prepare = |sql: &str| f.engine.prepare(&request(&who, sql, None));
+        // 1. A condition inside the aggregate.
+        for sql in [
+            format!(
+                "SELECT SUM(CASE WHEN uscc = '{company}' AND year = 2024 THEN revenue ELSE 0 END) FROM tax"
+            ),
+            format!("SELECT SUM(tax_paid) FILTER (WHERE uscc = '{company}') FROM tax"),
+        ] {
+            assert!(prepare(&sql).is_err(), "{sql}");
+        }
+        // 2. Masked values as a key inside an aggregate.
+        for sql in [
+            format!(
+                "SELECT SUM(CASE WHEN id_number = '{masked}' THEN contribution_base END) FROM social_insurance"
+            ),
+            format!(
+                "SELECT COUNT(CASE WHEN id_number = '{masked}' AND month = '2024-03' THEN 1 END) FROM social_insurance"
+            ),
+        ] {
+            match prepare(&sql) {
+                Err(QueryError::Denied(r)) => assert!(!r.message.contains(&masked), "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        // 3. Differencing: both halves are DP answers, charged to `tax`.
+        for sql in [
+            "SELECT SUM(revenue) FROM tax WHERE year = 2025".to_owned(),
+            format!("SELECT SUM(revenue) FROM tax WHERE year = 2025 AND uscc <> '{company}'"),
+        ] {
+            let prepared = prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            assert_eq!(prepared.privacy.mode, "dp", "{sql}");
+            let dp = prepared.dp.as_ref().unwrap();
+            assert!(
+                dp.costs
+                    .iter()
+                    .any(|c| c.dataset == "tax" && c.epsilon > 0.0)
+            );
+        }
+    }
+    // A granted principal still gets exact aggregates over k units, and the
+    // conditional forms stay refused for it.
+    let mut modeler = granted("tax");
+    modeler.role = veil_policies::Role::Modeler;
+    let (prepared, _) = f
+        .runtime
+        .block_on(f.engine.query(&request(
+            &modeler,
+            "SELECT county_code, SUM(revenue) FROM tax GROUP BY county_code",
+            Some("benefits"),
+        )))
+        .unwrap();
+    assert_eq!(prepared.privacy.mode, "aggregate");
+    let sql = format!("SELECT SUM(revenue) FILTER (WHERE uscc = '{company}') FROM tax");
+    assert!(matches!(
+        f.engine.prepare(&request(&modeler, &sql, Some("benefits"))),
+        Err(QueryError::Denied(_))
+    ));
 }

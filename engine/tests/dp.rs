@@ -241,11 +241,20 @@ fn shapes_that_would_act_before_the_noise_are_refused() {
 }
 
 #[test]
-fn without_epsilon_dp_fields_are_refused_with_a_hint() {
-    let message = denied(
+fn without_epsilon_dp_fields_are_answered_at_the_grades_default_epsilon() {
+    let (prepared, rows) = run_as(
         &consumer(),
+        None,
         "SELECT diagnosis_category, COUNT(*) FROM health_visits GROUP BY diagnosis_category",
-    );
+    )
+    .unwrap();
+    assert_eq!(prepared.privacy.mode, "dp");
+    // L4's `query_epsilon` in the default preset.
+    assert_eq!(prepared.privacy.epsilon_spent, 0.1);
+    assert_eq!(prepared.dp.unwrap().costs[0].dataset, "health_visits");
+    assert_eq!(rows.len(), 18);
+    // Row by row there is no DP answer: the refusal says how to get one.
+    let message = denied(&consumer(), "SELECT diagnosis_category FROM health_visits");
     assert!(message.contains("epsilon"), "{message}");
 }
 

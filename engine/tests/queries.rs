@@ -72,12 +72,12 @@ fn a_region_scope_filters_every_scan() {
 #[test]
 fn aggregate_only_fields_release_exactly_the_groups_with_k_units() {
     // Population has one row per person, so rows per group are units per group.
-    let plain = run(
+    let plain = run_k(
         &consumer(),
         "SELECT county_code, education, COUNT(*) FROM population GROUP BY county_code, education",
     )
     .unwrap();
-    let protected = run(&consumer(), "SELECT county_code, education, COUNT(ethnicity) FROM population GROUP BY county_code, education").unwrap();
+    let protected = run_k(&consumer(), "SELECT county_code, education, COUNT(ethnicity) FROM population GROUP BY county_code, education").unwrap();
     let released: HashMap<(String, String), String> = protected
         .into_iter()
         .map(|r| ((r[0].clone(), r[1].clone()), r[2].clone()))
@@ -139,7 +139,7 @@ fn k_counts_distinct_units_not_rows() {
         .map(|(c, _)| c.clone())
         .unwrap();
     let query = |county: &str| {
-        run(
+        run_k(
             &consumer(),
             &format!(
                 "SELECT COUNT(paid), COUNT(*) FROM social_insurance WHERE county_code = '{county}'"
@@ -147,7 +147,7 @@ fn k_counts_distinct_units_not_rows() {
         )
         .unwrap()
     };
-    let rows_in_small = run(
+    let rows_in_small = run_k(
         &consumer(),
         &format!("SELECT COUNT(*) FROM social_insurance WHERE county_code = '{small}'"),
     )
@@ -263,10 +263,11 @@ fn refusals_name_the_field_and_rule_and_never_the_value() {
     assert!(!message.contains("13812345678"));
     let message = denied(&consumer(), "SELECT ethnicity FROM population");
     assert!(
-        message.contains("population.ethnicity") && message.contains("aggregate-only"),
+        message.contains("population.ethnicity")
+            && message.contains("only through differential privacy"),
         "{message}"
     );
-    let message = denied(&consumer(), "SELECT COUNT(*) FROM health_visits");
+    let message = denied(&consumer(), "SELECT id_number FROM health_visits");
     assert!(
         message.contains("health_visits.id_number") && message.contains("differential privacy"),
         "{message}"

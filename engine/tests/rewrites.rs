@@ -6,8 +6,21 @@ use common::*;
 use veil_policies::Principal;
 
 fn check(principal: &Principal, purpose: Option<&str>, sql: &str) -> String {
-    let f = fixture();
-    let prepared = f.engine.prepare(&request(principal, sql, purpose)).unwrap();
+    check_on(&fixture().engine, principal, purpose, sql)
+}
+
+/// On the engine whose L3 gives consumers exact aggregates over k units.
+fn check_k(principal: &Principal, sql: &str) -> String {
+    check_on(k_engine(), principal, None, sql)
+}
+
+fn check_on(
+    engine: &veil_engine::Engine,
+    principal: &Principal,
+    purpose: Option<&str>,
+    sql: &str,
+) -> String {
+    let prepared = engine.prepare(&request(principal, sql, purpose)).unwrap();
     format!("{sql}\n\n{}", prepared.plan_text())
 }
 
@@ -31,18 +44,16 @@ fn region_filters_go_under_every_scan() {
 
 #[test]
 fn aggregate_only_fields_get_a_k_threshold_on_distinct_units() {
-    insta::assert_snapshot!(check(
+    insta::assert_snapshot!(check_k(
         &consumer(),
-        None,
         "SELECT month, SUM(usage) AS total FROM utility_usage GROUP BY month"
     ));
 }
 
 #[test]
 fn joins_carry_units_from_both_sides() {
-    insta::assert_snapshot!(check(
+    insta::assert_snapshot!(check_k(
         &consumer(),
-        None,
         "SELECT l.industry, SUM(t.revenue) FROM legal_persons l JOIN tax t ON l.uscc = t.uscc GROUP BY l.industry"
     ));
 }

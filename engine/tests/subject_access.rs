@@ -76,7 +76,7 @@ fn an_organisation_reads_its_own_registration_and_tax_records() {
 fn fields_no_role_may_see_stay_in_the_domain() {
     // Grade L3 made core-like: released to nobody.
     let text = veil_policies::policy::DEFAULT_PRESET.replacen(
-        "levels = { consumer = [\"masked\", \"generalized\", \"aggregate\"], modeler = [\"generalized\", \"aggregate\"] }\ngranted = { consumer = \"plain\", modeler = [\"pseudonym\", \"generalized\", \"aggregate\"] }",
+        "levels = { consumer = [\"masked\", \"generalized\", \"dp\"], modeler = [\"generalized\", \"dp\"] }\ngranted = { consumer = \"plain\", modeler = [\"pseudonym\", \"generalized\", \"aggregate\"] }",
         "levels = {}\ngranted = {}",
         1,
     );

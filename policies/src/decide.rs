@@ -208,11 +208,11 @@ mod tests {
         let rows: Vec<(&Principal, Option<&str>, &str, &str)> = vec![
             (&consumer, None, "id_number", "masked(id_number)"),
             (&consumer, None, "birth_date", "generalized(year)"),
-            (&consumer, None, "income", "aggregate(k=10)"),
+            (&consumer, None, "income", "dp"),
             (&consumer, None, "county_code", "plain"),
             (&consumer, None, "diagnosis", "dp"),
             (&consumer, None, "secret", "deny"),
-            (&modeler, None, "id_number", "aggregate(k=10)"),
+            (&modeler, None, "id_number", "dp"),
             (&modeler, None, "birth_date", "generalized(year)"),
             (&modeler, None, "diagnosis", "dp"),
         ];

@@ -64,6 +64,11 @@ impl fmt::Display for Approver {
 pub struct Budget {
     pub epsilon: f64,
     pub delta: f64,
+    /// The ε one query spends when it reads fields of this grade under
+    /// differential privacy without naming its own: a query without
+    /// `epsilon` over dp fields is answered under DP at this ε. `None`: the
+    /// caller must name ε.
+    pub query_epsilon: Option<f64>,
 }
 
 /// The bundle one grade stands for.
@@ -182,6 +187,7 @@ struct RawGrade {
     k: Option<u32>,
     epsilon: Option<f64>,
     delta: Option<f64>,
+    query_epsilon: Option<f64>,
     #[serde(default)]
     allow_min_max: bool,
     #[serde(default)]
@@ -329,6 +335,14 @@ impl RawGrade {
             }
             None => Some(0.0),
         };
+        let query_epsilon = match (self.query_epsilon, epsilon) {
+            (None, _) => Some(None),
+            (Some(q), Some(e)) if q.is_finite() && q > 0.0 && q <= e => Some(Some(q)),
+            (Some(_), _) => {
+                push("`query_epsilon` must be a positive number no larger than `epsilon`".into());
+                None
+            }
+        };
         let levels = check_levels("levels", self.levels, &mut push);
         let granted = check_levels("granted", self.granted, &mut push);
         Some(Grade {
@@ -340,6 +354,7 @@ impl RawGrade {
             budget: Budget {
                 epsilon: epsilon?,
                 delta: delta?,
+                query_epsilon: query_epsilon?,
             },
             levels: levels?,
             granted: granted?,

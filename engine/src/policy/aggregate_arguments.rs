@@ -1,2 +1,116 @@
-//! Rule: the argument of an aggregate over aggregate-only data is the field
-//! itself. (Filled in below.)
+//! Rule: an exact aggregate over aggregate-only data aggregates the field
+//! itself, over every row of its group, and its group is released only when
+//! at least k units have a value in it.
+//!
+//! The guarantee is "no released value is made by fewer than k units". A
+//! group of thousands whose value one row makes (`SUM(CASE WHEN uscc = '…'
+//! THEN revenue END)`, `SUM(revenue) FILTER (WHERE …)`, a TRY_CAST that is
+//! NULL for all but small values) would break it while passing any
+//! threshold on the group. So the argument of COUNT, SUM or AVG (and MIN or
+//! MAX where a grade allows them) over an aggregate-only field is the field,
+//! perhaps cast to a floating-point type, negated, or combined with
+//! constants (a unit conversion); no condition, no other field, no function,
+//! no FILTER. Conditions belong in WHERE or GROUP BY, where the threshold
+//! counts the units they leave. `enforce_k` then counts, for every such
+//! aggregate, the units whose argument is not NULL in the group.
+
+use arrow::datatypes::DataType;
+use datafusion::logical_expr::expr::{AggregateFunction, Cast, TryCast};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+
+use super::Stage;
+use super::lineage::FieldInfo;
+use crate::error::{QueryError, deny};
+
+pub(crate) const RULE: &str = "aggregate-argument";
+
+impl Stage<'_> {
+    /// Checks aggregate `f`, which consumes the aggregate-only `field`.
+    pub(super) fn check_aggregate_argument(
+        &self,
+        f: &AggregateFunction,
+        field: &FieldInfo,
+    ) -> Result<(), QueryError> {
+        let name = f.func.name();
+        let refuse = |what: &str| {
+            Err(deny(
+                Some(field.qualified()),
+                RULE,
+                format!(
+                    "field `{}` is aggregate-only for you: {what} would let a few rows make the value of a large group; write `{name}({})` and choose the rows with WHERE or GROUP BY, where the threshold counts them",
+                    field.qualified(),
+                    field.field
+                ),
+            ))
+        };
+        if f.params.filter.is_some() {
+            return refuse(&format!("a FILTER on `{name}`"));
+        }
+        for a in &f.params.args {
+            if !value_preserving(a) {
+                return refuse(&format!("this argument of `{name}`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The field itself, through casts to floating point, negation and
+/// arithmetic with constants only.
+fn value_preserving(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) | Expr::Literal(..) => true,
+        Expr::Alias(a) => value_preserving(&a.expr),
+        Expr::Negative(inner) => value_preserving(inner),
+        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+            matches!(field.data_type(), DataType::Float64 | DataType::Float32)
+                && value_preserving(expr)
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            matches!(
+                op,
+                Operator::Plus | Operator::Minus | Operator::Multiply | Operator::Divide
+            ) && match (left.as_ref(), right.as_ref()) {
+                (Expr::Literal(..), other) | (other, Expr::Literal(..)) => value_preserving(other),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::testing::{granted_modeler, prepare, rule_of};
+
+    fn refused_for_granted(sql: &str) -> &'static str {
+        rule_of(prepare(&granted_modeler("tax"), sql, None), sql)
+    }
+
+    #[test]
+    fn conditions_inside_an_aggregate_are_refused() {
+        for sql in [
+            "SELECT SUM(CASE WHEN uscc = '91530100MA6K000001' AND year = 2024 THEN revenue ELSE 0 END) FROM tax",
+            "SELECT SUM(revenue) FILTER (WHERE uscc = '91530100MA6K000001') FROM tax",
+            "SELECT AVG(NULLIF(revenue, 0)) FROM tax",
+            "SELECT SUM(COALESCE(revenue, tax_paid)) FROM tax",
+            "SELECT SUM(TRY_CAST(revenue AS TINYINT)) FROM tax",
+            "SELECT SUM(revenue * year) FROM tax",
+            "SELECT SUM(GREATEST(revenue, 1000)) FROM tax",
+            "SELECT county_code, SUM(revenue * CAST(uscc = '91530100MA6K000001' AS DOUBLE)) FROM tax GROUP BY county_code",
+        ] {
+            assert_eq!(refused_for_granted(sql), super::RULE, "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_field_itself_and_unit_conversions_are_aggregated() {
+        for sql in [
+            "SELECT county_code, SUM(revenue) FROM tax GROUP BY county_code",
+            "SELECT county_code, AVG(revenue * 10000) AS yuan FROM tax GROUP BY county_code",
+            "SELECT year, SUM(CAST(tax_paid AS DOUBLE) / 100), COUNT(*) FROM tax GROUP BY year",
+        ] {
+            prepare(&granted_modeler("tax"), sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+    }
+}

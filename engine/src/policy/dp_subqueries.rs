@@ -60,12 +60,14 @@ mod tests {
     }
 
     #[test]
-    fn without_dp_a_subquery_still_may_not_read_dp_fields() {
+    fn without_epsilon_the_query_is_a_dp_query_and_refused_alike() {
+        // dp fields without `epsilon`: answered under DP at the default ε,
+        // so the same rule refuses it.
         assert_eq!(
             refused(
                 "SELECT COUNT(*) FROM legal_persons WHERE EXISTS (SELECT 1 FROM health_visits WHERE diagnosis_category = 'mental')"
             ),
-            "dp"
+            super::RULE
         );
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Filter, LogicalPlan, Projection, utils::conjunction,
+    Aggregate, Expr, ExprFunctionExt, Filter, LogicalPlan, Projection, utils::conjunction,
 };
 use datafusion::prelude::{col, lit};
 use veil_policies::Level;
@@ -60,6 +60,9 @@ impl Stage<'_> {
         // and from the existence of its input rows.
         let mut consumed = input.rows.clone();
         let mut aggregates = Vec::with_capacity(agg.aggr_expr.len());
+        // Per aggregate over aggregate-only fields: its rewritten argument
+        // and the datasets of those fields, whose units must have a value.
+        let mut valued: Vec<(Expr, Vec<String>)> = Vec::new();
         for e in &agg.aggr_expr {
             let Expr::AggregateFunction(f) = unalias(e) else {
                 return Err(invalid(
@@ -80,10 +83,31 @@ impl Stage<'_> {
             }
             self.fields
                 .check_influence(&keys, &format!("the FILTER or ORDER BY of `{name}`"))?;
+            if f.params.filter.is_some()
+                && let Some(field) = input
+                    .rows
+                    .raw()
+                    .map(|id| self.fields.get(id))
+                    .find(|f| matches!(f.level, Level::Aggregate { .. }))
+            {
+                return Err(deny(
+                    Some(field.qualified()),
+                    super::aggregate_arguments::RULE,
+                    format!(
+                        "the rows of `{}` are aggregate-only for you: a FILTER on `{name}` would let a few of them make the value of a large group; choose the rows with WHERE",
+                        field.dataset
+                    ),
+                ));
+            }
+            let mut datasets: Vec<String> = Vec::new();
             for id in args.raw() {
                 let field = self.fields.get(id);
                 if !matches!(field.level, Level::Aggregate { .. }) {
                     continue;
+                }
+                self.check_aggregate_argument(f, field)?;
+                if !datasets.contains(&field.dataset) {
+                    datasets.push(field.dataset.clone());
                 }
                 let min_max = matches!(name.as_str(), "min" | "max") && field.allow_min_max;
                 if !(ALWAYS_ALLOWED.contains(&name.as_str()) || min_max) {
@@ -113,6 +137,9 @@ impl Stage<'_> {
                 }
             }
             self.check_functions(e, &scope, outer, &Lineage::default())?;
+            if let (false, [arg, ..]) = (datasets.is_empty(), f.params.args.as_slice()) {
+                valued.push((self.rewrite_unnamed(arg, &scope)?, datasets));
+            }
             consumed.extend(&args);
             cols.push(args.aggregated());
             aggregates.push(self.rewrite(e, &scope)?);
@@ -191,7 +218,8 @@ impl Stage<'_> {
         let counts: Vec<String> = (0..input.units.len())
             .map(|i| format!("__veil_k_{}", i + 1))
             .collect();
-        for (u, name) in input.units.iter().zip(&counts) {
+        let mut counts = counts;
+        for (u, name) in input.units.iter().zip(counts.clone()) {
             // Where every row has its own unit, counting rows counts units;
             // otherwise distinct units are counted, up to k.
             let units = if u.unique {
@@ -200,6 +228,27 @@ impl Stage<'_> {
                 units_at_least(k).call(vec![col(u.name.as_str())])
             };
             aggregates.push(units.alias(name));
+        }
+        // Each value is made only by the units with a value in its
+        // argument: they, too, must be at least k (`aggregate_arguments`).
+        for (j, (arg, datasets)) in valued.iter().enumerate() {
+            for (i, u) in input.units.iter().enumerate() {
+                if !datasets.contains(&u.dataset) {
+                    continue;
+                }
+                let name = format!("__veil_k_{}_{}", i + 1, j + 1);
+                let units = if u.unique {
+                    count(arg.clone())
+                } else {
+                    units_at_least(k)
+                        .call(vec![col(u.name.as_str())])
+                        .filter(arg.clone().is_not_null())
+                        .build()
+                        .map_err(plan_error)?
+                };
+                aggregates.push(units.alias(&name));
+                counts.push(name);
+            }
         }
         let aggregated = LogicalPlan::Aggregate(
             Aggregate::try_new(Arc::new(filtered), group, aggregates).map_err(plan_error)?,

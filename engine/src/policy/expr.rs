@@ -167,6 +167,9 @@ impl Stage<'_> {
                 for a in &f.args {
                     lin.extend(&self.lineage(a, input, outer)?);
                 }
+                if f.func.name() == "nullif" {
+                    self.check_inner_condition(&lin, "NULLIF, which compares it")?;
+                }
                 if self.fields.is_protected(&lin) {
                     self.check_function(f, &lin, input, outer)?;
                 }
@@ -174,11 +177,15 @@ impl Stage<'_> {
             Expr::Case(case) => {
                 let mut chosen_by = context.clone();
                 if let Some(base) = &case.expr {
-                    chosen_by.extend(&self.lineage(base, input, outer)?);
+                    let lineage = self.lineage(base, input, outer)?;
+                    self.check_inner_condition(&lineage, "a CASE condition")?;
+                    chosen_by.extend(&lineage);
                     self.check_functions(base, input, outer, context)?;
                 }
                 for (when, _) in &case.when_then_expr {
-                    chosen_by.extend(&self.lineage(when, input, outer)?);
+                    let lineage = self.lineage(when, input, outer)?;
+                    self.check_inner_condition(&lineage, "a CASE condition")?;
+                    chosen_by.extend(&lineage);
                     self.check_functions(when, input, outer, context)?;
                 }
                 for (_, then) in &case.when_then_expr {

@@ -78,14 +78,30 @@ pub(crate) fn consumer() -> Principal {
     p
 }
 
+/// A modeler with a grant on `dataset` for the purpose `benefits`: L3
+/// fields are aggregate-only for it.
+pub(crate) fn granted_modeler(dataset: &str) -> Principal {
+    let mut p = Principal::new("rule-tests-modeler", Role::Modeler);
+    p.grants.push(veil_policies::Grant {
+        id: "g-rules".into(),
+        dataset: dataset.into(),
+        fields: None,
+        purpose: "benefits".into(),
+        expires_at: now() + chrono::Duration::days(30),
+    });
+    p
+}
+
 pub(crate) fn prepare(
     principal: &Principal,
     sql: &str,
     dp: Option<DpOptions>,
 ) -> Result<PreparedQuery, QueryError> {
+    // A principal with a grant asks for its purpose.
+    let purpose = principal.grants.first().map(|g| g.purpose.as_str());
     engine().prepare(&QueryRequest {
         principal,
-        purpose: None,
+        purpose,
         sql,
         now: now(),
         dp,
@@ -111,7 +127,6 @@ pub(crate) fn refused_dp(sql: &str) -> &'static str {
     rule_of(prepare(&consumer(), sql, Some(DpOptions::new(1.0))), sql)
 }
 
-#[allow(dead_code)]
 pub(crate) fn accepts(sql: &str) -> PreparedQuery {
     prepare(&consumer(), sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"))
 }

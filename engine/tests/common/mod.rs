@@ -145,6 +145,28 @@ pub fn run_as(
     Ok((prepared, rows(&answer.batches)))
 }
 
+/// An engine over the fixture's files whose L3 grade gives consumers
+/// without a grant exact aggregates over at least k units, as a policy may
+/// (the default preset answers them under differential privacy instead).
+pub fn k_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        build_engine(
+            &fixture().dir,
+            policy_with("L3", r#"["masked", "generalized", "aggregate"]"#),
+        )
+    })
+}
+
+/// Runs `sql` as `principal` on [`k_engine`].
+pub fn run_k(principal: &Principal, sql: &str) -> Result<Vec<Vec<String>>, QueryError> {
+    let f = fixture();
+    let (_, answer) = f
+        .runtime
+        .block_on(k_engine().query(&request(principal, sql, None)))?;
+    Ok(rows(&answer.batches))
+}
+
 pub fn run(principal: &Principal, sql: &str) -> Result<Vec<Vec<String>>, QueryError> {
     run_as(principal, None, sql).map(|(_, rows)| rows)
 }
