@@ -21,6 +21,8 @@ mod dp_subqueries;
 pub(crate) mod dp_units;
 mod enforce_k;
 mod expr;
+#[cfg(test)]
+mod k_property;
 mod lineage;
 mod protect_scan;
 #[cfg(test)]
