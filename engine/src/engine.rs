@@ -530,17 +530,38 @@ impl Engine {
         purpose: Option<&str>,
         now: DateTime<Utc>,
     ) -> Option<f64> {
-        let d = self.datasets.get(dataset)?;
         let mut out: Option<f64> = None;
-        for f in &d.manifest.fields {
-            let level = decide(&self.policy, &d.manifest, f, principal, purpose, now).level;
-            if !matches!(level, Level::Dp | Level::Aggregate { .. }) {
-                continue;
-            }
-            let q = self.policy.grade(&f.grade)?.budget.query_epsilon?;
+        for grade in self.protected_grades(dataset, principal, purpose, now)? {
+            let q = grade?.budget.query_epsilon?;
             out = Some(out.map_or(q, |o| o.min(q)));
         }
         out
+    }
+
+    /// The grades of the fields of `dataset` that a DP query over it
+    /// protects for a caller (dp or aggregate-only for them); `None` for an
+    /// unknown grade.
+    fn protected_grades(
+        &self,
+        dataset: &str,
+        principal: &Principal,
+        purpose: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<Option<&veil_policies::policy::Grade>>> {
+        let d = self.datasets.get(dataset)?;
+        Some(
+            d.manifest
+                .fields
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        decide(&self.policy, &d.manifest, f, principal, purpose, now).level,
+                        Level::Dp | Level::Aggregate { .. }
+                    )
+                })
+                .map(|f| self.policy.grade(&f.grade))
+                .collect(),
+        )
     }
 
     /// The differential-privacy budget (ε, δ) of `dataset` for a caller: the
@@ -553,17 +574,14 @@ impl Engine {
         purpose: Option<&str>,
         now: DateTime<Utc>,
     ) -> Option<(f64, f64)> {
-        let d = self.datasets.get(dataset)?;
         let mut budget: Option<(f64, f64)> = None;
-        for f in &d.manifest.fields {
-            let level = decide(&self.policy, &d.manifest, f, principal, purpose, now).level;
-            if !matches!(level, Level::Dp | Level::Aggregate { .. }) {
-                continue;
-            }
-            if let Some(g) = self.policy.grade(&f.grade) {
-                let (e, dl) = budget.unwrap_or((f64::INFINITY, f64::INFINITY));
-                budget = Some((e.min(g.budget.epsilon), dl.min(g.budget.delta)));
-            }
+        for g in self
+            .protected_grades(dataset, principal, purpose, now)?
+            .into_iter()
+            .flatten()
+        {
+            let (e, dl) = budget.unwrap_or((f64::INFINITY, f64::INFINITY));
+            budget = Some((e.min(g.budget.epsilon), dl.min(g.budget.delta)));
         }
         budget
     }

@@ -23,8 +23,7 @@
 //! Subqueries are the rule in `dp_subqueries`.
 
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{BinaryExpr, Expr, Join, JoinType, Operator};
+use datafusion::logical_expr::{Expr, Join, JoinType};
 
 use super::{Out, Stage, unalias};
 use crate::error::{QueryError, deny};
@@ -48,14 +47,15 @@ impl Stage<'_> {
     }
 
     /// Checks a join below a DP aggregate: two protected sides meet on their
-    /// units (whose equalities `dp_unit_pair` turns into equalities of the
-    /// raw units).
+    /// units. `on_units` says whether a condition of the join equates them
+    /// (`dp_unit_pair` found it, and the join turned it into an equality of
+    /// the raw units).
     pub(super) fn dp_join(
         &self,
         join: &Join,
         left: &Out,
         right: &Out,
-        combined: &DFSchema,
+        on_units: bool,
     ) -> Result<(), QueryError> {
         if !self.fields.below_dp || !(left.protected || right.protected) {
             return Ok(());
@@ -87,16 +87,6 @@ impl Stage<'_> {
                 "the privacy unit cannot be followed through this join; aggregate directly over the tables",
             );
         };
-        let on_units = join
-            .on
-            .iter()
-            .any(|(l, r)| self.dp_unit_pair(l, r, combined, left, right).is_some())
-            || join.filter.as_ref().is_some_and(|f| {
-                split_conjunction(f).into_iter().any(|c| {
-                    matches!(c, Expr::BinaryExpr(BinaryExpr { left: l, op: Operator::Eq, right: r })
-                        if self.dp_unit_pair(l, r, combined, left, right).is_some())
-                })
-            });
         if !on_units {
             return refuse(
                 "datasets protected by differential privacy may be joined only on their privacy units, one side's unit equal to the other's (`JOIN b ON a.unit = b.unit`)",

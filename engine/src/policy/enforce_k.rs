@@ -215,11 +215,10 @@ impl Stage<'_> {
             ),
             None => input.plan,
         };
-        let counts: Vec<String> = (0..input.units.len())
+        let mut counts: Vec<String> = (0..input.units.len())
             .map(|i| format!("__veil_k_{}", i + 1))
             .collect();
-        let mut counts = counts;
-        for (u, name) in input.units.iter().zip(counts.clone()) {
+        for (u, name) in input.units.iter().zip(&counts) {
             // Where every row has its own unit, counting rows counts units;
             // otherwise distinct units are counted, up to k.
             let units = if u.unique {

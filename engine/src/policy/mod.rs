@@ -503,11 +503,14 @@ impl Stage<'_> {
             .schema()
             .join(join.right.schema())
             .map_err(plan_error)?;
+        // Whether a condition equates the units of protected scans on the
+        // two sides; each such equality joins the raw units (`dp_units`).
+        let mut on_units = false;
         for (l, r) in &join.on {
             let ll = self.lineage(l, &left_scope, outer)?;
             let rl = self.lineage(r, &right_scope, outer)?;
             if let Some((hl, hr)) = self.dp_unit_pair(l, r, &combined_schema, &left, &right) {
-                // Joined on the raw units themselves (`dp_units`).
+                on_units = true;
                 keys.extend(&ll);
                 keys.extend(&rl);
                 exprs.push(Expr::Column(hl.into()));
@@ -541,6 +544,7 @@ impl Stage<'_> {
                 }) = conjunct
                     && let Some((hl, hr)) = self.dp_unit_pair(l, r, &combined_schema, &left, &right)
                 {
+                    on_units = true;
                     keys.extend(&self.lineage(conjunct, &scope, outer)?);
                     conjuncts.push(Expr::Column(hl.into()).eq(Expr::Column(hr.into())));
                     continue;
@@ -552,7 +556,7 @@ impl Stage<'_> {
             exprs
                 .push(datafusion::logical_expr::utils::conjunction(conjuncts).unwrap_or(lit(true)));
         }
-        self.dp_join(join, &left, &right, &combined_schema)?;
+        self.dp_join(join, &left, &right, on_units)?;
         // A join can repeat any row: no unit column is unique past it.
         let repeated = |units: &[Unit]| {
             units
