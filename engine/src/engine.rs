@@ -760,17 +760,52 @@ impl Engine {
         let dp = query.dp.as_ref().ok_or_else(|| QueryError::Internal {
             detail: "not a DP query".into(),
         })?;
-        let physical = self
-            .state
-            .create_physical_plan(&query.checked.plan)
-            .await
-            .map_err(planning_error)?;
+        let physical = self.physical_plan(&query.checked.plan).await?;
         let batches = datafusion::physical_plan::collect(physical, self.state.task_ctx())
             .await
             .map_err(|e| QueryError::Internal {
                 detail: e.to_string(),
             })?;
         Ok((batches, &dp.release))
+    }
+
+    /// The physical plan of a checked plan. DataFusion's type coercion adds
+    /// casts after the policy stage has rewritten every CAST the caller
+    /// wrote into TRY_CAST: those are made TRY_CAST too, so that no value
+    /// can make a coercion fail (an error would be an oracle; a NULL is not).
+    async fn physical_plan(
+        &self,
+        plan: &datafusion::logical_expr::LogicalPlan,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, QueryError> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::Expr;
+        use datafusion::logical_expr::expr::{Cast, TryCast};
+        let analyzed = self
+            .state
+            .analyzer()
+            .execute_and_check(plan.clone(), self.state.config_options(), |_, _| {})
+            .map_err(planning_error)?;
+        let total = analyzed
+            .transform_up_with_subqueries(|node| {
+                let node = node.map_expressions(|e| {
+                    e.transform_up(|e| {
+                        Ok(match e {
+                            Expr::Cast(Cast { expr, field }) => {
+                                Transformed::yes(Expr::TryCast(TryCast { expr, field }))
+                            }
+                            other => Transformed::no(other),
+                        })
+                    })
+                })?;
+                // A child's schema may have changed (TRY_CAST is nullable).
+                node.data.recompute_schema().map(Transformed::yes)
+            })
+            .map_err(planning_error)?
+            .data;
+        self.state
+            .create_physical_plan(&total)
+            .await
+            .map_err(planning_error)
     }
 
     /// Runs a prepared query as a stream of batches.
@@ -785,11 +820,7 @@ impl Engine {
                     .map_err(|detail| QueryError::Internal { detail })?;
             }
         }
-        let physical = self
-            .state
-            .create_physical_plan(&query.checked.plan)
-            .await
-            .map_err(planning_error)?;
+        let physical = self.physical_plan(&query.checked.plan).await?;
         let exact =
             execute_stream(physical, self.state.task_ctx()).map_err(|e| QueryError::Internal {
                 detail: e.to_string(),

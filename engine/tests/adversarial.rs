@@ -373,7 +373,7 @@ fn attacks() -> Vec<Attack> {
             "self-join multiplies one person",
             consumer,
             "SELECT COUNT(a.ethnicity) AS n FROM population a JOIN population b ON a.county_code = b.county_code WHERE a.county_code = '533324' AND a.education = 'postgraduate' AND b.education = 'postgraduate'",
-            Protected(empty),
+            Denied,
         ),
         attack(
             "UNION ALL multiplies one person",
@@ -386,7 +386,7 @@ fn attacks() -> Vec<Attack> {
             "NULL units do not make a crowd",
             consumer,
             "SELECT COUNT(u.usage) FROM utility_usage u LEFT JOIN population p ON u.county_code = p.county_code WHERE u.county_code = '533324' AND p.education = 'none'",
-            Protected(no_small_groups),
+            Denied,
         ),
         // Region filters.
         attack(

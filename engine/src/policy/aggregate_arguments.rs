@@ -17,6 +17,7 @@
 use arrow::datatypes::DataType;
 use datafusion::logical_expr::expr::{AggregateFunction, Cast, TryCast};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::scalar::ScalarValue;
 
 use super::Stage;
 use super::lineage::FieldInfo;
@@ -47,7 +48,7 @@ impl Stage<'_> {
             return refuse(&format!("a FILTER on `{name}`"));
         }
         for a in &f.params.args {
-            if !value_preserving(a) {
+            if !value_preserving(a, MAX_STEPS) {
                 return refuse(&format!("this argument of `{name}`"));
             }
         }
@@ -55,27 +56,64 @@ impl Stage<'_> {
     }
 }
 
-/// The field itself, through casts to floating point, negation and
-/// arithmetic with constants only.
-fn value_preserving(e: &Expr) -> bool {
+/// Arithmetic steps an argument may take.
+const MAX_STEPS: usize = 3;
+
+/// The field itself, through casts to floating point, negation and at most
+/// `steps` steps of arithmetic with moderate constants (a unit conversion
+/// or an offset). Large factors are refused: enough of them make every
+/// value infinite, and the sign or NaN of a sum of infinities tells the
+/// smallest and largest values apart.
+fn value_preserving(e: &Expr, steps: usize) -> bool {
+    let moderate = |c: &Expr, op: Operator| {
+        let Expr::Literal(v, _) = c else {
+            return false;
+        };
+        let Ok(ScalarValue::Float64(Some(x))) = v.cast_to(&DataType::Float64) else {
+            return false;
+        };
+        match op {
+            Operator::Multiply | Operator::Divide => (1e-9..=1e9).contains(&x.abs()),
+            _ => x.abs() <= 1e12,
+        }
+    };
     match e {
-        Expr::Column(_) | Expr::Literal(..) => true,
-        Expr::Alias(a) => value_preserving(&a.expr),
-        Expr::Negative(inner) => value_preserving(inner),
+        Expr::Column(_) => true,
+        Expr::Alias(a) => value_preserving(&a.expr, steps),
+        Expr::Negative(inner) => value_preserving(inner, steps),
         Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
             matches!(field.data_type(), DataType::Float64 | DataType::Float32)
-                && value_preserving(expr)
+                && value_preserving(expr, steps)
         }
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if steps > 0 => {
+            let (value, constant) = match (left.as_ref(), right.as_ref()) {
+                (c @ Expr::Literal(..), other) if *op != Operator::Divide => (other, c),
+                (other, c @ Expr::Literal(..)) => (other, c),
+                _ => return false,
+            };
             matches!(
                 op,
                 Operator::Plus | Operator::Minus | Operator::Multiply | Operator::Divide
-            ) && match (left.as_ref(), right.as_ref()) {
-                (Expr::Literal(..), other) | (other, Expr::Literal(..)) => value_preserving(other),
-                _ => false,
-            }
+            ) && moderate(constant, *op)
+                && value_preserving(value, steps - 1)
         }
         _ => false,
+    }
+}
+
+impl Stage<'_> {
+    /// A join may have repeated the rows of `field`'s dataset: one unit's
+    /// rows, repeated, would make the value of a large group.
+    pub(super) fn refuse_repeated(&self, field: &FieldInfo) -> QueryError {
+        deny(
+            Some(field.qualified()),
+            RULE,
+            format!(
+                "field `{}` is aggregate-only for you: a join here may repeat its rows, so a few units could make the value of a large group; join `{}` only on the unique key of the other side (such as its privacy unit, one row per unit)",
+                field.qualified(),
+                field.dataset
+            ),
+        )
     }
 }
 
@@ -97,6 +135,11 @@ mod tests {
             "SELECT SUM(TRY_CAST(revenue AS TINYINT)) FROM tax",
             "SELECT SUM(revenue * year) FROM tax",
             "SELECT SUM(GREATEST(revenue, 1000)) FROM tax",
+            "SELECT SUM((revenue - 16.71) * 1e308 * 1e308) FROM tax WHERE year = 2024",
+            "SELECT SUM(revenue * 1e20) FROM tax",
+            "SELECT SUM(t.revenue) FROM tax t JOIN legal_persons l ON t.uscc = l.uscc OR t.uscc = '91530100MA6K000001'",
+            "SELECT SUM(t.revenue) FROM tax t JOIN legal_persons l ON t.county_code = l.county_code",
+            "SELECT SUM(t1.revenue) FROM tax t1 JOIN tax t2 ON t1.uscc = t2.uscc",
             "SELECT county_code, SUM(revenue * CAST(uscc = '91530100MA6K000001' AS DOUBLE)) FROM tax GROUP BY county_code",
         ] {
             assert_eq!(refused_for_granted(sql), super::RULE, "{sql}");
@@ -109,6 +152,7 @@ mod tests {
             "SELECT county_code, SUM(revenue) FROM tax GROUP BY county_code",
             "SELECT county_code, AVG(revenue * 10000) AS yuan FROM tax GROUP BY county_code",
             "SELECT year, SUM(CAST(tax_paid AS DOUBLE) / 100), COUNT(*) FROM tax GROUP BY year",
+            "SELECT l.industry, SUM(t.revenue) FROM legal_persons l JOIN tax t ON l.uscc = t.uscc GROUP BY l.industry",
         ] {
             prepare(&granted_modeler("tax"), sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }

@@ -106,6 +106,13 @@ impl Stage<'_> {
                     continue;
                 }
                 self.check_aggregate_argument(f, field)?;
+                if input
+                    .units
+                    .iter()
+                    .any(|u| u.dataset == field.dataset && u.repeated)
+                {
+                    return Err(self.refuse_repeated(field));
+                }
                 if !datasets.contains(&field.dataset) {
                     datasets.push(field.dataset.clone());
                 }

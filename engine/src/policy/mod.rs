@@ -157,6 +157,9 @@ struct Unit {
     unique: bool,
     /// The scan it comes from (numbered from 1 in the walk).
     scan: usize,
+    /// Whether a join may have repeated this scan's rows: false until a
+    /// join whose other side is matched on its own unique unit.
+    repeated: bool,
     /// The identifier kind of the unit (identity number, credit code).
     kind: Option<veil_policies::catalog::IdentifierKind>,
     /// Whether the scan is protected under differential privacy: its
@@ -557,17 +560,34 @@ impl Stage<'_> {
                 .push(datafusion::logical_expr::utils::conjunction(conjuncts).unwrap_or(lit(true)));
         }
         self.dp_join(join, &left, &right, on_units)?;
-        // A join can repeat any row: no unit column is unique past it.
-        let repeated = |units: &[Unit]| {
+        // Each row of one side meets at most one row of the other when an
+        // equality of the join holds the other side's unique unit.
+        let (left_once, right_once) = matched_once(join, &combined_schema, &left, &right);
+        let keeps_rows = matches!(
+            join.join_type,
+            JoinType::LeftSemi
+                | JoinType::LeftAnti
+                | JoinType::LeftMark
+                | JoinType::RightSemi
+                | JoinType::RightAnti
+                | JoinType::RightMark
+        );
+        // A join can repeat rows: no unit column is unique past it, and a
+        // side's rows are repeated unless each meets at most one other row.
+        let past_join = |units: &[Unit], once: bool| {
             units
                 .iter()
                 .map(|u| Unit {
                     unique: false,
+                    repeated: u.repeated || !(once || keeps_rows),
                     ..u.clone()
                 })
                 .collect::<Vec<_>>()
         };
-        let (left_units, right_units) = (repeated(&left.units), repeated(&right.units));
+        let (left_units, right_units) = (
+            past_join(&left.units, left_once),
+            past_join(&right.units, right_once),
+        );
         let both = |first: &[Unit], second: &[Unit]| [first, second].concat();
         let mut combined_unit_of = left.unit_of.clone();
         combined_unit_of.extend(right.unit_of.iter().copied());
@@ -672,6 +692,54 @@ impl Stage<'_> {
             ..out
         })
     }
+}
+
+/// Whether each row of the left side meets at most one row of the right,
+/// and the other way round: an equality of the join (an ON pair, or an AND
+/// conjunct of its filter) holds, on the other side, the unit of a scan
+/// with one row per unit and no join since.
+fn matched_once(join: &Join, combined: &DFSchema, left: &Out, right: &Out) -> (bool, bool) {
+    let width = left.unit_of.len();
+    let unique = |out: &Out, scan: Option<usize>| {
+        scan.is_some_and(|s| out.units.iter().any(|u| u.scan == s && u.unique))
+    };
+    // (is on the left, is a unique unit there) of a column of the combined schema.
+    let side = |e: &Expr| -> Option<(bool, bool)> {
+        let Expr::Column(c) = unalias(e) else {
+            return None;
+        };
+        let i = combined.maybe_index_of_column(c)?;
+        Some(if i < width {
+            (true, unique(left, left.unit_of[i]))
+        } else {
+            (false, unique(right, right.unit_of[i - width]))
+        })
+    };
+    let (mut left_once, mut right_once) = (false, false);
+    let mut pairs: Vec<(&Expr, &Expr)> = join.on.iter().map(|(l, r)| (l, r)).collect();
+    if let Some(filter) = &join.filter {
+        for c in split_conjunction(filter) {
+            if let Expr::BinaryExpr(BinaryExpr {
+                left: l,
+                op: Operator::Eq,
+                right: r,
+            }) = c
+            {
+                pairs.push((l, r));
+            }
+        }
+    }
+    for (a, b) in pairs {
+        match (side(a), side(b)) {
+            (Some((true, a_unique)), Some((false, b_unique)))
+            | (Some((false, b_unique)), Some((true, a_unique))) => {
+                left_once |= b_unique;
+                right_once |= a_unique;
+            }
+            _ => {}
+        }
+    }
+    (left_once, right_once)
 }
 
 /// The scan whose privacy unit `e` is, unchanged: a column (perhaps

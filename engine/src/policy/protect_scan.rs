@@ -139,6 +139,7 @@ impl Stage<'_> {
             dataset: manifest.name.clone(),
             unique: dataset.unique_units,
             scan: self.scans,
+            repeated: false,
             kind: manifest
                 .field(&manifest.privacy_unit)
                 .and_then(|f| f.identifier),
