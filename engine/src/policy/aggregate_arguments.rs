@@ -19,8 +19,10 @@ use datafusion::logical_expr::expr::{AggregateFunction, Cast, TryCast};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
 
+use veil_policies::Level;
+
 use super::Stage;
-use super::lineage::FieldInfo;
+use super::lineage::{FieldInfo, Lineage};
 use crate::error::{QueryError, deny};
 
 pub(crate) const RULE: &str = "aggregate-argument";
@@ -102,6 +104,32 @@ fn value_preserving(e: &Expr, steps: usize) -> bool {
 }
 
 impl Stage<'_> {
+    /// Outside a DP query, an aggregate-only value passes through a
+    /// projection (a derived table, a CTE) only unchanged: computed there,
+    /// it would reach the aggregate as a plain column whatever it is
+    /// (`CASE WHEN uscc = '…' THEN revenue END AS x`, then `SUM(x)`).
+    pub(super) fn check_passthrough(&self, e: &Expr, lineage: &Lineage) -> Result<(), QueryError> {
+        if self.fields.below_dp || matches!(super::unalias(e), Expr::Column(_)) {
+            return Ok(());
+        }
+        match lineage
+            .raw()
+            .map(|id| self.fields.get(id))
+            .find(|f| matches!(f.level, Level::Aggregate { .. }))
+        {
+            Some(field) => Err(deny(
+                Some(field.qualified()),
+                RULE,
+                format!(
+                    "field `{}` is aggregate-only for you: it may pass through a derived table or CTE only unchanged; compute on it inside the aggregate, as in `SUM({} * 10000)`",
+                    field.qualified(),
+                    field.field
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// A join may have repeated the rows of `field`'s dataset: one unit's
     /// rows, repeated, would make the value of a large group.
     pub(super) fn refuse_repeated(&self, field: &FieldInfo) -> QueryError {
@@ -140,6 +168,11 @@ mod tests {
             "SELECT SUM(t.revenue) FROM tax t JOIN legal_persons l ON t.uscc = l.uscc OR t.uscc = '91530100MA6K000001'",
             "SELECT SUM(t.revenue) FROM tax t JOIN legal_persons l ON t.county_code = l.county_code",
             "SELECT SUM(t1.revenue) FROM tax t1 JOIN tax t2 ON t1.uscc = t2.uscc",
+            // Computed in a derived table or a CTE, then aggregated.
+            "SELECT SUM(x) FROM (SELECT CASE WHEN uscc = '91530100MA6K000001' THEN revenue ELSE 0 END AS x FROM tax WHERE year = 2024) t",
+            "WITH x AS (SELECT revenue * CAST(uscc = '91530100MA6K000001' AS DOUBLE) AS v FROM tax) SELECT SUM(v) FROM x",
+            "SELECT SUM(x) FROM (SELECT revenue * 1e9 AS x FROM tax) t",
+            "SELECT SUM(x) FROM (SELECT TRY_CAST(revenue AS TINYINT) AS x FROM tax) t",
             "SELECT county_code, SUM(revenue * CAST(uscc = '91530100MA6K000001' AS DOUBLE)) FROM tax GROUP BY county_code",
         ] {
             assert_eq!(refused_for_granted(sql), super::RULE, "{sql}");
@@ -153,6 +186,7 @@ mod tests {
             "SELECT county_code, AVG(revenue * 10000) AS yuan FROM tax GROUP BY county_code",
             "SELECT year, SUM(CAST(tax_paid AS DOUBLE) / 100), COUNT(*) FROM tax GROUP BY year",
             "SELECT l.industry, SUM(t.revenue) FROM legal_persons l JOIN tax t ON l.uscc = t.uscc GROUP BY l.industry",
+            "SELECT SUM(r) FROM (SELECT revenue AS r, year FROM tax WHERE year = 2024) t",
         ] {
             prepare(&granted_modeler("tax"), sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }

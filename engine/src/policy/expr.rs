@@ -232,6 +232,16 @@ impl Stage<'_> {
                 if self.fields.is_protected(&lin) && integer_typed(e, input) {
                     return Err(self.refuse_arithmetic(&lin));
                 }
+                // DECIMAL arithmetic can overflow and fail; below a DP
+                // aggregate any row may reach it.
+                if (self.fields.is_protected(&lin) || self.fields.below_dp)
+                    && decimal_typed(e, input)
+                {
+                    return Err(self.refuse_partial(
+                        "DECIMAL arithmetic (it can overflow; CAST to DOUBLE first)",
+                        &lin,
+                    ));
+                }
             }
             Expr::Negative(inner) => {
                 let mut lin = context.clone();
@@ -386,6 +396,18 @@ impl Stage<'_> {
                     {
                         Transformed::yes(checked_integer(node, input)?)
                     }
+                    // abs(i64::MIN) fails on integers: computed wide too.
+                    Expr::ScalarFunction(ref f)
+                        if f.func.name() == "abs"
+                            && node.get_type(input.schema).is_ok_and(|t| t.is_integer()) =>
+                    {
+                        let t = node.get_type(input.schema)?;
+                        let Expr::ScalarFunction(mut f) = node else {
+                            unreachable!("matched a scalar function")
+                        };
+                        f.args = f.args.into_iter().map(|a| cast(a, WIDE.clone())).collect();
+                        Transformed::yes(try_cast(Expr::ScalarFunction(f), t))
+                    }
                     Expr::AggregateFunction(mut f)
                         if f.func.name() == "sum" && integer_args(&f.params.args, input) =>
                     {
@@ -509,6 +531,19 @@ fn integer_typed(e: &Expr, input: &Scope<'_>) -> bool {
     e.get_type(input.schema).map_or(true, |t| t.is_integer())
 }
 
+fn decimal_typed(e: &Expr, input: &Scope<'_>) -> bool {
+    // A type that cannot be worked out is treated as decimal: fail closed.
+    e.get_type(input.schema).map_or(true, |t| {
+        matches!(
+            t,
+            DataType::Decimal32(..)
+                | DataType::Decimal64(..)
+                | DataType::Decimal128(..)
+                | DataType::Decimal256(..)
+        )
+    })
+}
+
 fn numeric_or_unknown(e: &Expr, input: &Scope<'_>) -> bool {
     e.get_type(input.schema).map_or(true, |t| t.is_numeric())
 }
@@ -560,6 +595,27 @@ mod tests {
             dp: Some(DpOptions::new(1.0)),
         }));
         assert!(answer.is_ok(), "{answer:?}");
+    }
+
+    #[test]
+    fn arithmetic_that_can_overflow_is_widened_or_refused() {
+        let principal = consumer();
+        // abs(i64::MIN) is computed wide: no error whatever rows reach it.
+        let sql = "SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental' AND abs(-9223372036854775807 - 1) > 0";
+        let answer = runtime().block_on(engine().query(&QueryRequest {
+            principal: &principal,
+            purpose: None,
+            sql,
+            now: now(),
+            dp: Some(DpOptions::new(1.0)),
+        }));
+        assert!(answer.is_ok(), "{answer:?}");
+        assert_eq!(
+            refused_dp(
+                "SELECT COUNT(x) FROM (SELECT CAST(cost AS DECIMAL(38,0)) * CAST('10' AS DECIMAL(38,0)) AS x FROM health_visits WHERE diagnosis_category = 'mental') t"
+            ),
+            "function"
+        );
     }
 
     #[test]

@@ -240,7 +240,9 @@ impl Stage<'_> {
                 let mut exprs = Vec::with_capacity(p.expr.len() + input.units.len());
                 for e in &p.expr {
                     unit_of.push(unit_column(e, p.input.schema(), &input.unit_of));
-                    cols.push(self.lineage(e, &scope, outer)?);
+                    let lineage = self.lineage(e, &scope, outer)?;
+                    self.check_passthrough(e, &lineage)?;
+                    cols.push(lineage);
                     self.check_functions(e, &scope, outer, &Lineage::default())?;
                     exprs.push(self.rewrite(e, &scope)?);
                 }
