@@ -23,7 +23,8 @@
 //! Subqueries are the rule in `dp_subqueries`.
 
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::{Expr, Join, JoinType};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, Join, JoinType, Operator};
 
 use super::{Out, Stage, unalias};
 use crate::error::{QueryError, deny};
@@ -61,6 +62,11 @@ impl Stage<'_> {
             return Ok(());
         }
         let refuse = |why: &str| Err(deny(None, RULE, why.to_owned()));
+        if !equates_sides(join) {
+            return refuse(
+                "a join of data protected by differential privacy needs an equality of a column of each side; a cross join would multiply one person's rows (and the time the query takes)",
+            );
+        }
         if !(left.protected && right.protected) {
             let dropped_is_protected = match join.join_type {
                 JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => right.protected,
@@ -137,6 +143,34 @@ impl Stage<'_> {
     }
 }
 
+/// Whether a condition of the join equates an expression over the left
+/// side's columns with one over the right side's.
+fn equates_sides(join: &Join) -> bool {
+    if !join.on.is_empty() {
+        return true;
+    }
+    let side = |e: &Expr| -> Option<bool> {
+        let columns = e.column_refs();
+        let left = columns.iter().all(|c| join.left.schema().has_column(c));
+        let right = columns.iter().all(|c| join.right.schema().has_column(c));
+        match (columns.is_empty(), left, right) {
+            (false, true, false) => Some(true),
+            (false, false, true) => Some(false),
+            _ => None,
+        }
+    };
+    join.filter.as_ref().is_some_and(|f| {
+        split_conjunction(f).into_iter().any(|c| match c {
+            Expr::BinaryExpr(BinaryExpr {
+                left: l,
+                op: Operator::Eq,
+                right: r,
+            }) => matches!((side(l), side(r)), (Some(a), Some(b)) if a != b),
+            _ => false,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::policy::testing::{accepts_dp, refused_dp};
@@ -190,6 +224,17 @@ mod tests {
                 "SELECT COUNT(*) FROM legal_persons l LEFT SEMI JOIN health_visits h ON l.county_code = h.county_code"
             ),
             super::RULE
+        );
+        // A cross join with a plain table multiplies one person's rows.
+        for sql in [
+            "SELECT COUNT(*) FROM health_visits h CROSS JOIN legal_persons a CROSS JOIN legal_persons b WHERE h.diagnosis_category = 'mental'",
+            "SELECT COUNT(*) FROM health_visits h JOIN legal_persons a ON 1 = 1",
+            "SELECT COUNT(*) FROM health_visits h JOIN legal_persons a ON h.cost > 10",
+        ] {
+            assert_eq!(refused_dp(sql), super::RULE, "{sql}");
+        }
+        accepts_dp(
+            "SELECT COUNT(*) FROM health_visits h JOIN legal_persons a ON h.county_code = a.county_code",
         );
     }
 }

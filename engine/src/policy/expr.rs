@@ -232,13 +232,31 @@ impl Stage<'_> {
                 if self.fields.is_protected(&lin) && integer_typed(e, input) {
                     return Err(self.refuse_arithmetic(&lin));
                 }
-                // DECIMAL arithmetic can overflow and fail; below a DP
-                // aggregate any row may reach it.
-                if (self.fields.is_protected(&lin) || self.fields.below_dp)
-                    && decimal_typed(e, input)
-                {
+                // DECIMAL and date or time arithmetic can overflow and fail,
+                // and so can integer division (i64::MIN / -1); below a DP
+                // aggregate any row may reach them.
+                let partial = self.fields.is_protected(&lin) || self.fields.below_dp;
+                if partial && decimal_typed(e, input) {
                     return Err(self.refuse_partial(
                         "DECIMAL arithmetic (it can overflow; CAST to DOUBLE first)",
+                        &lin,
+                    ));
+                }
+                if partial
+                    && [e, left.as_ref(), right.as_ref()]
+                        .iter()
+                        .any(|x| temporal_typed(x, input))
+                {
+                    return Err(
+                        self.refuse_partial("date and time arithmetic (it can overflow)", &lin)
+                    );
+                }
+                if self.fields.below_dp
+                    && matches!(op, Operator::Divide | Operator::Modulo)
+                    && integer_typed(e, input)
+                {
+                    return Err(self.refuse_partial(
+                        "integer division (it can overflow; CAST to DOUBLE first)",
                         &lin,
                     ));
                 }
@@ -531,6 +549,13 @@ fn integer_typed(e: &Expr, input: &Scope<'_>) -> bool {
     e.get_type(input.schema).map_or(true, |t| t.is_integer())
 }
 
+fn temporal_typed(e: &Expr, input: &Scope<'_>) -> bool {
+    // A type that cannot be worked out is treated as temporal: fail closed.
+    e.get_type(input.schema).map_or(true, |t| {
+        t.is_temporal() || matches!(t, DataType::Interval(_) | DataType::Duration(_))
+    })
+}
+
 fn decimal_typed(e: &Expr, input: &Scope<'_>) -> bool {
     // A type that cannot be worked out is treated as decimal: fail closed.
     e.get_type(input.schema).map_or(true, |t| {
@@ -616,6 +641,19 @@ mod tests {
             ),
             "function"
         );
+    }
+
+    #[test]
+    fn date_arithmetic_and_integer_division_are_refused_below_dp() {
+        for sql in [
+            "SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental' AND CAST(visit_date AS TIMESTAMP) + INTERVAL '300 years' IS NOT NULL",
+            "SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental' AND CAST(visit_date AS TIMESTAMP) - TIMESTAMP '1730-01-01 00:00:00' IS NOT NULL",
+            "SELECT COUNT(*) FROM health_visits WHERE (CASE WHEN diagnosis_category = 'mental' THEN visit_date + INTERVAL '2147483647 months' END) IS NOT NULL",
+            "SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental' AND (-9223372036854775807 - 1) / -1 > 0",
+            "SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental' AND (-9223372036854775807 - 1) % -1 = 0",
+        ] {
+            assert_eq!(refused_dp(sql), "function", "{sql}");
+        }
     }
 
     #[test]
