@@ -787,10 +787,17 @@ impl Engine {
             .map_err(planning_error)?;
         let total = analyzed
             .transform_up_with_subqueries(|node| {
+                // The expressions of a node are over its inputs' columns.
+                let mut input = datafusion::common::DFSchema::empty();
+                for i in node.inputs() {
+                    input.merge(i.schema());
+                }
                 let node = node.map_expressions(|e| {
                     e.transform_up(|e| {
                         Ok(match e {
-                            Expr::Cast(Cast { expr, field }) => {
+                            Expr::Cast(Cast { expr, field })
+                                if !cast_cannot_fail(&expr, field.data_type(), &input) =>
+                            {
                                 Transformed::yes(Expr::TryCast(TryCast { expr, field }))
                             }
                             other => Transformed::no(other),
@@ -877,6 +884,34 @@ impl Engine {
         let answer = self.run(&prepared).await?;
         Ok((prepared, answer))
     }
+}
+
+/// Whether casting `expr` to `to` succeeds for every value: to its own
+/// type, between string types, from a null, or widening a number to a
+/// 64-bit integer or float. Other casts become TRY_CAST (they stay casts
+/// here so that the optimizer can still remove them).
+fn cast_cannot_fail(
+    expr: &datafusion::logical_expr::Expr,
+    to: &arrow::datatypes::DataType,
+    input: &datafusion::common::DFSchema,
+) -> bool {
+    use arrow::datatypes::DataType as T;
+    use datafusion::logical_expr::ExprSchemable;
+    let Ok(from) = expr.get_type(input) else {
+        return false;
+    };
+    let text = |t: &T| matches!(t, T::Utf8 | T::LargeUtf8 | T::Utf8View);
+    let narrow_int = |t: &T| {
+        matches!(
+            t,
+            T::Int8 | T::Int16 | T::Int32 | T::UInt8 | T::UInt16 | T::UInt32
+        )
+    };
+    from == *to
+        || from == T::Null
+        || (text(&from) && text(to))
+        || (narrow_int(&from) && matches!(to, T::Int64 | T::Float64))
+        || (matches!(from, T::Int64 | T::UInt64 | T::Float32) && *to == T::Float64)
 }
 
 /// The rule of the refusal when a query needs DP and no default ε applies.
