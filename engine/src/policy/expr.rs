@@ -590,6 +590,19 @@ mod tests {
     use crate::engine::{DpOptions, QueryRequest};
     use crate::policy::testing::{consumer, engine, now, refused, refused_dp, runtime};
 
+    /// Runs `sql` as a DP query of a consumer; panics when it fails.
+    fn run_dp(sql: &str) {
+        let principal = consumer();
+        let answer = runtime().block_on(engine().query(&QueryRequest {
+            principal: &principal,
+            purpose: None,
+            sql,
+            now: now(),
+            dp: Some(DpOptions::new(1.0)),
+        }));
+        assert!(answer.is_ok(), "{sql}: {answer:?}");
+    }
+
     #[test]
     fn operations_that_can_fail_are_refused_below_a_dp_aggregate() {
         for sql in [
@@ -610,31 +623,17 @@ mod tests {
         // DataFusion coerces the CASE to a date after the policy stage; the
         // coercion is a TRY_CAST too, so the rows with 'garbage' compare as
         // NULL instead of failing the query.
-        let principal = consumer();
-        let sql = "SELECT COUNT(*) FROM health_visits WHERE visit_date > CASE WHEN diagnosis_category = 'mental' THEN 'garbage' ELSE '2000-01-01' END";
-        let answer = runtime().block_on(engine().query(&QueryRequest {
-            principal: &principal,
-            purpose: None,
-            sql,
-            now: now(),
-            dp: Some(DpOptions::new(1.0)),
-        }));
-        assert!(answer.is_ok(), "{answer:?}");
+        run_dp(
+            "SELECT COUNT(*) FROM health_visits WHERE visit_date > CASE WHEN diagnosis_category = 'mental' THEN 'garbage' ELSE '2000-01-01' END",
+        );
     }
 
     #[test]
     fn arithmetic_that_can_overflow_is_widened_or_refused() {
-        let principal = consumer();
         // abs(i64::MIN) is computed wide: no error whatever rows reach it.
-        let sql = "SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental' AND abs(-9223372036854775807 - 1) > 0";
-        let answer = runtime().block_on(engine().query(&QueryRequest {
-            principal: &principal,
-            purpose: None,
-            sql,
-            now: now(),
-            dp: Some(DpOptions::new(1.0)),
-        }));
-        assert!(answer.is_ok(), "{answer:?}");
+        run_dp(
+            "SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental' AND abs(-9223372036854775807 - 1) > 0",
+        );
         assert_eq!(
             refused_dp(
                 "SELECT COUNT(x) FROM (SELECT CAST(cost AS DECIMAL(38,0)) * CAST('10' AS DECIMAL(38,0)) AS x FROM health_visits WHERE diagnosis_category = 'mental') t"
