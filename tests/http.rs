@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn query(server: &Server, key: &str, sql: &str) -> Response {
     server.post_json("/v1/query", Some(key), &json!({"sql": sql}))
@@ -914,6 +914,26 @@ fn dp_budgets_cannot_be_overspent_by_concurrent_queries() {
             > 0.0
     );
     assert!(remaining(&server) < 1e-9);
+    // Every answer says what it left, at least what basic composition leaves
+    // after it (0.75, 0.5, 0.25, 0) and falling with each, down to what
+    // `/v1/budget` says; the health budget never renews.
+    let mut lefts: Vec<f64> = answered
+        .iter()
+        .map(|r| {
+            let b = &r.json()["privacy"]["budgets"][0];
+            assert_eq!(b["dataset"], "health_visits");
+            assert_eq!(b["period"], Value::Null);
+            assert_eq!(b["renews"], Value::Null);
+            b["epsilon_left"].as_f64().unwrap()
+        })
+        .collect();
+    lefts.sort_by(|a, b| b.total_cmp(a));
+    for (n, left) in lefts.iter().enumerate() {
+        let basic = 1.0 - 0.25 * (n + 1) as f64;
+        assert!(*left >= basic - 1e-9 && *left < 1.0, "{lefts:?}");
+    }
+    assert!(lefts.windows(2).all(|w| w[1] < w[0]), "{lefts:?}");
+    assert!((lefts[3] - remaining(&server)).abs() < 1e-9, "{lefts:?}");
 
     // A refused query costs nothing and is refused for its own reason.
     let bad = server.post_json(

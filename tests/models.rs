@@ -80,6 +80,24 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
         .collect();
     assert_eq!(m["privacy"]["mode"], "dp");
     assert_eq!(m["privacy"]["epsilon_spent"], 1.0);
+    // What the training left of tax's monthly L3 budget (ε = 2), and when it
+    // renews.
+    let tax = m["privacy"]["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["dataset"] == "tax")
+        .unwrap();
+    assert_eq!(
+        (&tax["epsilon"], &tax["period"]),
+        (&json!(2.0), &json!("month"))
+    );
+    let left = tax["epsilon_left"].as_f64().unwrap();
+    assert!((0.9..2.0).contains(&left), "{tax}");
+    assert!(
+        tax["renews"].as_str().unwrap().ends_with("T16:00:00Z"),
+        "{tax}"
+    );
     assert!(m["privacy"]["noise"][0]["sigma"].as_f64().unwrap() > 0.0);
     assert_eq!(m["provenance"]["datasets"], json!(["tax", "legal_persons"]));
     assert_eq!(m["provenance"]["catalog_versions"]["tax"], 1);

@@ -284,16 +284,14 @@ fn settle(entry: &mut AuditEntry, result: &Result<Value, ApiError>, done: &str) 
 }
 
 /// The privacy a training spent and how it was noised.
-fn privacy_json(prepared_costs: &[veil_engine::DpCost], trained: &Trained) -> Value {
+fn privacy_json(left: &[veil_engine::BudgetLeft], trained: &Trained) -> Value {
     json!({
         "mode": "dp",
         "mechanism": "discrete Gaussian, exact integer sampling (Canonne, Kamath, Steinke 2020)",
         "epsilon_spent": trained.epsilon,
         "delta_spent": trained.delta,
         "rho_spent": trained.rho,
-        "budgets": prepared_costs.iter().map(|c| json!({
-            "dataset": c.dataset, "epsilon": c.budget_epsilon, "delta": c.budget_delta,
-        })).collect::<Vec<_>>(),
+        "budgets": left.iter().map(wire::budget_left).collect::<Vec<_>>(),
         "noise": trained.noise,
         "accounting": "zCDP: the release's statistics share ρ and compose by adding; (ε, δ) = (ρ + 2√(ρ ln 1/δ), δ) (Bun and Steinke 2016, Prop. 1.3); each unit adds at most one row to the joined frame",
     })
@@ -343,13 +341,13 @@ pub fn train(
         audit.datasets = prepared.provenance.datasets.clone();
         audit.fields = prepared.fields.clone();
         // Paid before it exists: the noise is drawn after the charge.
-        let ledger = lock(store)
+        let charged = lock(store)
             .charge(&principal.name, &prepared.costs, &spec_text)
             .map_err(store_error)?;
-        let costs = prepared.costs.clone();
+        let ledger = charged.ids;
         let lineage = wire::provenance(&prepared.provenance);
         let trained = prepared.fit(&mut SecureEntropy::new());
-        let privacy = privacy_json(&costs, &trained);
+        let privacy = privacy_json(&charged.left, &trained);
         audit.privacy = privacy.to_string();
         let record = ModelRecord {
             id: String::new(),

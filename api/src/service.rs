@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use serde_json::Value;
-use veil_engine::{Dataset, DpOptions, DpPrepared, Engine, PreparedQuery, QueryRequest};
+use veil_engine::{Dataset, DpOptions, Engine, PreparedQuery, QueryRequest};
 use veil_policies::Role;
 
 use crate::store::{AuditEntry, PrincipalRecord, PrincipalStatus, Store, StoreError};
@@ -180,16 +180,19 @@ pub async fn query_as(
     let dry_run = dp.is_some_and(|(_, dry)| dry);
     let mut charged = Vec::new();
     let outcome = match engine.prepare(&request) {
-        Ok(prepared) => {
-            if let Some(cost) = &prepared.dp {
+        Ok(mut prepared) => {
+            if let Some(costs) = prepared.dp.as_ref().map(|dp| dp.costs.clone()) {
                 if dry_run {
                     entry.outcome = "dry_run".into();
                     entry.datasets = prepared.provenance.datasets.clone();
                     store.append_audit(&[entry], &signer).map_err(internal)?;
-                    return Ok(dry_run_json(store, name, &prepared, cost));
+                    return Ok(dry_run_json(store, name, &prepared));
                 }
-                match store.charge(name, &cost.costs, sql) {
-                    Ok(ids) => charged = ids,
+                match store.charge(name, &costs, sql) {
+                    Ok(c) => {
+                        charged = c.ids;
+                        prepared.say_budget_left(c.left);
+                    }
                     Err(e) => {
                         let failure = match e {
                             StoreError::BudgetExhausted(m) => {
@@ -239,23 +242,25 @@ pub async fn query_as(
 
 /// The price of a DP query and the error to expect, without running it or
 /// spending anything.
-pub fn dry_run_json(
-    store: &Store,
-    principal: &str,
-    prepared: &PreparedQuery,
-    dp: &DpPrepared,
-) -> Value {
-    let costs: Vec<Value> = dp
-        .costs
+pub fn dry_run_json(store: &Store, principal: &str, prepared: &PreparedQuery) -> Value {
+    let now = Utc::now();
+    let costs: Vec<Value> = prepared
+        .dp
         .iter()
+        .flat_map(|dp| &dp.costs)
         .map(|c| {
-            let spent = store.spent(principal, &c.dataset).ok();
-            let left = spent.map(|s| (c.budget_epsilon - s.epsilon(c.budget_delta)).max(0.0));
+            let spent = store.spent(principal, &c.dataset, &c.budget, now).ok();
+            let left = spent.map(|s| s.epsilon_left(&c.budget));
             serde_json::json!({
                 "dataset": c.dataset,
                 "rho": c.rho,
                 "delta0": c.delta0,
-                "budget": {"epsilon": c.budget_epsilon, "delta": c.budget_delta},
+                "budget": {
+                    "epsilon": c.budget.epsilon,
+                    "delta": c.budget.delta,
+                    "period": c.budget.period.map(|p| p.name()),
+                    "renews": c.budget.period.map(|p| crate::store::time_text(p.renews(now))),
+                },
                 "epsilon_left_before": left,
                 "fits": spent.is_some_and(|s| crate::store::fits(s, c)),
             })

@@ -257,6 +257,19 @@ pub fn provenance(p: &veil_engine::Provenance) -> Value {
     })
 }
 
+/// What one budget holds after an answer: the budget, the ε left in its
+/// period and when it renews (`null`: never).
+pub fn budget_left(left: &veil_engine::BudgetLeft) -> Value {
+    json!({
+        "dataset": left.dataset,
+        "epsilon": left.budget.epsilon,
+        "delta": left.budget.delta,
+        "period": left.budget.period.map(|p| p.name()),
+        "epsilon_left": left.epsilon_left,
+        "renews": left.renews.map(|r| r.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    })
+}
+
 /// The provenance, privacy and policy parts of an answer.
 pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
     let p = &prepared.provenance;
@@ -281,6 +294,9 @@ pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
                 .map(|n| json!({"column": n.column, "statistic": n.statistic, "scale": n.scale, "std": n.std, "ci95_half_width": n.ci95}))
                 .collect(),
         );
+        if !dp.budget_left.is_empty() {
+            privacy_json["budgets"] = dp.budget_left.iter().map(budget_left).collect();
+        }
         if let Some(t) = dp.selection_threshold {
             privacy_json["partition_selection"] = json!({"threshold_units": t, "note": "groups without a public domain appear only when their noisy count of privacy units reaches the threshold"});
         }

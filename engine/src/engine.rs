@@ -15,6 +15,7 @@ use datafusion::logical_expr::TableSource;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionConfig;
 use futures::TryStreamExt;
+use veil_policies::budget_period::BudgetPeriod;
 use veil_policies::{Level, Policy, Principal, decide};
 
 use crate::error::{QueryError, deny};
@@ -66,8 +67,59 @@ pub struct DpCost {
     pub rho: f64,
     pub delta0: f64,
     /// The policy's budget for this principal and dataset.
-    pub budget_epsilon: f64,
-    pub budget_delta: f64,
+    pub budget: DpBudget,
+}
+
+/// A dataset's differential-privacy budget for one caller: the strictest of
+/// the grades of the fields it protects for them (the smallest ε and δ, the
+/// longest period).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpBudget {
+    pub epsilon: f64,
+    pub delta: f64,
+    /// When spending starts again from zero; `None`: never.
+    pub period: Option<BudgetPeriod>,
+}
+
+impl DpBudget {
+    fn of(budget: &veil_policies::policy::Budget) -> DpBudget {
+        DpBudget {
+            epsilon: budget.epsilon,
+            delta: budget.delta,
+            period: budget.period,
+        }
+    }
+
+    /// The stricter of two budgets, field by field.
+    fn stricter(self, other: DpBudget) -> DpBudget {
+        DpBudget {
+            epsilon: self.epsilon.min(other.epsilon),
+            delta: self.delta.min(other.delta),
+            period: BudgetPeriod::stricter(self.period, other.period),
+        }
+    }
+
+    /// The strictest of `budgets`; `None` when there are none.
+    pub fn strictest<'a>(
+        budgets: impl IntoIterator<Item = &'a veil_policies::policy::Budget>,
+    ) -> Option<DpBudget> {
+        budgets
+            .into_iter()
+            .map(DpBudget::of)
+            .reduce(DpBudget::stricter)
+    }
+}
+
+/// What is left of one dataset's budget once an answer was charged, for
+/// the answer to say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetLeft {
+    pub dataset: String,
+    pub budget: DpBudget,
+    /// The ε left at the budget's δ, under the tighter accountant.
+    pub epsilon_left: f64,
+    /// When the budget renews; `None`: never.
+    pub renews: Option<DateTime<Utc>>,
 }
 
 /// The differentially private part of a prepared query.
@@ -80,6 +132,19 @@ pub struct DpPrepared {
     /// public domain.
     pub selection_threshold: Option<i64>,
     pub mechanism: crate::dp::release::Mechanism,
+    /// What each budget holds once this answer was charged: empty until
+    /// the service charges it, then said in the answer.
+    pub budget_left: Vec<BudgetLeft>,
+}
+
+impl PreparedQuery {
+    /// Records what each budget holds once the service charged this
+    /// answer, for the answer to say; nothing when it is not DP.
+    pub fn say_budget_left(&mut self, left: Vec<BudgetLeft>) {
+        if let Some(dp) = &mut self.dp {
+            dp.budget_left = left;
+        }
+    }
 }
 
 impl std::fmt::Debug for DpPrepared {
@@ -564,7 +629,7 @@ impl Engine {
         )
     }
 
-    /// The differential-privacy budget (ε, δ) of `dataset` for a caller: the
+    /// The differential-privacy budget of `dataset` for a caller: the
     /// strictest grade among its fields that a DP query over it protects
     /// (dp or aggregate-only for them); `None` when no field is.
     pub fn dp_budget(
@@ -573,17 +638,9 @@ impl Engine {
         principal: &Principal,
         purpose: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Option<(f64, f64)> {
-        let mut budget: Option<(f64, f64)> = None;
-        for g in self
-            .protected_grades(dataset, principal, purpose, now)?
-            .into_iter()
-            .flatten()
-        {
-            let (e, dl) = budget.unwrap_or((f64::INFINITY, f64::INFINITY));
-            budget = Some((e.min(g.budget.epsilon), dl.min(g.budget.delta)));
-        }
-        budget
+    ) -> Option<DpBudget> {
+        let grades = self.protected_grades(dataset, principal, purpose, now)?;
+        DpBudget::strictest(grades.into_iter().flatten().map(|g| &g.budget))
     }
 
     fn prepare_dp(
@@ -634,10 +691,14 @@ impl Engine {
         }
         let mut budgets = Vec::new();
         for name in &checked.dp_datasets {
-            let (epsilon, delta) = self
+            let budget = self
                 .dp_budget(name, request.principal, request.purpose, request.now)
-                .unwrap_or((0.0, 0.0));
-            if delta <= 0.0 || epsilon <= 0.0 {
+                .unwrap_or(DpBudget {
+                    epsilon: 0.0,
+                    delta: 0.0,
+                    period: None,
+                });
+            if budget.delta <= 0.0 || budget.epsilon <= 0.0 {
                 return Err(deny(
                     None,
                     "dp",
@@ -646,9 +707,12 @@ impl Engine {
                     ),
                 ));
             }
-            budgets.push((name.clone(), epsilon, delta));
+            budgets.push((name.clone(), budget));
         }
-        let delta_b = budgets.iter().map(|b| b.2).fold(f64::INFINITY, f64::min);
+        let delta_b = budgets
+            .iter()
+            .map(|b| b.1.delta)
+            .fold(f64::INFINITY, f64::min);
         let domains: Option<Vec<Vec<String>>> =
             checked.keys.iter().map(|k| k.domain.clone()).collect();
         if let Some(ds) = &domains {
@@ -684,14 +748,13 @@ impl Engine {
         let cost = release.cost;
         let costs = budgets
             .into_iter()
-            .map(|(dataset, budget_epsilon, budget_delta)| DpCost {
+            .map(|(dataset, budget)| DpCost {
                 dataset,
                 epsilon: cost.epsilon,
                 delta: cost.delta,
                 rho: cost.rho,
                 delta0: cost.delta0,
-                budget_epsilon,
-                budget_delta,
+                budget,
             })
             .collect();
         let noise = release.noise.clone();
@@ -719,6 +782,7 @@ impl Engine {
             noise,
             selection_threshold,
             mechanism,
+            budget_left: Vec::new(),
         });
         Ok(prepared)
     }

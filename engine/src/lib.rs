@@ -23,7 +23,8 @@ mod tables;
 pub mod verify;
 
 pub use engine::{
-    Answer, DpCost, DpOptions, DpPrepared, Engine, PreparedQuery, Privacy, Provenance, QueryRequest,
+    Answer, BudgetLeft, DpBudget, DpCost, DpOptions, DpPrepared, Engine, PreparedQuery, Privacy,
+    Provenance, QueryRequest,
 };
 pub use error::{QueryError, Refusal};
 pub use tables::{Dataset, OpenError};

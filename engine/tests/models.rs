@@ -398,7 +398,7 @@ fn datasets_join_on_the_privacy_unit() {
     assert_eq!(prepared.provenance.datasets, ["firms", "firms_extra"]);
     let datasets: Vec<&str> = prepared.costs.iter().map(|c| c.dataset.as_str()).collect();
     assert_eq!(datasets, ["firms", "firms_extra"]);
-    assert!(prepared.costs.iter().all(|c| c.budget_epsilon == 5.0));
+    assert!(prepared.costs.iter().all(|c| c.budget.epsilon == 5.0));
     // A region scope keeps the caller's units only (Kunming: even units).
     let mut regional = modeler();
     regional.region = Some(RegionScope::parse("530300").unwrap());

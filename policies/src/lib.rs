@@ -2,6 +2,8 @@
 //!
 //! - [`identifiers`]: citizen identity numbers and unified social credit
 //!   codes (Art. 20), validated and generated.
+//! - [`budget_period`]: the calendar periods after which a privacy budget
+//!   may renew.
 //! - [`calendar`]: working days on the State Council's calendar, for
 //!   deadlines.
 //! - [`catalog`]: dataset manifests with the catalog attributes of Art. 13 and
@@ -20,6 +22,7 @@
 //! Everything that reads files, the network or the clock lives in the crates
 //! above this one; functions here take the time as an argument.
 
+pub mod budget_period;
 pub mod calendar;
 pub mod catalog;
 pub mod decide;

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::budget_period::BudgetPeriod;
 use crate::disclosure::LevelKind;
 use crate::model::Template;
 use crate::principal::Role;
@@ -69,6 +70,9 @@ pub struct Budget {
     /// `epsilon` over dp fields is answered under DP at this ε. `None`: the
     /// caller must name ε.
     pub query_epsilon: Option<f64>,
+    /// When spending starts again from zero; `None`: never, the budget is
+    /// for the principal's lifetime.
+    pub period: Option<BudgetPeriod>,
 }
 
 /// The bundle one grade stands for.
@@ -188,6 +192,7 @@ struct RawGrade {
     epsilon: Option<f64>,
     delta: Option<f64>,
     query_epsilon: Option<f64>,
+    budget_period: Option<String>,
     #[serde(default)]
     allow_min_max: bool,
     #[serde(default)]
@@ -343,6 +348,14 @@ impl RawGrade {
                 None
             }
         };
+        let period = match self.budget_period.as_deref().map(str::parse) {
+            None => Some(None),
+            Some(Ok(p)) => Some(Some(p)),
+            Some(Err(e)) => {
+                push(e);
+                None
+            }
+        };
         let levels = check_levels("levels", self.levels, &mut push);
         let granted = check_levels("granted", self.granted, &mut push);
         Some(Grade {
@@ -355,6 +368,7 @@ impl RawGrade {
                 epsilon: epsilon?,
                 delta: delta?,
                 query_epsilon: query_epsilon?,
+                period: period?,
             },
             levels: levels?,
             granted: granted?,
@@ -415,6 +429,12 @@ mod tests {
         let names: Vec<&str> = policy.grades.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["L1", "L2", "L3", "L4", "important", "core"]);
         assert_eq!(policy.digest().len(), 12);
+        let period = |g: &str| policy.grade(g).unwrap().budget.period;
+        assert_eq!(
+            period("L3"),
+            Some(crate::budget_period::BudgetPeriod::Month)
+        );
+        assert_eq!(period("L4"), None, "sensitive data's budget never renews");
     }
 
     #[test]
@@ -428,6 +448,7 @@ mod tests {
             grant_days = 0
             k = 1
             epsilon = -1.0
+            budget_period = "fortnight"
             levels = { consumer = "visible", janitor = "plain" }
             [[grade]]
             name = "L1"
@@ -448,6 +469,7 @@ mod tests {
             "unknown role `janitor`",
             "grade `L1`: is defined twice",
             "`delta` must be at least 0",
+            "`budget_period` must be one of day, week, month, quarter, year",
         ];
         for e in expect {
             assert!(

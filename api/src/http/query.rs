@@ -162,12 +162,12 @@ pub async fn query(
         now: Utc::now(),
         dp,
     };
-    let checked = engine.prepare(&request);
+    let mut checked = engine.prepare(&request);
     // A DP answer is paid before it exists: the charge is atomic, and the
     // noise is drawn after it. A dry run only reports the price.
     let mut charged = Vec::new();
-    if let Ok(prepared) = &checked
-        && let Some(dp) = &prepared.dp
+    if let Ok(prepared) = &mut checked
+        && let Some(costs) = prepared.dp.as_ref().map(|dp| dp.costs.clone())
     {
         if body.dry_run {
             entry.outcome = "dry_run".into();
@@ -178,13 +178,15 @@ pub async fn query(
                 &state.store(),
                 caller.name(),
                 prepared,
-                dp,
             ))
             .into_response());
         }
-        let charge = state.store().charge(caller.name(), &dp.costs, &body.sql);
+        let charge = state.store().charge(caller.name(), &costs, &body.sql);
         match charge {
-            Ok(ids) => charged = ids,
+            Ok(c) => {
+                charged = c.ids;
+                prepared.say_budget_left(c.left);
+            }
             Err(e) => {
                 let failure = ApiFailure::from(e);
                 entry.outcome = format!("refused:{}", failure.0.code.as_str());
@@ -535,27 +537,29 @@ pub async fn budget(
         let name = &d.manifest.name;
         let principal = &caller.0.principal;
         let purpose = q.purpose.as_deref();
-        let spent = state.store().spent(caller.name(), name)?;
         // Datasets with dp fields, and those models have spent on.
-        let budget = engine.dp_budget(name, principal, purpose, now).or_else(|| {
-            (spent.rho > 0.0 || spent.epsilon > 0.0)
-                .then(|| engine.model_budget(name, principal, purpose, now))
-                .flatten()
-        });
-        let Some((epsilon, delta)) = budget else {
-            continue;
+        let budget = match engine.dp_budget(name, principal, purpose, now) {
+            Some(b) => b,
+            None => match engine.model_budget(name, principal, purpose, now) {
+                Some(b) if state.store().spent(caller.name(), name, &b, now)?.any() => b,
+                _ => continue,
+            },
         };
-        let used = spent.epsilon(delta);
+        let spent = state.store().spent(caller.name(), name, &budget, now)?;
+        let used = spent.epsilon(budget.delta);
         budgets.push(json!({
             "dataset": name,
-            "budget": {"epsilon": epsilon, "delta": delta},
+            "budget": {"epsilon": budget.epsilon, "delta": budget.delta},
+            "period": budget.period.map(|p| p.name()),
+            "period_start": budget.period.map(|p| crate::store::time_text(p.start(now))),
+            "renews": budget.period.map(|p| crate::store::time_text(p.renews(now))),
             "spent": {"epsilon": used, "basic": {"epsilon": spent.epsilon, "delta": spent.delta}, "zcdp": {"rho": spent.rho, "delta0": spent.delta0}},
-            "remaining_epsilon": (epsilon - used).max(0.0),
+            "remaining_epsilon": spent.epsilon_left(&budget),
         }));
     }
     Ok(Json(json!({
         "budgets": budgets,
-        "accounting": "per dataset, the tighter of basic composition and zCDP over every answer released to you",
+        "accounting": "per dataset, the tighter of basic composition and zCDP over every answer released to you in the budget's period (for ever, when it has none)",
     }))
     .into_response())
 }

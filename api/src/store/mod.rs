@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use veil_policies::{Policy, Problems};
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
-pub use budget::{Spent, fits};
+pub use budget::{Charged, Spent, fits};
 pub use catalog::RegisteredDataset;
 pub use models::ModelRecord;
 pub use principals::{

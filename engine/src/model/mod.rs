@@ -28,7 +28,7 @@ use veil_policies::model::{Template, development_refusal};
 use veil_policies::{FieldType, Level, Principal, decide};
 
 use crate::dp::accounting::rho_for;
-use crate::engine::{DpCost, Engine, Provenance};
+use crate::engine::{DpBudget, DpCost, Engine, Provenance};
 
 pub use fit::Noise;
 
@@ -531,7 +531,7 @@ impl Engine {
         let columns: Vec<&Column> = spec.features.iter().chain(&spec.target).collect();
         let mut features = Vec::new();
         // Per dataset: its model budget for the caller.
-        let mut budgets: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        let mut budgets: BTreeMap<String, DpBudget> = BTreeMap::new();
         let mut datasets: Vec<String> = Vec::new();
         for column in &columns {
             let dataset = self.developable(&column.dataset, spec.template)?;
@@ -571,7 +571,11 @@ impl Engine {
                         request.purpose,
                         request.now,
                     )
-                    .unwrap_or((0.0, 0.0));
+                    .unwrap_or(DpBudget {
+                        epsilon: 0.0,
+                        delta: 0.0,
+                        period: None,
+                    });
                 budgets.insert(manifest.name.clone(), budget);
             }
             if !datasets.contains(&manifest.name) {
@@ -583,7 +587,10 @@ impl Engine {
                 upper,
             });
         }
-        if let Some((name, _)) = budgets.iter().find(|(_, (e, d))| *d <= 0.0 || *e <= 0.0) {
+        if let Some((name, _)) = budgets
+            .iter()
+            .find(|(_, b)| b.delta <= 0.0 || b.epsilon <= 0.0)
+        {
             return Err(denied(format!(
                 "`{name}` has no differential-privacy budget with δ > 0 for these fields; zCDP accounting needs one"
             )));
@@ -594,19 +601,21 @@ impl Engine {
             .target
             .as_ref()
             .map(|_| features.pop().expect("pushed"));
-        let delta_b = budgets.values().map(|b| b.1).fold(f64::INFINITY, f64::min);
+        let delta_b = budgets
+            .values()
+            .map(|b| b.delta)
+            .fold(f64::INFINITY, f64::min);
         let (epsilon, delta) = (spec.epsilon, delta_b / 2.0);
         let rho = rho_for(epsilon, delta);
         let costs = budgets
             .into_iter()
-            .map(|(dataset, (budget_epsilon, budget_delta))| DpCost {
+            .map(|(dataset, budget)| DpCost {
                 dataset,
                 epsilon,
                 delta,
                 rho,
                 delta0: 0.0,
-                budget_epsilon,
-                budget_delta,
+                budget,
             })
             .collect();
         Ok(PreparedModel {
@@ -623,7 +632,7 @@ impl Engine {
         })
     }
 
-    /// The budget (ε, δ) models spend on `dataset` for a caller: the
+    /// The budget models spend on `dataset` for a caller: the
     /// strictest grade among the fields a model may read for them (bounded
     /// numeric fields they are not denied), whichever fields one model
     /// reads, so every model on the dataset is held to one budget. `None`
@@ -634,15 +643,16 @@ impl Engine {
         principal: &Principal,
         purpose: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Option<(f64, f64)> {
+    ) -> Option<DpBudget> {
         let d = self.dataset(dataset)?;
         let m = &d.manifest;
-        m.fields
-            .iter()
-            .filter(|f| self.readable_bounds(m, f, principal, purpose, now).is_ok())
-            .filter_map(|f| self.policy().grade(&f.grade))
-            .map(|g| (g.budget.epsilon, g.budget.delta))
-            .reduce(|a, b| (a.0.min(b.0), a.1.min(b.1)))
+        DpBudget::strictest(
+            m.fields
+                .iter()
+                .filter(|f| self.readable_bounds(m, f, principal, purpose, now).is_ok())
+                .filter_map(|f| self.policy().grade(&f.grade))
+                .map(|g| &g.budget),
+        )
     }
 
     /// The declared bounds of `field` when a model may read it for the
