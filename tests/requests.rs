@@ -51,7 +51,7 @@ fn a_conditional_sharing_request_becomes_a_grant_for_its_purpose_only() {
     let request = opened.json();
     let id = request["id"].as_str().unwrap().to_owned();
     assert_eq!(request["state"], "submitted");
-    let today = veil_api::workflow::today(chrono::Utc::now());
+    let today = veil_api::service::requests::today(chrono::Utc::now());
     assert_eq!(request["due"], add_working_days(today, 5).date.to_string());
 
     // Steps out of turn, by the wrong party, or without a legal basis.

@@ -24,8 +24,8 @@ use hyper_util::rt::TokioIo;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use veil_api::Store;
-use veil_api::verify::{SubjectDigest, VerifyBody, install_products};
-use veil_engine::verify::{Claimed, VerifyItem, VerifyRequest};
+use veil_api::verification::{SubjectDigest, VerifyBody, install_products};
+use veil_engine::verification::{Claimed, VerifyItem, VerifyRequest};
 use veil_policies::{Principal, Role};
 
 /// A person: identity number, name, birth date.
@@ -177,7 +177,7 @@ fn main() {
             single: true,
         };
         let t = Instant::now();
-        let v = veil_api::verify::check(&engine, &principal, &body, &digest, now).unwrap();
+        let v = veil_api::verification::check(&engine, &principal, &body, &digest, now).unwrap();
         let _ = v.checked.answer();
         with_digest.push(t.elapsed());
     }
@@ -241,15 +241,15 @@ fn main() {
             let (mut check_ns, mut entry_ns, mut answer_ns) = (0u128, 0u128, 0u128);
             for body in &bodies {
                 let t = Instant::now();
-                let v = veil_api::verify::check(&engine, &principal.principal, body, &state.digest, chrono::Utc::now()).unwrap();
+                let v = veil_api::verification::check(&engine, &principal.principal, body, &state.digest, chrono::Utc::now()).unwrap();
                 let answers = v.checked.answer();
                 check_ns += t.elapsed().as_nanos();
                 let t = Instant::now();
-                entries.push(veil_api::verify::audit_entry(&principal.principal, "POST /v1/verify", Some(body), Some(&v), "ok".into()));
+                entries.push(veil_api::verification::audit_entry(&principal.principal, "POST /v1/verify", Some(body), Some(&v), "ok".into()));
                 entry_ns += t.elapsed().as_nanos();
                 let t = Instant::now();
                 out.clear();
-                serde_json::to_writer(&mut out, &veil_api::verify::AnswerBody::new(&v.checked, &answers, true, "v1", 1)).unwrap();
+                serde_json::to_writer(&mut out, &veil_api::verification::AnswerBody::new(&v.checked, &answers, true, "v1", 1)).unwrap();
                 answer_ns += t.elapsed().as_nanos();
             }
             let mut store = Store::open(&dir).unwrap();

@@ -7,21 +7,20 @@
 //! - [`store`]: the embedded SQLite store: policies, catalog, principals,
 //!   keys, grants.
 //! - [`registry`]: registering a dataset from its manifest.
-//! - [`service`]: an engine over the store; one query as a principal.
-//! - [`verify`]: verification products: subject indexes, digests, quotas.
-//! - [`wire`]: answers and errors as contract.md's JSON.
-//! - [`workflow`]: the regulation's requests: parties, effects, JSON.
+//! - [`service`]: the use cases, one file each, shared by the HTTP API and
+//!   the CLI; one [`service::ServiceError`].
+//! - [`verification`]: verification products' parts: subject indexes,
+//!   digests, quotas, the request and answer JSON.
+//! - [`wire`]: answers and errors as contract.md's JSON; the one body reader.
 
 pub mod datadir;
 pub mod http;
-pub mod models;
 pub mod receipt;
 pub mod registry;
 pub mod service;
 pub mod signing;
 pub mod store;
-pub mod verify;
+pub mod verification;
 pub mod wire;
-pub mod workflow;
 
 pub use store::{Store, StoreError};

@@ -16,7 +16,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use rand::RngExt;
 
-use crate::model::{DATA_YEAR, PERSONS_PER_COMPANY, Person, World};
+use crate::population::{DATA_YEAR, PERSONS_PER_COMPANY, Person, World};
 use crate::regions::{COUNTIES, is_urban};
 use crate::sample::{Weighted, lognormal, poisson, rng_for, round2};
 use crate::tables::{Rows, TABLES, Value};
@@ -146,7 +146,7 @@ fn chunk(
             Value::Text(&rep.id_number),
             Value::Text(vocab::INDUSTRIES[company.industry].0),
             Value::Float(company.registered_capital),
-            Value::Date(established.min(crate::model::as_of())),
+            Value::Date(established.min(crate::population::as_of())),
             Value::Text(&code),
             Value::Text(vocab::STATUSES[company.status]),
         ]);

@@ -11,7 +11,7 @@
 
 mod generate;
 pub mod manifests;
-mod model;
+mod population;
 mod regions;
 mod sample;
 mod tables;

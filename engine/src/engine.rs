@@ -214,7 +214,7 @@ pub struct Engine {
     policy_version: String,
     master_key: [u8; 32],
     /// Verification products, or why one is unavailable.
-    products: BTreeMap<String, Result<Arc<crate::verify::ProductTable>, String>>,
+    products: BTreeMap<String, Result<Arc<crate::verification::ProductTable>, String>>,
     /// Datasets no one may use now, with the reason (a complaint, a seal).
     blocked: BTreeMap<String, String>,
 }
@@ -281,7 +281,7 @@ impl Engine {
     pub fn add_product(
         &mut self,
         name: &str,
-        table: Result<Arc<crate::verify::ProductTable>, String>,
+        table: Result<Arc<crate::verification::ProductTable>, String>,
     ) {
         self.products.insert(name.to_owned(), table);
     }
@@ -294,11 +294,11 @@ impl Engine {
     /// just that product is installed (a one-off verification needs one).
     pub fn install_products(
         &mut self,
-        index: &crate::verify::IndexSource<'_>,
+        index: &crate::verification::IndexSource<'_>,
         previous: Option<&Engine>,
         only: Option<&str>,
     ) {
-        let mut indexes: HashMap<(String, String), Arc<crate::verify::SubjectIndex>> =
+        let mut indexes: HashMap<(String, String), Arc<crate::verification::SubjectIndex>> =
             HashMap::new();
         let products = self.policy.products.clone();
         for product in products.iter().filter(|p| only.is_none_or(|o| o == p.name)) {
@@ -324,7 +324,7 @@ impl Engine {
                         i
                     }
                 };
-                crate::verify::ProductTable::build(product, dataset.clone(), &subject_index)
+                crate::verification::ProductTable::build(product, dataset.clone(), &subject_index)
                     .map(Arc::new)
             })();
             self.products.insert(product.name.clone(), table);
@@ -332,7 +332,7 @@ impl Engine {
     }
 
     /// The table of a product, when it has one.
-    pub fn product_table(&self, name: &str) -> Option<&Arc<crate::verify::ProductTable>> {
+    pub fn product_table(&self, name: &str) -> Option<&Arc<crate::verification::ProductTable>> {
         self.products.get(name).and_then(|t| t.as_ref().ok())
     }
 
@@ -340,7 +340,7 @@ impl Engine {
     /// unavailable.
     pub fn products(
         &self,
-    ) -> impl Iterator<Item = (&str, Result<&Arc<crate::verify::ProductTable>, &str>)> {
+    ) -> impl Iterator<Item = (&str, Result<&Arc<crate::verification::ProductTable>, &str>)> {
         self.products
             .iter()
             .map(|(n, t)| (n.as_str(), t.as_ref().map_err(String::as_str)))
@@ -350,9 +350,9 @@ impl Engine {
     /// the policy; the result answers it.
     pub fn verify(
         &self,
-        request: &crate::verify::VerifyRequest<'_>,
-    ) -> Result<crate::verify::Checked<'_>, crate::verify::VerifyError> {
-        use crate::verify::VerifyError;
+        request: &crate::verification::VerifyRequest<'_>,
+    ) -> Result<crate::verification::Checked<'_>, crate::verification::VerifyError> {
+        use crate::verification::VerifyError;
         let Some(product) = self.policy.product(request.product) else {
             let known: Vec<&str> = self
                 .policy

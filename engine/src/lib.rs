@@ -8,7 +8,7 @@
 //! result. Nothing reads a dataset except a plan the policy stage wrote.
 //!
 //! [`source`] checks a data file against its manifest at registration;
-//! [`verify`] answers verification products from indexes, without SQL.
+//! [`verification`] answers verification products from indexes, without SQL.
 
 pub mod dp;
 mod engine;
@@ -20,11 +20,14 @@ pub mod source;
 mod sql;
 pub mod subject_access;
 mod tables;
-pub mod verify;
+pub mod verification;
 
 pub use engine::{
     Answer, BudgetLeft, DpBudget, DpCost, DpOptions, DpPrepared, Engine, PreparedQuery, Privacy,
     Provenance, QueryRequest,
 };
 pub use error::{QueryError, Refusal};
+
+/// A stream of an answer's record batches.
+pub type RecordStream = datafusion::execution::SendableRecordBatchStream;
 pub use tables::{Dataset, OpenError};

@@ -8,7 +8,7 @@ use datafusion::execution::context::SessionContext;
 use datafusion::prelude::{col, lit};
 use futures::TryStreamExt;
 use veil_policies::catalog::IdentifierKind;
-use veil_policies::verify::{canonical_identifier, check_identifier};
+use veil_policies::verification::{canonical_identifier, check_identifier};
 
 use crate::engine::{Answer, Engine};
 use crate::error::QueryError;

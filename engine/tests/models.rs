@@ -596,7 +596,7 @@ fn scoring_named_subjects_needs_a_grant_and_stays_in_region() {
 #[test]
 fn scoring_through_the_unit_index_reads_only_the_subjects_rows_and_agrees_with_a_scan() {
     use arrow::array::{Array, AsArray};
-    use veil_engine::verify::{IndexFile, SubjectIndex, subject_key};
+    use veil_engine::verification::{IndexFile, SubjectIndex, subject_key};
     let fixture = common::fixture();
     let engine = &fixture.engine;
     let mut modeler = modeler();

@@ -10,9 +10,9 @@
 //!   33 and the classification and grading of every field (Art. 11).
 //! - [`policy`]: grades and the bundle each stands for; the default preset.
 //! - [`principal`]: roles, region scopes, grants.
-//! - [`workflow`]: the regulation's requests as state machines with
+//! - [`requests`]: the regulation's requests as state machines with
 //!   working-day deadlines.
-//! - [`verify`]: verification products and the normalisations they compare
+//! - [`verification`]: verification products and the normalisations they compare
 //!   through.
 //! - [`model`]: the model templates approvers enable per dataset, and the
 //!   open attribute's limit on development (Art. 38).
@@ -32,8 +32,8 @@ pub mod model;
 pub mod policy;
 pub mod principal;
 mod problem;
-pub mod verify;
-pub mod workflow;
+pub mod requests;
+pub mod verification;
 
 pub use catalog::{Catalog, DatasetManifest, FieldSpec, FieldType};
 pub use decide::{Decision, Reason, decide};
@@ -41,4 +41,4 @@ pub use disclosure::{Generalization, Level, LevelKind, MaskMethod};
 pub use policy::{Grade, Policy};
 pub use principal::{Grant, Principal, RegionScope, Role};
 pub use problem::{Problem, Problems, is_plain_name};
-pub use verify::Product;
+pub use verification::Product;

@@ -18,7 +18,7 @@ use crate::disclosure::LevelKind;
 use crate::model::Template;
 use crate::principal::Role;
 use crate::problem::{Problem, Problems, toml_problem};
-use crate::verify::{Product, RawProduct};
+use crate::verification::{Product, RawProduct};
 
 /// The policy format this build reads.
 pub const POLICY_FORMAT: u32 = 1;

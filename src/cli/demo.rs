@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use veil_api::Store;
 use veil_api::datadir::write_private;
 use veil_api::registry;
+use veil_api::service::requests::{self, OpenBody};
 use veil_api::store::NewPrincipal;
-use veil_api::workflow::{self, OpenBody};
 use veil_datasets::{DEFAULT_PERSONS, DEFAULT_SEED, Options, TABLES, pums};
 use veil_policies::Role;
 
@@ -220,8 +220,8 @@ fn qualify_modeler(store: &mut Store) -> Result<(), Failure> {
         .collect(),
         via_authority: false,
     };
-    let opened = workflow::open(store, &modeler, &body, now);
-    let entry = workflow::audit_entry(
+    let opened = requests::open(store, &modeler, &body, now);
+    let entry = requests::audit_entry(
         &modeler,
         "veil demo",
         "open qualification".into(),
@@ -235,8 +235,8 @@ fn qualify_modeler(store: &mut Store) -> Result<(), Failure> {
         "veil demo development agreement".to_owned(),
     )]
     .into();
-    let granted = workflow::act(store, &approver, &request.id, "grant", &notes, now);
-    let entry = workflow::audit_entry(
+    let granted = requests::act(store, &approver, &request.id, "grant", &notes, now);
+    let entry = requests::audit_entry(
         &approver,
         "veil demo",
         format!("grant {}", request.id),

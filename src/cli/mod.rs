@@ -125,7 +125,7 @@ impl Failure {
 /// Prints an answer as the API's JSON, or turns its error JSON into the
 /// failure that prints it.
 fn print_answer(
-    outcome: Result<serde_json::Value, veil_api::wire::ApiError>,
+    outcome: Result<serde_json::Value, veil_api::service::ServiceError>,
 ) -> Result<(), Failure> {
     let (json, ok) = match &outcome {
         Ok(answer) => (answer.clone(), true),

@@ -9,11 +9,11 @@ use chrono::Utc;
 use clap::Subcommand;
 use serde_json::json;
 use veil_api::Store;
-use veil_api::models::{self, Inside, ScoreBody, TrainBody};
+use veil_api::service::ServiceError;
+use veil_api::service::models::{self, Inside, ScoreBody, TrainBody};
 use veil_api::service::{active_principal, load_engine};
 use veil_api::store::AuditEntry;
-use veil_api::verify::SubjectDigest;
-use veil_api::wire::ApiError;
+use veil_api::verification::SubjectDigest;
 
 use super::{DataDirArg, Failure};
 
@@ -128,7 +128,7 @@ fn inside(
         Inside<'_>,
         &veil_policies::Principal,
         &SubjectDigest,
-    ) -> (Result<serde_json::Value, ApiError>, AuditEntry),
+    ) -> (Result<serde_json::Value, ServiceError>, AuditEntry),
 ) -> Result<(), Failure> {
     let store = Store::open(&dir.data_dir)?;
     let record = match active_principal(&store, name) {
@@ -139,7 +139,7 @@ fn inside(
     let signer = store.data_dir().signer()?;
     let digest = SubjectDigest::new(&store.data_dir().master_key()?);
     let store = Mutex::new(store);
-    let indexes = veil_api::verify::UnitIndexes::default();
+    let indexes = veil_api::verification::UnitIndexes::default();
     let (answer, entry) = work(
         Inside {
             store: &store,

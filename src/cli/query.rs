@@ -1,8 +1,9 @@
 //! `veil query`: one query through the same policy stage as the API.
 
 use clap::Args;
-use veil_api::Store;
-use veil_api::service::{load_engine, query_as};
+use veil_api::service::query::{QueryInput, QueryOutcome, Release};
+use veil_api::service::{AuditMode, Products, Service, ServiceError, active_principal};
+use veil_api::wire;
 
 use super::{DataDirArg, Failure};
 
@@ -34,30 +35,45 @@ pub struct QueryArgs {
 }
 
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
-    let mut store = Store::open(&args.dir.data_dir)?;
-    let loaded = load_engine(&store)?;
-    for (name, why) in &loaded.skipped {
+    let service = Service::open_with(&args.dir.data_dir, AuditMode::Direct, Products::None)?;
+    for (name, why) in &service.skipped {
         eprintln!("veil: dataset `{name}` is unavailable: {why}");
     }
+    let input = QueryInput {
+        sql: args.sql,
+        purpose: args.purpose,
+        epsilon: args.epsilon,
+        max_groups: args.epsilon.map(|_| args.max_groups),
+        max_rows: args.epsilon.map(|_| args.max_rows),
+        dry_run: args.dry_run,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(query_as(
-        &mut store,
-        &loaded.engine,
-        &args.principal,
-        &args.sql,
-        args.purpose.as_deref(),
-        args.epsilon.map(|epsilon| {
-            (
-                veil_engine::DpOptions {
-                    epsilon,
-                    max_groups: args.max_groups,
-                    max_rows: args.max_rows,
-                },
-                args.dry_run,
-            )
-        }),
-    ));
+    let outcome = runtime.block_on(async {
+        let caller = active_principal(&service.store(), &args.principal)?;
+        let outcome = service
+            .query(&caller.principal, ENDPOINT, &input, TIMEOUT)
+            .await?;
+        match outcome {
+            QueryOutcome::DryRun(price) => Ok(price),
+            QueryOutcome::Released(release) => collect(&service, *release).await,
+        }
+    });
     super::print_answer(outcome)
+}
+
+const ENDPOINT: &str = "veil query";
+
+/// How long planning may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Reads the whole answer, records the completion and returns the
+/// answer's JSON.
+async fn collect(service: &Service, release: Release) -> Result<serde_json::Value, ServiceError> {
+    let whole = release.collect(service).await?;
+    let mut json = wire::answer(&whole.prepared, &whole.schema, &whole.batches);
+    json["truncated"] = serde_json::json!(whole.truncated);
+    json["audit_seq"] = serde_json::json!(whole.claims.audit_seq);
+    Ok(json)
 }

@@ -2,9 +2,7 @@
 //! `GET /v1/me/records`.
 
 use clap::Args;
-use veil_api::Store;
-use veil_api::service::{load_engine, own_records};
-use veil_api::wire::{ApiError, ErrorCode};
+use veil_api::service::{AuditMode, Products, Service, ServiceError};
 
 use super::{DataDirArg, Failure};
 
@@ -18,25 +16,17 @@ pub struct RecordsArgs {
 }
 
 pub fn run(args: RecordsArgs) -> Result<(), Failure> {
-    let mut store = Store::open(&args.dir.data_dir)?;
-    let Some(record) = store.principal(&args.principal)? else {
-        return super::print_answer(Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("no principal named `{}`", args.principal),
-        )));
-    };
-    let engine = load_engine(&store)?.engine;
+    let service = Service::open_with(&args.dir.data_dir, AuditMode::Direct, Products::None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(own_records(&engine, &record.principal, "veil records"));
-    let signer = store.data_dir().signer()?;
-    match outcome {
-        Ok((mut json, entry)) => {
-            let seq = store.append_audit(&[entry], &signer)?;
-            json["audit_seq"] = serde_json::json!(seq.first());
-            super::print_answer(Ok(json))
-        }
-        Err(e) => super::print_answer(Err(e)),
-    }
+    super::print_answer(runtime.block_on(async {
+        let Some(record) = service.store().principal(&args.principal)? else {
+            return Err(ServiceError::not_found(format!(
+                "no principal named `{}`",
+                args.principal
+            )));
+        };
+        service.own_records(&record.principal, "veil records").await
+    }))
 }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, Utc};
 use clap::Subcommand;
 use veil_api::Store;
+use veil_api::service::ServiceError;
+use veil_api::service::requests::{self, OpenBody};
 use veil_api::store::AuditEntry;
-use veil_api::wire::ApiError;
-use veil_api::workflow::{self, OpenBody};
 
 use super::{DataDirArg, Failure};
 
@@ -92,16 +92,16 @@ fn finish(
     outcome: Result<
         (
             veil_api::store::RequestRecord,
-            veil_policies::workflow::Effect,
+            veil_policies::requests::Effect,
         ),
-        ApiError,
+        ServiceError,
     >,
 ) -> Result<(), Failure> {
     audit(
         store,
-        workflow::audit_entry(who, "veil request", what, dataset, &outcome),
+        requests::audit_entry(who, "veil request", what, dataset, &outcome),
     )?;
-    super::print_answer(outcome.map(|(record, _)| workflow::request_json(&record, None)))
+    super::print_answer(outcome.map(|(record, _)| requests::request_json(&record, None)))
 }
 
 fn principal(store: &Store, name: &str) -> Result<veil_policies::Principal, Failure> {
@@ -149,7 +149,7 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
                 detail: pairs(&detail, "detail")?,
                 via_authority,
             };
-            let outcome = workflow::open(&mut store, &who, &body, Utc::now());
+            let outcome = requests::open(&mut store, &who, &body, Utc::now());
             let what = match &outcome {
                 Ok((r, _)) => format!("open {} {}", r.kind, r.id),
                 Err(_) => format!("open {}", body.kind),
@@ -166,7 +166,7 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             let mut store = Store::open(&dir.data_dir)?;
             let who = principal(&store, &name)?;
             let notes = pairs(&notes, "note")?;
-            let outcome = workflow::act(&mut store, &who, &id, &action, &notes, Utc::now());
+            let outcome = requests::act(&mut store, &who, &id, &action, &notes, Utc::now());
             finish(&mut store, &who, format!("{action} {id}"), None, outcome)
         }
         RequestCommand::List { dir } => {
@@ -176,9 +176,9 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
         }
         RequestCommand::Overdue { dir, today } => {
             let store = Store::open(&dir.data_dir)?;
-            let today = today.unwrap_or_else(|| workflow::today(Utc::now()));
+            let today = today.unwrap_or_else(|| requests::today(Utc::now()));
             let admin = veil_policies::Principal::new("cli", veil_policies::Role::Admin);
-            let records = workflow::overdue(&store, &admin, today).map_err(|e: ApiError| {
+            let records = requests::overdue(&store, &admin, today).map_err(|e: ServiceError| {
                 Failure::Failed(format!("{}: {}", e.code.as_str(), e.message))
             })?;
             print_list(&records);

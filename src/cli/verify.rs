@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{Map, Value};
-use veil_api::Store;
-use veil_api::service::{load_engine, verify_as};
-use veil_api::verify::{VerifyBody, install_products};
+use veil_api::service::{AuditMode, Products, Service, active_principal};
+use veil_api::verification::CLI_ENDPOINT;
 
 use super::{DataDirArg, Failure};
 
@@ -64,17 +63,19 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
         }
         (None, None) => unreachable!("clap requires --subject or --items"),
     }
-    let body = match VerifyBody::parse(&Value::Object(body)) {
-        Ok(body) => body,
-        Err(e) => return super::print_answer(Err(e)),
-    };
-    let mut store = Store::open(&args.dir.data_dir)?;
-    let mut loaded = load_engine(&store)?;
-    install_products(&store, &mut loaded.engine, None, Some(&body.product))?;
-    super::print_answer(verify_as(
-        &mut store,
-        &loaded.engine,
-        &args.principal,
-        &body,
-    ))
+    let product = args.product.clone();
+    let service = Service::open_with(
+        &args.dir.data_dir,
+        AuditMode::Direct,
+        Products::Only(&product),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    super::print_answer(runtime.block_on(async {
+        let caller = active_principal(&service.store(), &args.principal)?;
+        service
+            .verify(&caller.principal, CLI_ENDPOINT, Ok(Value::Object(body)))
+            .await
+    }))
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use veil_policies::{DatasetManifest, Level, Role};
 
 use super::auth::Caller;
-use super::error::ApiFailure;
+use super::body::JsonBody;
 use super::state::AppState;
+use crate::service::ServiceError;
 use crate::store::{AuditEntry, AuditFilter, ChainReport, NewPrincipal, PrincipalStatus};
 
 /// Records an administrative action in the audit log.
@@ -25,7 +26,7 @@ async fn audit_action(
     request: String,
     datasets: Vec<String>,
     outcome: &str,
-) -> Result<(), ApiFailure> {
+) -> Result<(), ServiceError> {
     let entry = AuditEntry {
         principal: caller.name().to_owned(),
         role: caller.role().name().to_owned(),
@@ -36,7 +37,7 @@ async fn audit_action(
         outcome: outcome.to_owned(),
         ..AuditEntry::default()
     };
-    state.audit(entry).await.map_err(ApiFailure::internal)?;
+    state.audit(entry).await.map_err(ServiceError::internal)?;
     Ok(())
 }
 
@@ -103,7 +104,7 @@ pub async fn catalog(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<CatalogQuery>, QueryRejection>,
-) -> Result<Response, ApiFailure> {
+) -> Result<Response, ServiceError> {
     let Query(q) = query?;
     let engine = state.engine();
     let levels = engine.levels(&caller.0.principal, q.purpose.as_deref(), Utc::now());
@@ -129,13 +130,14 @@ pub async fn catalog(
 /// `GET /v1/catalog/{dataset}/versions`: every registered version.
 pub async fn catalog_versions(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    _caller: Caller,
     Path(name): Path<String>,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Approver, Role::Admin], "the catalog history")?;
+) -> Result<Response, ServiceError> {
     let history = state.store().dataset_history(&name)?;
     if history.is_empty() {
-        return Err(ApiFailure::not_found(format!("no dataset named `{name}`")));
+        return Err(ServiceError::not_found(format!(
+            "no dataset named `{name}`"
+        )));
     }
     let versions: Vec<Value> = history
         .iter()
@@ -165,16 +167,14 @@ pub struct RegisterBody {
 pub async fn register_dataset(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    body: Result<Json<RegisterBody>, JsonRejection>,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Approver], "registering a dataset")?;
-    let Json(body) = body?;
+    JsonBody(body): JsonBody<RegisterBody>,
+) -> Result<Response, ServiceError> {
     let outcome = {
         let mut store = state.store();
         let dir = store.data_dir().datasets_dir();
-        std::fs::create_dir_all(&dir).map_err(ApiFailure::internal)?;
+        std::fs::create_dir_all(&dir).map_err(ServiceError::internal)?;
         let upload = dir.join(format!(".upload-{}.toml", std::process::id()));
-        std::fs::write(&upload, &body.manifest).map_err(ApiFailure::internal)?;
+        std::fs::write(&upload, &body.manifest).map_err(ServiceError::internal)?;
         let outcome = crate::registry::register(&mut store, &upload, None, caller.name());
         let _ = std::fs::remove_file(&upload);
         outcome
@@ -217,13 +217,12 @@ pub async fn register_dataset(
 /// `GET /v1/policy`: the active policy.
 pub async fn policy(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Approver, Role::Admin], "the policy")?;
+    _caller: Caller,
+) -> Result<Response, ServiceError> {
     let store = state.store();
     let active = store
         .active_policy()?
-        .ok_or_else(|| ApiFailure::not_found("no policy is loaded"))?;
+        .ok_or_else(|| ServiceError::not_found("no policy is loaded"))?;
     let text = store.active_policy_text()?.unwrap_or_default();
     Ok(Json(json!({"version": active.version, "label": active.label(), "name": active.policy.name, "text": text})).into_response())
 }
@@ -240,10 +239,8 @@ pub struct PolicyBody {
 pub async fn update_policy(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    body: Result<Json<PolicyBody>, JsonRejection>,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Approver], "changing the policy")?;
-    let Json(body) = body?;
+    JsonBody(body): JsonBody<PolicyBody>,
+) -> Result<Response, ServiceError> {
     let loaded = state.store().load_policy(&body.text, caller.name());
     match loaded {
         Ok(active) => {
@@ -281,9 +278,8 @@ pub async fn update_policy(
 /// `GET /v1/policy/versions`: the history of policies.
 pub async fn policy_versions(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Approver, Role::Admin], "the policy history")?;
+    _caller: Caller,
+) -> Result<Response, ServiceError> {
     let versions: Vec<Value> = state
         .store()
         .policy_versions()?
@@ -309,9 +305,8 @@ fn principal_json(r: &crate::store::PrincipalRecord) -> Value {
 /// `GET /v1/principals`.
 pub async fn principals(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Admin], "listing principals")?;
+    _caller: Caller,
+) -> Result<Response, ServiceError> {
     let list: Vec<Value> = state
         .store()
         .principals()?
@@ -335,11 +330,9 @@ pub struct NewPrincipalBody {
 pub async fn add_principal(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    body: Result<Json<NewPrincipalBody>, JsonRejection>,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Admin], "creating principals")?;
-    let Json(body) = body?;
-    let role: Role = body.role.parse().map_err(ApiFailure::bad_request)?;
+    JsonBody(body): JsonBody<NewPrincipalBody>,
+) -> Result<Response, ServiceError> {
+    let role: Role = body.role.parse().map_err(ServiceError::bad_request)?;
     let created = state.store().add_principal(&NewPrincipal {
         name: &body.name,
         role,
@@ -368,8 +361,7 @@ pub async fn issue_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Admin], "issuing keys")?;
+) -> Result<Response, ServiceError> {
     let key = state.store().issue_key(&name)?;
     audit_action(
         &state,
@@ -392,8 +384,7 @@ pub async fn revoke_keys(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Admin], "revoking keys")?;
+) -> Result<Response, ServiceError> {
     let n = state.store().revoke_keys(&name)?;
     audit_action(
         &state,
@@ -418,15 +409,13 @@ pub async fn set_status(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Result<Json<StatusBody>, JsonRejection>,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Admin], "suspending principals")?;
-    let Json(body) = body?;
+    JsonBody(body): JsonBody<StatusBody>,
+) -> Result<Response, ServiceError> {
     let status = match body.status.as_str() {
         "active" => PrincipalStatus::Active,
         "suspended" => PrincipalStatus::Suspended,
         _ => {
-            return Err(ApiFailure::bad_request(
+            return Err(ServiceError::bad_request(
                 "`status` is `active` or `suspended`",
             ));
         }
@@ -460,8 +449,7 @@ pub async fn audit_search(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Approver], "searching the audit log")?;
+) -> Result<Response, ServiceError> {
     let Query(q) = query?;
     let engine = state.engine();
     let org = caller.0.principal.org.clone().unwrap_or_default();
@@ -499,14 +487,13 @@ pub async fn audit_search(
 /// `GET /v1/audit/verify`: whether the chain is intact.
 pub async fn audit_verify(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
-) -> Result<Response, ApiFailure> {
-    caller.require(&[Role::Approver, Role::Admin], "verifying the audit log")?;
+    _caller: Caller,
+) -> Result<Response, ServiceError> {
     let store = state.store();
     let public = store
         .data_dir()
         .public_key()
-        .map_err(ApiFailure::internal)?;
+        .map_err(ServiceError::internal)?;
     let report = store.verify_audit(&public)?;
     let body = match report {
         ChainReport::Intact {

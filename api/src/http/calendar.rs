@@ -13,8 +13,8 @@ use serde_json::json;
 use veil_policies::calendar;
 
 use super::auth::Caller;
-use super::error::ApiFailure;
 use super::state::AppState;
+use crate::service::ServiceError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,12 +29,12 @@ pub async fn deadline(
     State(_): State<Arc<AppState>>,
     _caller: Caller,
     query: Result<Query<DeadlineQuery>, QueryRejection>,
-) -> Result<Response, ApiFailure> {
+) -> Result<Response, ServiceError> {
     let Query(q) = query?;
     let from = NaiveDate::parse_from_str(&q.from, "%Y-%m-%d")
-        .map_err(|_| ApiFailure::bad_request("`from` must be a date as YYYY-MM-DD"))?;
+        .map_err(|_| ServiceError::bad_request("`from` must be a date as YYYY-MM-DD"))?;
     if q.days > 3660 {
-        return Err(ApiFailure::bad_request("`days` must be at most 3660"));
+        return Err(ServiceError::bad_request("`days` must be at most 3660"));
     }
     let d = calendar::add_working_days(from, q.days);
     let published: Vec<i32> = calendar::covered_years().collect();

@@ -1,99 +1,42 @@
-//! One error type for every handler: 4xx explain themselves with a stable
-//! code; 5xx say nothing and are logged.
+//! The one place a [`ServiceError`] becomes an HTTP response: its code's
+//! status and contract.md's JSON. Rejections of axum's extractors become
+//! service errors here too; their text never carries a value sent.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::store::StoreError;
-use crate::wire::{ApiError, ErrorCode};
+use crate::service::ServiceError;
 
-#[derive(Debug)]
-pub struct ApiFailure(pub ApiError);
-
-impl ApiFailure {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiFailure(ApiError::new(code, message))
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::BadRequest, message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Forbidden, message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::NotFound, message)
-    }
-
-    pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the request body is larger than {limit} bytes"),
-        )
-    }
-
-    /// A failure of ours: logged with its cause, answered without detail.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(cause = %cause, "internal error");
-        Self::new(ErrorCode::Internal, "")
-    }
-}
-
-impl IntoResponse for ApiFailure {
+impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status =
-            StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.0.to_json())).into_response()
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.to_json())).into_response()
     }
 }
 
-impl From<ApiError> for ApiFailure {
-    fn from(e: ApiError) -> Self {
-        ApiFailure(e)
+impl From<PathRejection> for ServiceError {
+    fn from(_: PathRejection) -> Self {
+        ServiceError::bad_request("a path parameter is not of the kind this endpoint takes")
     }
 }
 
-impl From<StoreError> for ApiFailure {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Invalid(p) => Self::bad_request(p.to_string()),
-            StoreError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
-            StoreError::NotFound(m) => Self::not_found(m),
-            StoreError::BudgetExhausted(m) => Self::new(ErrorCode::BudgetExhausted, m),
-            other => Self::internal(other),
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiFailure {
-    fn from(e: JsonRejection) -> Self {
-        match e {
-            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(ErrorCode::PayloadTooLarge, "the request body is too large")
-            }
-            JsonRejection::MissingJsonContentType(_) => {
-                Self::bad_request("send the body as JSON with `Content-Type: application/json`")
-            }
-            other => Self::bad_request(format!(
-                "the body is not the JSON this endpoint takes: {}",
-                other.body_text()
-            )),
-        }
-    }
-}
-
-impl From<PathRejection> for ApiFailure {
-    fn from(e: PathRejection) -> Self {
-        Self::bad_request(e.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiFailure {
+impl From<QueryRejection> for ServiceError {
     fn from(e: QueryRejection) -> Self {
-        Self::bad_request(e.body_text())
+        // serde_urlencoded names the field it could not read, never the
+        // value; an unknown parameter is named by the caller, so not repeated.
+        let text = e.body_text();
+        let what = if text.contains("unknown field") {
+            "a query parameter this endpoint does not take".to_owned()
+        } else if let Some(missing) = text.split("missing field ").nth(1) {
+            format!("the query parameter {missing} is required")
+        } else {
+            "a query parameter has the wrong type".to_owned()
+        };
+        ServiceError::bad_request(format!(
+            "the query string is not what this endpoint takes: {what}"
+        ))
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::error::ApiFailure;
+use crate::service::ServiceError;
 use crate::wire::ErrorCode;
 
 pub struct Limits {
@@ -34,7 +34,7 @@ impl Limits {
 
     /// Admits one request of `principal`; the permit is held until the
     /// request (its whole streamed answer included) is done.
-    pub fn admit(&self, principal: &str) -> Result<OwnedSemaphorePermit, ApiFailure> {
+    pub fn admit(&self, principal: &str) -> Result<OwnedSemaphorePermit, ServiceError> {
         {
             let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
@@ -46,7 +46,7 @@ impl Limits {
             bucket.tokens = (bucket.tokens + refill).min(self.per_minute);
             bucket.updated = now;
             if bucket.tokens < 1.0 {
-                return Err(ApiFailure::new(
+                return Err(ServiceError::new(
                     ErrorCode::RateLimited,
                     format!("more than {} requests a minute; slow down", self.per_minute),
                 ));
@@ -61,7 +61,7 @@ impl Limits {
             .or_insert_with(|| Arc::new(Semaphore::new(self.concurrency)))
             .clone();
         semaphore.try_acquire_owned().map_err(|_| {
-            ApiFailure::new(
+            ServiceError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "at most {} requests at once per principal",

@@ -5,7 +5,9 @@
 //! Ctrl-C, signing the audit log's head on the way out.
 
 mod admin;
+mod answer;
 mod auth;
+mod body;
 mod calendar;
 mod docs;
 mod error;
@@ -15,73 +17,105 @@ mod models;
 mod query;
 mod records;
 mod requests;
+#[cfg(test)]
+mod route_tests;
+pub mod routes;
 mod state;
-mod verify;
+mod verification;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-pub use error::ApiFailure;
 pub use state::{AppState, ServerConfig};
 
-/// The router. Every route but `/healthz`, `/metrics`, `/openapi.json` and
-/// `/docs` requires an API key.
+use crate::service::ServiceError;
+
+/// The handler of one route of the table.
+fn handler(route: &routes::Route) -> Option<MethodRouter<Arc<AppState>>> {
+    Some(match (route.method, route.path) {
+        ("get", "/healthz") => get(healthz),
+        ("get", "/metrics") => get(render_metrics),
+        ("get", "/openapi.json") => get(docs::openapi),
+        ("get", "/docs") => get(docs::page),
+        ("get", "/v1/catalog") => get(admin::catalog),
+        ("get", "/v1/catalog/{dataset}/versions") => get(admin::catalog_versions),
+        ("post", "/v1/datasets") => post(admin::register_dataset),
+        ("post", "/v1/query") => post(query::query),
+        ("get", "/v1/receipts/{request_id}") => get(query::receipt),
+        ("get", "/v1/budget") => get(query::budget),
+        ("post", "/v1/verify") => post(verification::verify),
+        ("get", "/v1/verify/products") => get(verification::products),
+        ("get", "/v1/calendar/deadline") => get(calendar::deadline),
+        ("get", "/v1/me/records") => get(records::own_records),
+        ("get", "/v1/models") => get(models::list),
+        ("post", "/v1/models") => post(models::train),
+        ("get", "/v1/models/{id}") => get(models::show),
+        ("post", "/v1/models/{id}/score") => post(models::score),
+        ("get", "/v1/requests") => get(requests::list),
+        ("post", "/v1/requests") => post(requests::open),
+        ("get", "/v1/requests/overdue") => get(requests::overdue),
+        ("get", "/v1/requests/{id}") => get(requests::show),
+        ("post", "/v1/requests/{id}/{action}") => post(requests::step),
+        ("get", "/v1/policy") => get(admin::policy),
+        ("put", "/v1/policy") => put(admin::update_policy),
+        ("get", "/v1/policy/versions") => get(admin::policy_versions),
+        ("get", "/v1/principals") => get(admin::principals),
+        ("post", "/v1/principals") => post(admin::add_principal),
+        ("post", "/v1/principals/{name}/keys") => post(admin::issue_key),
+        ("delete", "/v1/principals/{name}/keys") => delete(admin::revoke_keys),
+        ("put", "/v1/principals/{name}/status") => put(admin::set_status),
+        ("get", "/v1/audit") => get(admin::audit_search),
+        ("get", "/v1/audit/verify") => get(admin::audit_verify),
+        _ => return None,
+    })
+}
+
+/// The router, made from the route table: every route in it and no other.
+/// Routes that are not public require an API key of one of their roles,
+/// checked before the handler reads anything.
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.config.body_limit;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(docs::openapi))
-        .route("/docs", get(docs::page))
-        .route("/v1/catalog", get(admin::catalog))
-        .route(
-            "/v1/catalog/{dataset}/versions",
-            get(admin::catalog_versions),
-        )
-        .route("/v1/datasets", post(admin::register_dataset))
-        .route("/v1/query", post(query::query))
-        .route("/v1/receipts/{request_id}", get(query::receipt))
-        .route("/v1/budget", get(query::budget))
-        .route(
-            "/v1/verify",
-            post(verify::verify).layer(DefaultBodyLimit::max(state.config.verify_body_limit)),
-        )
-        .route("/v1/verify/products", get(verify::products))
-        .route("/v1/calendar/deadline", get(calendar::deadline))
-        .route("/v1/me/records", get(records::own_records))
-        .route("/v1/models", get(models::list).post(models::train))
-        .route("/v1/models/{id}", get(models::show))
-        .route("/v1/models/{id}/score", post(models::score))
-        .route("/v1/requests", get(requests::list).post(requests::open))
-        .route("/v1/requests/overdue", get(requests::overdue))
-        .route("/v1/requests/{id}", get(requests::show))
-        .route("/v1/requests/{id}/{action}", post(requests::step))
-        .route("/v1/policy", get(admin::policy).put(admin::update_policy))
-        .route("/v1/policy/versions", get(admin::policy_versions))
-        .route(
-            "/v1/principals",
-            get(admin::principals).post(admin::add_principal),
-        )
-        .route(
-            "/v1/principals/{name}/keys",
-            post(admin::issue_key).delete(admin::revoke_keys),
-        )
-        .route("/v1/principals/{name}/status", put(admin::set_status))
-        .route("/v1/audit", get(admin::audit_search))
-        .route("/v1/audit/verify", get(admin::audit_verify))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
+    let mut by_path: std::collections::BTreeMap<&str, MethodRouter<Arc<AppState>>> =
+        std::collections::BTreeMap::new();
+    for route in routes::ROUTES {
+        let Some(mut method) = handler(route) else {
+            // The table and `handler` are checked against each other by a
+            // test; a route without a handler is not served.
+            tracing::error!(
+                path = route.path,
+                method = route.method,
+                "a route without a handler"
+            );
+            continue;
+        };
+        if route.path == "/v1/verify" {
+            method = method.layer(DefaultBodyLimit::max(state.config.verify_body_limit));
+        }
+        let merged = match by_path.remove(route.path) {
+            Some(existing) => existing.merge(method),
+            None => method,
+        };
+        by_path.insert(route.path, merged);
+    }
+    let mut router = Router::new();
+    for (path, method) in by_path {
+        router = router.route(path, method);
+    }
+    router
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            metrics::observe,
+            auth::authorize,
         ))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard_body_size,
@@ -91,12 +125,38 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Counts every request by route, method and status, and times it.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .request(route, method, response.status().as_u16(), seconds);
+    response
+}
+
+async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render_text(state.service.audit_entries()),
+    )
+}
+
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-async fn not_found() -> ApiFailure {
-    ApiFailure::not_found("no such endpoint; see /openapi.json")
+async fn not_found() -> ServiceError {
+    ServiceError::not_found("no such endpoint; see /openapi.json")
 }
 
 /// Refuses a declared body larger than the limit before reading it.
@@ -116,7 +176,7 @@ async fn guard_body_size(
         state.config.body_limit
     };
     if declared.is_some_and(|n| n > limit) {
-        return ApiFailure::payload_too_large(limit).into_response();
+        return ServiceError::payload_too_large(limit).into_response();
     }
     next.run(request).await
 }

@@ -15,19 +15,18 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::auth::Caller;
-use super::error::ApiFailure;
 use super::state::AppState;
-use crate::models::{self, Inside, ScoreBody, TrainBody};
+use crate::service::ServiceError;
+use crate::service::models::{self, Inside, ScoreBody, TrainBody};
 use crate::store::AuditEntry;
-use crate::wire::ApiError;
 
 /// Writes the entry, then answers.
 async fn settle(
     state: &AppState,
-    (result, entry): (Result<Value, ApiError>, AuditEntry),
+    (result, entry): (Result<Value, ServiceError>, AuditEntry),
     status: StatusCode,
-) -> Result<Response, ApiFailure> {
-    let seq = state.audit(entry).await.map_err(ApiFailure::internal)?;
+) -> Result<Response, ServiceError> {
+    let seq = state.audit(entry).await.map_err(ServiceError::internal)?;
     let mut json = result?;
     json["audit_seq"] = serde_json::json!(seq);
     Ok((status, Json(json)).into_response())
@@ -37,14 +36,14 @@ async fn settle(
 async fn blocking<T: Send + 'static>(
     state: &Arc<AppState>,
     work: impl FnOnce(&AppState, &veil_engine::Engine) -> T + Send + 'static,
-) -> Result<T, ApiFailure> {
+) -> Result<T, ServiceError> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
         let engine = state.engine();
         work(&state, &engine)
     })
     .await
-    .map_err(ApiFailure::internal)
+    .map_err(ServiceError::internal)
 }
 
 /// `POST /v1/models`: trains a model from a spec.
@@ -52,7 +51,7 @@ pub async fn train(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: Bytes,
-) -> Result<Response, ApiFailure> {
+) -> Result<Response, ServiceError> {
     let _permit = state.limits.admit(caller.name())?;
     let body: TrainBody = models::parse_body(&body)?;
     let principal = caller.0.principal.clone();
@@ -77,7 +76,7 @@ pub async fn train(
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Response, ApiFailure> {
+) -> Result<Response, ServiceError> {
     let json = models::list(&state.store(), &caller.0.principal)?;
     Ok(Json(json).into_response())
 }
@@ -87,7 +86,7 @@ pub async fn show(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiFailure> {
+) -> Result<Response, ServiceError> {
     let Path(id) = id?;
     let record = models::find(&state.store(), &caller.0.principal, &id)?;
     Ok(Json(models::model_json(&record)).into_response())
@@ -99,7 +98,7 @@ pub async fn score(
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
     body: Bytes,
-) -> Result<Response, ApiFailure> {
+) -> Result<Response, ServiceError> {
     let Path(id) = id?;
     let _permit = state.limits.admit(caller.name())?;
     let body: ScoreBody = models::parse_body(&body)?;

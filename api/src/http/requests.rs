@@ -6,23 +6,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use veil_policies::workflow::Effect;
+use veil_policies::requests::Effect;
 
 use super::auth::Caller;
-use super::error::ApiFailure;
+use super::body::{JsonBody, OptionalJsonBody};
 use super::state::AppState;
+use crate::service::ServiceError;
+use crate::service::requests::{self, OpenBody};
 use crate::store::AuditEntry;
-use crate::workflow::{self, OpenBody};
 
-async fn audit(state: &AppState, entry: AuditEntry) -> Result<(), ApiFailure> {
-    state.audit(entry).await.map_err(ApiFailure::internal)?;
+async fn audit(state: &AppState, entry: AuditEntry) -> Result<(), ServiceError> {
+    state.audit(entry).await.map_err(ServiceError::internal)?;
     Ok(())
 }
 
@@ -31,8 +32,8 @@ async fn audit(state: &AppState, entry: AuditEntry) -> Result<(), ApiFailure> {
 async fn settle(
     state: &AppState,
     entry: AuditEntry,
-    outcome: Result<(crate::store::RequestRecord, Effect), crate::wire::ApiError>,
-) -> Result<crate::store::RequestRecord, ApiFailure> {
+    outcome: Result<(crate::store::RequestRecord, Effect), ServiceError>,
+) -> Result<crate::store::RequestRecord, ServiceError> {
     match outcome {
         Ok((record, effect)) => {
             follow(state, effect)?;
@@ -41,16 +42,16 @@ async fn settle(
         }
         Err(e) => {
             audit(state, entry).await?;
-            Err(e.into())
+            Err(e)
         }
     }
 }
 
 /// Effects that change what the engine allows take hold now.
-fn follow(state: &AppState, effect: Effect) -> Result<(), ApiFailure> {
+fn follow(state: &AppState, effect: Effect) -> Result<(), ServiceError> {
     match effect {
         Effect::None | Effect::Grant | Effect::Qualify | Effect::Disqualify => Ok(()),
-        _ => state.reload_engine().map_err(ApiFailure::from),
+        _ => state.reload_engine().map_err(ServiceError::from),
     }
 }
 
@@ -58,16 +59,15 @@ fn follow(state: &AppState, effect: Effect) -> Result<(), ApiFailure> {
 pub async fn open(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    body: Result<Json<OpenBody>, JsonRejection>,
-) -> Result<Response, ApiFailure> {
-    let Json(body) = body?;
+    JsonBody(body): JsonBody<OpenBody>,
+) -> Result<Response, ServiceError> {
     let principal = &caller.0.principal;
-    let outcome = workflow::open(&mut state.store(), principal, &body, Utc::now());
+    let outcome = requests::open(&mut state.store(), principal, &body, Utc::now());
     let what = match &outcome {
         Ok((r, _)) => format!("open {} {}", r.kind, r.id),
         Err(_) => format!("open {}", body.kind),
     };
-    let entry = workflow::audit_entry(
+    let entry = requests::audit_entry(
         principal,
         "POST /v1/requests",
         what,
@@ -77,7 +77,7 @@ pub async fn open(
     let record = settle(&state, entry, outcome).await?;
     Ok((
         StatusCode::CREATED,
-        Json(workflow::request_json(&record, None)),
+        Json(requests::request_json(&record, None)),
     )
         .into_response())
 }
@@ -86,11 +86,11 @@ pub async fn open(
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Response, ApiFailure> {
-    let records = workflow::visible(&state.store(), &caller.0.principal)?;
+) -> Result<Response, ServiceError> {
+    let records = requests::visible(&state.store(), &caller.0.principal)?;
     let requests: Vec<_> = records
         .iter()
-        .map(|r| workflow::request_json(r, None))
+        .map(|r| requests::request_json(r, None))
         .collect();
     Ok(Json(json!({"requests": requests})).into_response())
 }
@@ -99,12 +99,12 @@ pub async fn list(
 pub async fn overdue(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Response, ApiFailure> {
-    let today = workflow::today(Utc::now());
-    let records = workflow::overdue(&state.store(), &caller.0.principal, today)?;
+) -> Result<Response, ServiceError> {
+    let today = requests::today(Utc::now());
+    let records = requests::overdue(&state.store(), &caller.0.principal, today)?;
     let requests: Vec<_> = records
         .iter()
-        .map(|r| workflow::request_json(r, None))
+        .map(|r| requests::request_json(r, None))
         .collect();
     Ok(Json(json!({"today": today.to_string(), "requests": requests})).into_response())
 }
@@ -114,16 +114,16 @@ pub async fn show(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiFailure> {
+) -> Result<Response, ServiceError> {
     let Path(id) = id?;
     let store = state.store();
-    let not_found = || ApiFailure::not_found(format!("no request `{id}` of yours"));
+    let not_found = || ServiceError::not_found(format!("no request `{id}` of yours"));
     let record = store.request(&id)?.ok_or_else(not_found)?;
-    if workflow::parties(&store, &caller.0.principal, &record)?.is_empty() {
+    if requests::parties(&store, &caller.0.principal, &record)?.is_empty() {
         return Err(not_found());
     }
     let steps = store.request_steps(&id)?;
-    Ok(Json(workflow::request_json(&record, Some(&steps))).into_response())
+    Ok(Json(requests::request_json(&record, Some(&steps))).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,16 +138,11 @@ pub async fn step(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<Json<StepBody>, JsonRejection>,
-) -> Result<Response, ApiFailure> {
+    OptionalJsonBody(body): OptionalJsonBody<StepBody>,
+) -> Result<Response, ServiceError> {
     let Path((id, action)) = path?;
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(JsonRejection::MissingJsonContentType(_)) => StepBody::default(),
-        Err(e) => return Err(e.into()),
-    };
     let principal = &caller.0.principal;
-    let outcome = workflow::act(
+    let outcome = requests::act(
         &mut state.store(),
         principal,
         &id,
@@ -155,7 +150,7 @@ pub async fn step(
         &body.notes,
         Utc::now(),
     );
-    let entry = workflow::audit_entry(
+    let entry = requests::audit_entry(
         principal,
         "POST /v1/requests/{id}/{action}",
         format!("{action} {id}"),
@@ -163,5 +158,5 @@ pub async fn step(
         &outcome,
     );
     let record = settle(&state, entry, outcome).await?;
-    Ok(Json(workflow::request_json(&record, None)).into_response())
+    Ok(Json(requests::request_json(&record, None)).into_response())
 }

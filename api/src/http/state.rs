@@ -1,22 +1,17 @@
-//! What every request shares: the store, the engine, the audit writer, the
-//! signing key, limits and metrics.
+//! What every request shares: the service (store, engine, audit sink,
+//! signing key), and what only HTTP has: the configuration, limits,
+//! metrics and the cache of callers by key.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::sync::oneshot;
-use veil_engine::Engine;
 
 use super::limits::Limits;
 use super::metrics::Metrics;
-use crate::service::load_engine;
-use crate::signing::Signer;
-use crate::store::{AuditEntry, PrincipalRecord, Store, StoreError};
-use crate::verify::{Quotas, SubjectDigest, install_products};
+use crate::service::{AuditMode, Service};
+use crate::store::{PrincipalRecord, StoreError};
 
 /// Settings of a running service.
 #[derive(Debug, Clone)]
@@ -51,21 +46,10 @@ impl ServerConfig {
 
 pub struct AppState {
     pub config: ServerConfig,
-    store: Mutex<Store>,
-    engine: RwLock<Arc<Engine>>,
-    audit: AuditWriter,
-    pub signer: Arc<Signer>,
+    pub service: Service,
     pub limits: Limits,
     pub metrics: Metrics,
-    /// Per-principal limits of verification products.
-    pub quotas: Quotas,
-    /// Keyed digests of verified subjects.
-    pub digest: SubjectDigest,
-    /// Unit index files models score named subjects through.
-    pub unit_indexes: crate::verify::UnitIndexes,
     callers: Mutex<CallerCache>,
-    /// The access generation the engine was last checked against.
-    engine_generation: std::sync::atomic::AtomicI64,
 }
 
 /// Callers by the hash of their key, valid while the store's access
@@ -80,49 +64,26 @@ struct CallerCache {
 /// keys cannot grow the cache without bound.
 const CALLER_CACHE_SIZE: usize = 10_000;
 
+impl std::ops::Deref for AppState {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
+}
+
 impl AppState {
     pub fn open(config: ServerConfig) -> Result<Arc<AppState>, StoreError> {
-        let store = Store::open(&config.data_dir)?;
-        let mut loaded = load_engine(&store)?;
-        for (name, why) in &loaded.skipped {
+        let service = Service::open(&config.data_dir, AuditMode::GroupCommit)?;
+        for (name, why) in &service.skipped {
             tracing::warn!(dataset = %name, reason = %why, "dataset unavailable");
         }
-        install_products(&store, &mut loaded.engine, None, None)?;
-        let signer = Arc::new(store.data_dir().signer()?);
-        let audit = AuditWriter::start(
-            Store::open(&config.data_dir)?.without_autocheckpoint()?,
-            Store::open(&config.data_dir)?,
-            signer.clone(),
-        );
-        let digest = SubjectDigest::new(&store.data_dir().master_key()?);
-        let quotas = Quotas::from_audit(&store, loaded.engine.policy(), chrono::Utc::now())?;
-        let generation = store.access_generation()?;
         Ok(Arc::new(AppState {
-            engine_generation: std::sync::atomic::AtomicI64::new(generation),
             callers: Mutex::new(CallerCache::default()),
-            quotas,
-            digest,
-            unit_indexes: crate::verify::UnitIndexes::default(),
             limits: Limits::new(config.requests_per_minute, config.concurrency_per_principal),
             metrics: Metrics::default(),
-            store: Mutex::new(store),
-            engine: RwLock::new(Arc::new(loaded.engine)),
-            audit,
-            signer,
+            service,
             config,
         }))
-    }
-
-    /// The store, for short operations. A poisoned lock (a panic elsewhere)
-    /// still gives access: the store itself is transactional.
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The store's lock itself, for work that takes the store for short
-    /// moments between longer steps (training a model).
-    pub fn store_lock(&self) -> &Mutex<Store> {
-        &self.store
     }
 
     /// The principal holding the key with this hash, if any, suspended or
@@ -147,168 +108,5 @@ impl AppState {
         }
         cache.callers.insert(*key_hash, found.clone());
         Ok(found)
-    }
-
-    /// Rebuilds the engine when a dataset's access changed (a complaint
-    /// suspended it, the authority sealed it), here or in another process,
-    /// so the change holds from the next request on.
-    fn follow_dataset_access(&self, generation: i64) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
-        if self.engine_generation.swap(generation, Ordering::AcqRel) == generation {
-            return Ok(());
-        }
-        let expected: std::collections::BTreeMap<String, String> = self
-            .store()
-            .dataset_access()?
-            .into_iter()
-            .map(|(d, state)| {
-                let reason = crate::service::access_reason(&d, &state);
-                (d, reason)
-            })
-            .collect();
-        let same = &expected == self.engine().blocked();
-        if !same {
-            self.reload_engine()?;
-        }
-        Ok(())
-    }
-
-    pub fn engine(&self) -> Arc<Engine> {
-        self.engine
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Rebuilds the engine after the catalog or the policy changed.
-    pub fn reload_engine(&self) -> Result<(), StoreError> {
-        let store = self.store();
-        let mut loaded = load_engine(&store)?;
-        install_products(&store, &mut loaded.engine, Some(&self.engine()), None)?;
-        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.engine);
-        Ok(())
-    }
-
-    /// Appends an audit entry, waits until it is on disk, and counts it in
-    /// `veil_audit_entries_total`.
-    pub async fn audit(&self, entry: AuditEntry) -> Result<i64, StoreError> {
-        let seq = self.audit.append(entry).await?;
-        self.metrics.audit_entry();
-        Ok(seq)
-    }
-
-    /// Stops the audit writer and signs the head of the log.
-    pub fn close(&self, wait: Duration) {
-        self.audit.close(wait);
-    }
-}
-
-type Pending = (AuditEntry, oneshot::Sender<Result<i64, String>>);
-
-/// Appends audit entries on its own thread with group commit: entries that
-/// arrive while a transaction commits go into the next one, so one fsync
-/// covers many requests and each request still waits for its own durability.
-///
-/// The writer's own commits do not copy the write-ahead log back into the
-/// database (a copy can take milliseconds and every waiting request would
-/// wait for it); a second thread does that every 250 ms, passively.
-struct AuditWriter {
-    sender: Mutex<Option<mpsc::Sender<Pending>>>,
-    done: Mutex<Option<mpsc::Receiver<()>>>,
-    /// Dropped to stop the checkpointer.
-    stop_checkpoints: Mutex<Option<mpsc::Sender<()>>>,
-}
-
-impl AuditWriter {
-    fn start(mut store: Store, checkpoints: Store, signer: Arc<Signer>) -> AuditWriter {
-        let (stop, stopped) = mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("wal-checkpoint".into())
-            .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(Duration::from_millis(250))
-                {
-                    if let Err(e) = checkpoints.checkpoint() {
-                        tracing::warn!(error = %e, "the write-ahead log could not be checkpointed");
-                    }
-                }
-                let _ = checkpoints.checkpoint();
-            })
-            .expect("the checkpoint thread starts");
-        let (sender, receiver) = mpsc::channel::<Pending>();
-        let (done_tx, done_rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let (mut entries, mut replies) = (vec![first.0], vec![first.1]);
-                    while entries.len() < 1024 {
-                        match receiver.try_recv() {
-                            Ok((entry, reply)) => {
-                                entries.push(entry);
-                                replies.push(reply);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    match store.append_audit(&entries, &signer) {
-                        Ok(seqs) => {
-                            for (reply, seq) in replies.into_iter().zip(seqs) {
-                                let _ = reply.send(Ok(seq));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "the audit log could not be written");
-                            for reply in replies {
-                                let _ = reply.send(Err(e.to_string()));
-                            }
-                        }
-                    }
-                }
-                if let Err(e) = store.checkpoint_audit(&signer) {
-                    tracing::error!(error = %e, "the audit head could not be signed at shutdown");
-                }
-                let _ = done_tx.send(());
-            })
-            .expect("the audit writer thread starts");
-        AuditWriter {
-            sender: Mutex::new(Some(sender)),
-            done: Mutex::new(Some(done_rx)),
-            stop_checkpoints: Mutex::new(Some(stop)),
-        }
-    }
-
-    async fn append(&self, entry: AuditEntry) -> Result<i64, StoreError> {
-        let (reply, wait) = oneshot::channel();
-        let sent = match self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            Some(sender) => sender.send((entry, reply)).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(StoreError::Conflict("the service is shutting down".into()));
-        }
-        match wait.await {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(StoreError::Conflict(format!(
-                "the audit log could not be written: {e}"
-            ))),
-            Err(_) => Err(StoreError::Conflict("the audit writer stopped".into())),
-        }
-    }
-
-    fn close(&self, wait: Duration) {
-        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = done.recv_timeout(wait);
-        }
-        self.stop_checkpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
     }
 }

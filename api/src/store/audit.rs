@@ -347,8 +347,8 @@ impl Store {
                 params![
                     first,
                     since,
-                    crate::verify::HTTP_ENDPOINT,
-                    crate::verify::CLI_ENDPOINT
+                    crate::verification::HTTP_ENDPOINT,
+                    crate::verification::CLI_ENDPOINT
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?
@@ -474,7 +474,7 @@ mod tests {
         let since = crate::store::now_text();
         std::thread::sleep(std::time::Duration::from_millis(5));
         let verification = |i: usize| AuditEntry {
-            endpoint: crate::verify::HTTP_ENDPOINT.into(),
+            endpoint: crate::verification::HTTP_ENDPOINT.into(),
             request: format!("{{\"product\":\"p\",\"subjects\":[\"{i:032x}\"]}}"),
             ..entry(i)
         };

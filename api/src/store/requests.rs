@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::Value;
 use veil_policies::calendar::Deadline;
-use veil_policies::workflow::{Kind, Moved};
+use veil_policies::requests::{Kind, Moved};
 
 use super::principals::{insert_grant, new_id};
 use super::{Store, StoreError, now_text, parse_time};

@@ -12,16 +12,17 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::{Value, json};
-use veil_engine::verify::{
-    Checked, Claimed, IndexFile, SubjectIndex, VerifyError, VerifyItem, subject_key,
+use veil_engine::verification::{
+    Checked, Claimed, IndexFile, SubjectIndex, VerifyItem, subject_key,
 };
 use veil_engine::{Dataset, Engine};
 use veil_policies::Product;
-use veil_policies::verify::Answer;
+use veil_policies::verification::Answer;
 
 use crate::datadir::DataDir;
+use crate::service::ServiceError;
 use crate::store::{AuditEntry, RegisteredDataset, Store, StoreError};
-use crate::wire::{ApiError, ErrorCode};
+use crate::wire::ErrorCode;
 
 /// The audit log's endpoint names for verifications.
 pub const HTTP_ENDPOINT: &str = "POST /v1/verify";
@@ -342,7 +343,7 @@ impl Quotas {
         product: &Product,
         digests: &[u128],
         now: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let quota = state.quota(principal, product, now);
         let rate = f64::from(product.per_minute);
@@ -352,7 +353,7 @@ impl Quotas {
             .min(rate);
         let wanted = digests.len() as f64;
         if tokens < wanted {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "product `{}` allows {} subjects a minute per principal; {} are available now",
@@ -382,7 +383,7 @@ impl Quotas {
             } else {
                 "this subject".to_owned()
             };
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "{which} was verified {cap} times today through `{}`, its daily limit per principal",
@@ -435,11 +436,11 @@ pub struct VerifyBody {
     pub single: bool,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, message)
+fn bad(message: impl Into<String>) -> ServiceError {
+    ServiceError::new(ErrorCode::BadRequest, message)
 }
 
-fn claims_of(value: Option<&Value>, at: &str) -> Result<Vec<(String, Claimed)>, ApiError> {
+fn claims_of(value: Option<&Value>, at: &str) -> Result<Vec<(String, Claimed)>, ServiceError> {
     let Some(Value::Object(map)) = value else {
         return Err(bad(format!(
             "`{at}claims` must be an object of claim name to value"
@@ -462,7 +463,7 @@ fn claims_of(value: Option<&Value>, at: &str) -> Result<Vec<(String, Claimed)>, 
         .collect()
 }
 
-fn subject_of(value: Option<&Value>, at: &str) -> Result<String, ApiError> {
+fn subject_of(value: Option<&Value>, at: &str) -> Result<String, ServiceError> {
     match value {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(bad(format!(
@@ -475,7 +476,7 @@ const BODY_KEYS: &[&str] = &["product", "purpose", "subject", "claims", "items"]
 
 impl VerifyBody {
     /// Reads the body by hand, so no parser message can repeat a value.
-    pub fn parse(body: &Value) -> Result<VerifyBody, ApiError> {
+    pub fn parse(body: &Value) -> Result<VerifyBody, ServiceError> {
         let Value::Object(map) = body else {
             return Err(bad("the body must be a JSON object"));
         };
@@ -536,18 +537,6 @@ impl VerifyBody {
             items,
             single,
         })
-    }
-}
-
-impl From<&VerifyError> for ApiError {
-    fn from(e: &VerifyError) -> Self {
-        let code = match e {
-            VerifyError::BadRequest(_) => ErrorCode::BadRequest,
-            VerifyError::NotFound(_) => ErrorCode::NotFound,
-            VerifyError::Forbidden(_) => ErrorCode::Forbidden,
-            VerifyError::Denied(_) => ErrorCode::PolicyDenied,
-        };
-        ApiError::new(code, e.to_string())
     }
 }
 
@@ -730,15 +719,17 @@ pub fn check<'e>(
     body: &VerifyBody,
     digest: &SubjectDigest,
     now: DateTime<Utc>,
-) -> Result<Verification<'e>, ApiError> {
-    let request = veil_engine::verify::VerifyRequest {
+) -> Result<Verification<'e>, ServiceError> {
+    let request = veil_engine::verification::VerifyRequest {
         principal,
         purpose: body.purpose.as_deref(),
         product: &body.product,
         items: &body.items,
         now,
     };
-    let checked = engine.verify(&request).map_err(|e| ApiError::from(&e))?;
+    let checked = engine
+        .verify(&request)
+        .map_err(|e| ServiceError::from(&e))?;
     let digests = checked.subjects().map(|s| digest.digest(s)).collect();
     Ok(Verification { checked, digests })
 }

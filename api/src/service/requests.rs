@@ -2,18 +2,19 @@
 //! each caller is to a request (applicant, provider, collector, authority),
 //! and the effects of steps (grants, qualifications, dataset access,
 //! published catalog versions). The state machines are
-//! `veil_policies::workflow`; the store keeps requests and their steps.
+//! `veil_policies::requests`; the store keeps requests and their steps.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Value, json};
 use veil_policies::catalog::DatasetManifest;
-use veil_policies::workflow::{self, Effect, Kind, Opening, Party, Refused};
+use veil_policies::requests::{self as machine, Effect, Kind, Opening, Party, Refused};
 use veil_policies::{Principal, Role};
 
+use crate::service::ServiceError;
 use crate::store::{Apply, AuditEntry, NewRequest, RequestRecord, Store, StoreError};
-use crate::wire::{ApiError, ErrorCode};
+use crate::wire::ErrorCode;
 
 /// A request as a caller opens it.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -37,28 +38,28 @@ pub struct OpenBody {
     pub via_authority: bool,
 }
 
-fn refusal(e: Refused) -> ApiError {
+fn refusal(e: Refused) -> ServiceError {
     match e {
-        Refused::NotAllowed(m) => ApiError::new(ErrorCode::Conflict, m),
-        Refused::NotYours(m) => ApiError::new(ErrorCode::Forbidden, m),
-        Refused::Incomplete(m) => ApiError::new(ErrorCode::BadRequest, m),
+        Refused::NotAllowed(m) => ServiceError::new(ErrorCode::Conflict, m),
+        Refused::NotYours(m) => ServiceError::new(ErrorCode::Forbidden, m),
+        Refused::Incomplete(m) => ServiceError::new(ErrorCode::BadRequest, m),
     }
 }
 
-fn store_error(e: StoreError) -> ApiError {
+fn store_error(e: StoreError) -> ServiceError {
     match e {
-        StoreError::Invalid(p) => ApiError::new(ErrorCode::BadRequest, p.to_string()),
-        StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
-        StoreError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
+        StoreError::Invalid(p) => ServiceError::new(ErrorCode::BadRequest, p.to_string()),
+        StoreError::Conflict(m) => ServiceError::new(ErrorCode::Conflict, m),
+        StoreError::NotFound(m) => ServiceError::new(ErrorCode::NotFound, m),
         other => {
             tracing::error!(error = %other, "a request could not be stored");
-            ApiError::new(ErrorCode::Internal, "")
+            ServiceError::new(ErrorCode::Internal, "")
         }
     }
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, message)
+fn bad(message: impl Into<String>) -> ServiceError {
+    ServiceError::new(ErrorCode::BadRequest, message)
 }
 
 /// The service's day (China Standard Time).
@@ -68,7 +69,7 @@ pub fn today(now: DateTime<Utc>) -> NaiveDate {
 
 /// Whether `principal` is an approver of the data authority: its
 /// organisation approves some registered dataset.
-fn is_authority(store: &Store, principal: &Principal) -> Result<bool, ApiError> {
+fn is_authority(store: &Store, principal: &Principal) -> Result<bool, ServiceError> {
     if principal.role != Role::Approver {
         return Ok(false);
     }
@@ -87,7 +88,7 @@ pub fn parties(
     store: &Store,
     principal: &Principal,
     request: &RequestRecord,
-) -> Result<Vec<Party>, ApiError> {
+) -> Result<Vec<Party>, ServiceError> {
     let mut parties = Vec::new();
     if principal.name == request.applicant {
         parties.push(Party::Applicant);
@@ -107,7 +108,7 @@ fn institution_parties(
     store: &Store,
     principal: &Principal,
     manifest: Option<&DatasetManifest>,
-) -> Result<Vec<Party>, ApiError> {
+) -> Result<Vec<Party>, ServiceError> {
     if principal.role != Role::Approver {
         return Ok(Vec::new());
     }
@@ -144,7 +145,7 @@ fn grant_days(
         .unwrap_or(1)
 }
 
-fn require_detail(body: &OpenBody, keys: &[&str]) -> Result<(), ApiError> {
+fn require_detail(body: &OpenBody, keys: &[&str]) -> Result<(), ServiceError> {
     match keys
         .iter()
         .find(|k| body.detail.get(**k).is_none_or(|v| v.trim().is_empty()))
@@ -161,12 +162,12 @@ pub fn open(
     principal: &Principal,
     body: &OpenBody,
     now: DateTime<Utc>,
-) -> Result<(RequestRecord, Effect), ApiError> {
+) -> Result<(RequestRecord, Effect), ServiceError> {
     let kind: Kind = body.kind.parse().map_err(bad)?;
     let policy = store
         .active_policy()
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, ""))?
+        .ok_or_else(|| ServiceError::new(ErrorCode::Internal, ""))?
         .policy;
     let roles: &[Role] = match kind {
         Kind::Sharing | Kind::OpenData => &[Role::Consumer, Role::Modeler],
@@ -177,7 +178,7 @@ pub fn open(
     };
     if !roles.contains(&principal.role) {
         let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::Forbidden,
             format!(
                 "{kind} requests are for {}; you are a {}",
@@ -207,7 +208,7 @@ pub fn open(
     };
     let needs_dataset = !matches!(kind, Kind::Qualification | Kind::CatalogChange);
     if needs_dataset && registered.is_none() {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::NotFound,
             format!("a {kind} request names a registered `dataset`"),
         ));
@@ -239,7 +240,7 @@ pub fn open(
             // it must not reach data that is only shared (file a correction).
             let m = manifest.expect("checked above");
             if m.open.attribute == veil_policies::catalog::OpenAttribute::NotOpen {
-                return Err(ApiError::new(
+                return Err(ServiceError::new(
                     ErrorCode::PolicyDenied,
                     format!(
                         "`{}` is not open data: a complaint (Art. 36) does not apply; file a correction (Art. 22)",
@@ -256,7 +257,7 @@ pub fn open(
     if kind == Kind::EmergencyData || (kind == Kind::CatalogChange && registered.is_some()) {
         let p = institution_parties(store, principal, manifest)?;
         if !p.contains(&Party::Provider) && !p.contains(&Party::Authority) {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::Forbidden,
                 format!(
                     "a {kind} request about a dataset is its provider's or the data authority's"
@@ -269,8 +270,8 @@ pub fn open(
         open: manifest.map(|m| m.open.attribute),
         via_authority: body.via_authority,
     };
-    let moved = workflow::open(kind, opening, today(now)).map_err(|e| match e {
-        Refused::NotAllowed(m) => ApiError::new(ErrorCode::PolicyDenied, m),
+    let moved = machine::open(kind, opening, today(now)).map_err(|e| match e {
+        Refused::NotAllowed(m) => ServiceError::new(ErrorCode::PolicyDenied, m),
         other => refusal(other),
     })?;
     let apply = effect_of(moved.effect, days, None, now);
@@ -329,8 +330,9 @@ pub fn act(
     action: &str,
     notes: &BTreeMap<String, String>,
     now: DateTime<Utc>,
-) -> Result<(RequestRecord, Effect), ApiError> {
-    let not_found = || ApiError::new(ErrorCode::NotFound, format!("no request `{id}` of yours"));
+) -> Result<(RequestRecord, Effect), ServiceError> {
+    let not_found =
+        || ServiceError::new(ErrorCode::NotFound, format!("no request `{id}` of yours"));
     let request = store
         .request(id)
         .map_err(store_error)?
@@ -339,7 +341,7 @@ pub fn act(
     if parties.is_empty() {
         return Err(not_found());
     }
-    let moved = workflow::act(
+    let moved = machine::act(
         request.kind,
         &request.state,
         request.due,
@@ -369,7 +371,11 @@ pub fn act(
 
 /// Registers the manifest of an approved catalog change as the dataset's
 /// next version; its data file must already be under `DIR/datasets`.
-fn publish_catalog(store: &mut Store, request: &RequestRecord, by: &str) -> Result<(), ApiError> {
+fn publish_catalog(
+    store: &mut Store,
+    request: &RequestRecord,
+    by: &str,
+) -> Result<(), ServiceError> {
     let text = request
         .detail
         .get("manifest")
@@ -385,7 +391,7 @@ fn publish_catalog(store: &mut Store, request: &RequestRecord, by: &str) -> Resu
 }
 
 /// The requests `principal` is a party to, newest first.
-pub fn visible(store: &Store, principal: &Principal) -> Result<Vec<RequestRecord>, ApiError> {
+pub fn visible(store: &Store, principal: &Principal) -> Result<Vec<RequestRecord>, ServiceError> {
     let mut out = Vec::new();
     for r in store.requests().map_err(store_error)? {
         if !parties(store, principal, &r)?.is_empty() {
@@ -400,9 +406,9 @@ pub fn overdue(
     store: &Store,
     principal: &Principal,
     today: NaiveDate,
-) -> Result<Vec<RequestRecord>, ApiError> {
+) -> Result<Vec<RequestRecord>, ServiceError> {
     if !is_authority(store, principal)? && principal.role != Role::Admin {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::Forbidden,
             "the overdue list is for the data authority's approvers and admins",
         ));
@@ -411,13 +417,13 @@ pub fn overdue(
         .requests()
         .map_err(store_error)?
         .into_iter()
-        .filter(|r| workflow::overdue(r.kind, &r.state, r.due, today))
+        .filter(|r| machine::overdue(r.kind, &r.state, r.due, today))
         .collect())
 }
 
 /// A request as JSON, with its next steps and, when given, its history.
 pub fn request_json(r: &RequestRecord, steps: Option<&[crate::store::StepRecord]>) -> Value {
-    let next: Vec<Value> = workflow::next_steps(r.kind, &r.state)
+    let next: Vec<Value> = machine::next_steps(r.kind, &r.state)
         .into_iter()
         .map(|(action, by)| json!({"action": action, "by": by.name()}))
         .collect();
@@ -457,7 +463,7 @@ pub fn audit_entry(
     endpoint: &str,
     what: String,
     dataset: Option<&str>,
-    outcome: &Result<(RequestRecord, Effect), ApiError>,
+    outcome: &Result<(RequestRecord, Effect), ServiceError>,
 ) -> AuditEntry {
     let (dataset, outcome) = match outcome {
         Ok((r, _)) => (r.dataset.as_deref(), format!("ok:{}", r.state)),

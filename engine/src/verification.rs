@@ -25,7 +25,7 @@ use arrow::datatypes::{DataType, Float64Type};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use veil_policies::catalog::{FieldType, IdentifierKind};
-use veil_policies::verify::{
+use veil_policies::verification::{
     Claim, Compare, MAX_BATCH, Over, Product, Test, canonical_identifier, check_identifier,
     normalize_text, parse_date,
 };

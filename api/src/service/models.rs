@@ -20,9 +20,10 @@ use veil_engine::model::{
 use veil_policies::model::Template;
 use veil_policies::{Principal, Role};
 
+use crate::service::ServiceError;
 use crate::store::{AuditEntry, ModelRecord, Store, StoreError};
-use crate::verify::SubjectDigest;
-use crate::wire::{self, ApiError, ErrorCode};
+use crate::verification::SubjectDigest;
+use crate::wire::{self, ErrorCode};
 
 /// What models work with: the store (taken for short moments) and the
 /// engine.
@@ -31,7 +32,7 @@ pub struct Inside<'a> {
     pub store: &'a Mutex<Store>,
     pub engine: &'a Engine,
     /// The unit indexes that let scoring read only the subjects' rows.
-    pub indexes: &'a crate::verify::UnitIndexes,
+    pub indexes: &'a crate::verification::UnitIndexes,
 }
 
 /// A training request.
@@ -97,18 +98,18 @@ fn named(purpose: &Option<String>) -> Option<&str> {
     purpose.as_deref().filter(|p| !p.trim().is_empty())
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, message)
+fn bad(message: impl Into<String>) -> ServiceError {
+    ServiceError::new(ErrorCode::BadRequest, message)
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+fn internal(e: impl std::fmt::Display) -> ServiceError {
     tracing::error!(cause = %e, "model operation failed");
-    ApiError::new(ErrorCode::Internal, "")
+    ServiceError::new(ErrorCode::Internal, "")
 }
 
 /// Reads a JSON body. A parse error says where and what kind of mistake it
 /// is, never the value it met (a misplaced identifier is not echoed).
-pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let text = e.to_string();
         let what = if text.starts_with("unknown field") || text.starts_with("missing field") {
@@ -131,12 +132,12 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
 /// A JSON file, read as [`parse_body`] reads a body.
 pub fn parse_file<T: serde::de::DeserializeOwned>(
     path: &std::path::Path,
-) -> std::io::Result<Result<T, ApiError>> {
+) -> std::io::Result<Result<T, ServiceError>> {
     Ok(parse_body(&std::fs::read(path)?))
 }
 
 impl ColumnBody {
-    fn column(&self) -> Result<Column, ApiError> {
+    fn column(&self) -> Result<Column, ServiceError> {
         match self {
             ColumnBody::Short(text) => {
                 let (dataset, field) = text.split_once('.').ok_or_else(|| {
@@ -169,7 +170,7 @@ impl ColumnBody {
 
 impl TrainBody {
     /// The engine's spec; the engine checks the rest.
-    pub fn spec(&self) -> Result<ModelSpec, ApiError> {
+    pub fn spec(&self) -> Result<ModelSpec, ServiceError> {
         let template: Template = self.template.parse().map_err(bad)?;
         let defaults = Params::for_template(template);
         let p = &self.params;
@@ -222,27 +223,27 @@ fn spec_json(spec: &ModelSpec, purpose: Option<&str>) -> Value {
 }
 
 /// What a model's engine error means for the caller.
-fn refusal(e: ModelError) -> ApiError {
+fn refusal(e: ModelError) -> ServiceError {
     match e {
         ModelError::Invalid(m) => bad(m),
-        ModelError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
-        ModelError::Denied(m) => ApiError::new(ErrorCode::PolicyDenied, m),
+        ModelError::NotFound(m) => ServiceError::new(ErrorCode::NotFound, m),
+        ModelError::Denied(m) => ServiceError::new(ErrorCode::PolicyDenied, m),
         ModelError::Internal { detail } => internal(detail),
     }
 }
 
-fn store_error(e: StoreError) -> ApiError {
+fn store_error(e: StoreError) -> ServiceError {
     match e {
-        StoreError::BudgetExhausted(m) => ApiError::new(ErrorCode::BudgetExhausted, m),
+        StoreError::BudgetExhausted(m) => ServiceError::new(ErrorCode::BudgetExhausted, m),
         other => internal(other),
     }
 }
 
-fn require_modeler(principal: &Principal) -> Result<(), ApiError> {
+fn require_modeler(principal: &Principal) -> Result<(), ServiceError> {
     if principal.role == Role::Modeler {
         return Ok(());
     }
-    Err(ApiError::new(
+    Err(ServiceError::new(
         ErrorCode::Forbidden,
         format!(
             "models are trained and scored by modelers; you are a {}",
@@ -251,11 +252,11 @@ fn require_modeler(principal: &Principal) -> Result<(), ApiError> {
     ))
 }
 
-fn require_qualified(store: &Store, principal: &Principal) -> Result<(), ApiError> {
+fn require_qualified(store: &Store, principal: &Principal) -> Result<(), ServiceError> {
     if store.qualified(&principal.name).map_err(internal)? {
         return Ok(());
     }
-    Err(ApiError::new(
+    Err(ServiceError::new(
         ErrorCode::Forbidden,
         "models need a live development qualification (Art. 39): open a `qualification` request with the data authority",
     ))
@@ -276,7 +277,7 @@ fn entry(principal: &Principal, endpoint: &str, purpose: Option<&str>) -> AuditE
     }
 }
 
-fn settle(entry: &mut AuditEntry, result: &Result<Value, ApiError>, done: &str) {
+fn settle(entry: &mut AuditEntry, result: &Result<Value, ServiceError>, done: &str) {
     entry.outcome = match result {
         Ok(_) => done.to_owned(),
         Err(e) => format!("refused:{}", e.code.as_str()),
@@ -320,7 +321,7 @@ pub fn train(
     body: &TrainBody,
     endpoint: &str,
     now: DateTime<Utc>,
-) -> (Result<Value, ApiError>, AuditEntry) {
+) -> (Result<Value, ServiceError>, AuditEntry) {
     let purpose = body.purpose();
     let mut audit = entry(principal, endpoint, purpose);
     audit.request = format!("train {}", body.template);
@@ -378,17 +379,17 @@ pub fn train(
 }
 
 /// The caller's models, newest first.
-pub fn list(store: &Store, principal: &Principal) -> Result<Value, ApiError> {
+pub fn list(store: &Store, principal: &Principal) -> Result<Value, ServiceError> {
     let models = store.models_of(&principal.name).map_err(internal)?;
     Ok(json!({"models": models.iter().map(model_json).collect::<Vec<_>>()}))
 }
 
 /// One of the caller's models; another principal's model is not found.
-pub fn find(store: &Store, principal: &Principal, id: &str) -> Result<ModelRecord, ApiError> {
+pub fn find(store: &Store, principal: &Principal, id: &str) -> Result<ModelRecord, ServiceError> {
     store
         .model_of(&principal.name, id)
         .map_err(internal)?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "you have no model with that id"))
+        .ok_or_else(|| ServiceError::new(ErrorCode::NotFound, "you have no model with that id"))
 }
 
 /// Scores named subjects (with a grant) or supplied rows with one of the
@@ -405,7 +406,7 @@ pub fn score(
     digest: &SubjectDigest,
     endpoint: &str,
     now: DateTime<Utc>,
-) -> (Result<Value, ApiError>, AuditEntry) {
+) -> (Result<Value, ServiceError>, AuditEntry) {
     let purpose = named(&body.purpose);
     let mut audit = entry(principal, endpoint, purpose);
     audit.request = format!("score {id}");
@@ -465,7 +466,7 @@ fn canonical_subjects(
     engine: &Engine,
     model: &Model,
     subjects: &[String],
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, ServiceError> {
     if subjects.is_empty() || subjects.len() > veil_engine::model::MAX_SCORES {
         return Err(bad(format!(
             "`subjects` lists 1 to {} identifiers",
@@ -477,12 +478,12 @@ fn canonical_subjects(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let canonical = veil_policies::verify::canonical_identifier(s);
+            let canonical = veil_policies::verification::canonical_identifier(s);
             if canonical.is_empty() {
                 return Err(bad(format!("subject #{} is empty", i + 1)));
             }
             if let Some(kind) = kind {
-                veil_policies::verify::check_identifier(kind, &canonical)
+                veil_policies::verification::check_identifier(kind, &canonical)
                     .map_err(|e| bad(format!("subject #{}: {e}", i + 1)))?;
             }
             Ok(canonical)

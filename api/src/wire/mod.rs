@@ -4,9 +4,13 @@
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use chrono::SecondsFormat;
+pub mod body;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use veil_engine::{PreparedQuery, QueryError};
+use veil_engine::{DpBudget, DpCost, PreparedQuery};
+
+use crate::store::{Spent, fits, time_text};
 
 /// A stable error code and its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,37 +59,10 @@ impl ErrorCode {
     }
 }
 
-/// An error as the API returns it. `internal` never carries detail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        let message = if code == ErrorCode::Internal {
-            "the service failed; the failure is logged and nothing was released".to_owned()
-        } else {
-            message.into()
-        };
-        ApiError { code, message }
-    }
-
+impl crate::service::ServiceError {
+    /// The error as contract.md's JSON.
     pub fn to_json(&self) -> Value {
         json!({"error": {"code": self.code.as_str(), "message": self.message}})
-    }
-}
-
-impl From<&QueryError> for ApiError {
-    fn from(e: &QueryError) -> Self {
-        let code = match e {
-            QueryError::InvalidSql(_) => ErrorCode::InvalidSql,
-            QueryError::UnknownTable(_) => ErrorCode::NotFound,
-            QueryError::Denied(_) => ErrorCode::PolicyDenied,
-            QueryError::Internal { .. } => ErrorCode::Internal,
-        };
-        ApiError::new(code, e.to_string())
     }
 }
 
@@ -315,6 +292,87 @@ pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
     meta.insert("privacy".into(), privacy_json);
     meta.insert("policy_version".into(), json!(prepared.policy_version));
     meta
+}
+
+/// The privacy part of an answer.
+pub fn privacy(prepared: &PreparedQuery) -> Value {
+    answer_meta(prepared)
+        .remove("privacy")
+        .unwrap_or(Value::Null)
+}
+
+/// A budget's period and renewal as JSON, `null`s when it never renews.
+fn period(budget: &DpBudget, now: DateTime<Utc>) -> (Value, Value, Value) {
+    match budget.period {
+        None => (Value::Null, Value::Null, Value::Null),
+        Some(p) => (
+            json!(p.name()),
+            json!(time_text(p.start(now))),
+            json!(time_text(p.renews(now))),
+        ),
+    }
+}
+
+/// The price of a DP query: per dataset charged, the cost, the budget and
+/// what is left of it before the query, and whether the query fits.
+pub fn dry_run(
+    prepared: &PreparedQuery,
+    costs: &[(DpCost, Option<Spent>)],
+    now: DateTime<Utc>,
+) -> Value {
+    let costs: Vec<Value> = costs
+        .iter()
+        .map(|(c, spent)| {
+            let (period, _, renews) = period(&c.budget, now);
+            json!({
+                "dataset": c.dataset,
+                "rho": c.rho,
+                "delta0": c.delta0,
+                "budget": {
+                    "epsilon": c.budget.epsilon,
+                    "delta": c.budget.delta,
+                    "period": period,
+                    "renews": renews,
+                },
+                "epsilon_left_before": spent.map(|s| s.epsilon_left(&c.budget)),
+                "fits": spent.is_some_and(|s| fits(s, c)),
+            })
+        })
+        .collect();
+    json!({"dry_run": true, "privacy": privacy(prepared), "costs": costs})
+}
+
+/// One dataset's budget for a caller, as `GET /v1/budget` shows it.
+pub struct BudgetView {
+    pub dataset: String,
+    pub budget: DpBudget,
+    /// What was spent in the budget's current period.
+    pub spent: Spent,
+    pub now: DateTime<Utc>,
+}
+
+/// `GET /v1/budget`'s answer.
+pub fn budgets(views: &[BudgetView]) -> Value {
+    let budgets: Vec<Value> = views
+        .iter()
+        .map(|v| {
+            let (period, start, renews) = period(&v.budget, v.now);
+            let s = &v.spent;
+            json!({
+                "dataset": v.dataset,
+                "budget": {"epsilon": v.budget.epsilon, "delta": v.budget.delta},
+                "period": period,
+                "period_start": start,
+                "renews": renews,
+                "spent": {"epsilon": s.epsilon(v.budget.delta), "basic": {"epsilon": s.epsilon, "delta": s.delta}, "zcdp": {"rho": s.rho, "delta0": s.delta0}},
+                "remaining_epsilon": s.epsilon_left(&v.budget),
+            })
+        })
+        .collect();
+    json!({
+        "budgets": budgets,
+        "accounting": "per dataset, the tighter of basic composition and zCDP over every answer released to you in the budget's period (for ever, when it has none)",
+    })
 }
 
 /// A whole answer as one JSON object.

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use common::*;
 use veil_engine::Engine;
-use veil_engine::verify::{
+use veil_engine::verification::{
     Claimed, IndexFile, SubjectIndex, VerifyError, VerifyItem, VerifyRequest,
 };
 use veil_policies::identifiers::CitizenId;
@@ -505,7 +505,7 @@ fn the_index_file_round_trips_and_refuses_other_data() {
     // Looked up in place, the file answers as the index does.
     let in_place = IndexFile::open(&path, "population:1:id_number").unwrap();
     for person in people().iter().take(50) {
-        let key = veil_engine::verify::subject_key(&person["id_number"]).unwrap();
+        let key = veil_engine::verification::subject_key(&person["id_number"]).unwrap();
         assert_eq!(in_place.rows(key).unwrap(), index.rows(key));
     }
     assert!(in_place.rows(1).unwrap().is_empty());
@@ -530,6 +530,6 @@ fn the_index_file_round_trips_and_refuses_other_data() {
     std::fs::write(&path, &bytes[..10]).unwrap();
     assert!(SubjectIndex::load(&path, "population:1:id_number").is_err());
     assert!(IndexFile::open(&path, "population:1:id_number").is_err());
-    let key = veil_engine::verify::subject_key(&people()[5]["id_number"]).unwrap();
+    let key = veil_engine::verification::subject_key(&people()[5]["id_number"]).unwrap();
     assert_eq!(index.rows(key), [5]);
 }

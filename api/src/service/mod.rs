@@ -1,0 +1,198 @@
+//! The use cases, one file each, shared by every front end: the HTTP API,
+//! the CLI, and those to come (the console, Flight SQL). A front end only
+//! translates: it reads its input into the use case's input type, calls the
+//! use case on a [`Service`] with the caller, and writes the typed result
+//! out. Each use case checks the caller's role itself, writes its audit
+//! entries (refusals included) through the service's [`AuditSink`] before
+//! anything leaves, and fails with one [`ServiceError`].
+//!
+//! - [`query`]: one SELECT under policy, DP charging, dry runs, budgets.
+//! - [`verification`]: verification products.
+//! - [`models`]: in-domain training and scoring.
+//! - [`records`]: a subject's own records.
+//! - [`requests`]: the regulation's requests and their steps.
+//! - [`loading`]: the engine built from the store.
+
+pub mod audit_sink;
+pub mod error;
+pub mod loading;
+pub mod models;
+pub mod query;
+pub mod records;
+pub mod requests;
+pub mod verification;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use veil_engine::Engine;
+
+pub use audit_sink::AuditSink;
+pub use error::ServiceError;
+pub use loading::{Loaded, access_reason, active_principal, load_engine};
+
+use crate::signing::Signer;
+use crate::store::{AuditEntry, Store, StoreError};
+use crate::verification::{Quotas, SubjectDigest, UnitIndexes, install_products};
+
+/// How a service writes its audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditMode {
+    /// Group commit on a writer thread, for a server.
+    GroupCommit,
+    /// One transaction per entry, for one command.
+    Direct,
+}
+
+/// Which verification products' tables a service loads at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Products<'a> {
+    All,
+    /// One command's product only.
+    Only(&'a str),
+    /// None: a command that verifies nothing.
+    None,
+}
+
+/// What every use case works with: the store, the engine, the audit sink,
+/// the signing key, and the verification products' quotas and digests.
+pub struct Service {
+    store: Mutex<Store>,
+    engine: RwLock<Arc<Engine>>,
+    audit: Box<dyn AuditSink>,
+    audit_entries: AtomicU64,
+    pub signer: Arc<Signer>,
+    /// Per-principal limits of verification products.
+    pub quotas: Quotas,
+    /// Keyed digests of verified subjects.
+    pub digest: SubjectDigest,
+    /// Unit index files models score named subjects through.
+    pub unit_indexes: UnitIndexes,
+    /// The access generation the engine was last checked against.
+    engine_generation: AtomicI64,
+    /// Datasets that could not be opened when the engine was first built.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Service {
+    /// Opens the service over a data directory, for a server.
+    pub fn open(data_dir: &Path, mode: AuditMode) -> Result<Service, StoreError> {
+        Service::open_with(data_dir, mode, Products::All)
+    }
+
+    /// Opens the service with only some products' tables, for a command.
+    pub fn open_with(
+        data_dir: &Path,
+        mode: AuditMode,
+        products: Products<'_>,
+    ) -> Result<Service, StoreError> {
+        let store = Store::open(data_dir)?;
+        let mut loaded = load_engine(&store)?;
+        match products {
+            Products::All => install_products(&store, &mut loaded.engine, None, None)?,
+            Products::Only(p) => install_products(&store, &mut loaded.engine, None, Some(p))?,
+            Products::None => {}
+        }
+        let signer = Arc::new(store.data_dir().signer()?);
+        let audit: Box<dyn AuditSink> = match mode {
+            AuditMode::GroupCommit => Box::new(audit_sink::GroupCommit::start(
+                Store::open(data_dir)?.without_autocheckpoint()?,
+                Store::open(data_dir)?,
+                signer.clone(),
+            )),
+            AuditMode::Direct => Box::new(audit_sink::Direct::new(
+                Store::open(data_dir)?,
+                signer.clone(),
+            )),
+        };
+        let digest = SubjectDigest::new(&store.data_dir().master_key()?);
+        let quotas = Quotas::from_audit(&store, loaded.engine.policy(), chrono::Utc::now())?;
+        let generation = store.access_generation()?;
+        Ok(Service {
+            engine_generation: AtomicI64::new(generation),
+            quotas,
+            digest,
+            unit_indexes: UnitIndexes::default(),
+            store: Mutex::new(store),
+            engine: RwLock::new(Arc::new(loaded.engine)),
+            audit,
+            audit_entries: AtomicU64::new(0),
+            signer,
+            skipped: loaded.skipped,
+        })
+    }
+
+    /// The store, for short operations. A poisoned lock (a panic elsewhere)
+    /// still gives access: the store itself is transactional.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store's lock itself, for work that takes the store for short
+    /// moments between longer steps (training a model).
+    pub fn store_lock(&self) -> &Mutex<Store> {
+        &self.store
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Rebuilds the engine after the catalog or the policy changed.
+    pub fn reload_engine(&self) -> Result<(), StoreError> {
+        let store = self.store();
+        let mut loaded = load_engine(&store)?;
+        install_products(&store, &mut loaded.engine, Some(&self.engine()), None)?;
+        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.engine);
+        Ok(())
+    }
+
+    /// Rebuilds the engine when a dataset's access changed (a complaint
+    /// suspended it, the authority sealed it), here or in another process,
+    /// so the change holds from the next request on.
+    pub fn follow_dataset_access(&self, generation: i64) -> Result<(), StoreError> {
+        if self.engine_generation.swap(generation, Ordering::AcqRel) == generation {
+            return Ok(());
+        }
+        let expected: std::collections::BTreeMap<String, String> = self
+            .store()
+            .dataset_access()?
+            .into_iter()
+            .map(|(d, state)| {
+                let reason = access_reason(&d, &state);
+                (d, reason)
+            })
+            .collect();
+        if &expected != self.engine().blocked() {
+            self.reload_engine()?;
+        }
+        Ok(())
+    }
+
+    /// Appends an audit entry and waits until it is on disk. Use cases
+    /// call it; a failure to write is internal and releases nothing.
+    pub async fn audit(&self, entry: AuditEntry) -> Result<i64, ServiceError> {
+        let seq = self
+            .audit
+            .append(entry)
+            .await
+            .map_err(ServiceError::internal)?;
+        self.audit_entries.fetch_add(1, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    /// Audit entries written since the service opened.
+    pub fn audit_entries(&self) -> u64 {
+        self.audit_entries.load(Ordering::Relaxed)
+    }
+
+    /// Stops the audit sink and signs the head of the log.
+    pub fn close(&self, wait: Duration) {
+        self.audit.close(wait);
+    }
+}

@@ -1,0 +1,355 @@
+//! One SELECT under policy, for every front end.
+//!
+//! Order of events: the caller's role and the input are checked; the query
+//! is prepared by the policy stage; a DP answer is charged to every budget
+//! it spends before it exists (a dry run only prices it); the plan starts.
+//! A refusal at any step is audited and returned. An accepted query's
+//! release entry is durable before the caller gets its [`Release`], so
+//! before the first byte of data leaves; the front end streams the batches
+//! and then [`Completion::finish`] records the rows released. A failure
+//! after the charge refunds it: nothing was released.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use veil_engine::{DpOptions, PreparedQuery, QueryRequest};
+use veil_policies::{Principal, Role};
+
+use super::{Service, ServiceError};
+use crate::receipt::{self, Claims};
+use crate::store::{AuditEntry, Spent};
+use crate::wire;
+
+/// What a caller asks.
+#[derive(Debug, Clone, Default)]
+pub struct QueryInput {
+    pub sql: String,
+    pub purpose: Option<String>,
+    /// Asks for a differentially private answer that alone is ε-DP.
+    pub epsilon: Option<f64>,
+    /// L0: groups one privacy unit may contribute to (default 1).
+    pub max_groups: Option<u64>,
+    /// Linf: rows one privacy unit may contribute to a group (default 1).
+    pub max_rows: Option<u64>,
+    /// Price the query without running it or spending anything.
+    pub dry_run: bool,
+}
+
+impl QueryInput {
+    /// The DP options the input asks for, or why they do not fit together.
+    fn dp(&self) -> Result<Option<DpOptions>, ServiceError> {
+        if self.sql.trim().is_empty() {
+            return Err(ServiceError::bad_request("`sql` is empty"));
+        }
+        if let Some(e) = self.epsilon
+            && !(e.is_finite() && e > 0.0 && e <= 100.0)
+        {
+            return Err(ServiceError::bad_request(
+                "`epsilon` must be a number above 0 and at most 100",
+            ));
+        }
+        for (what, v) in [("max_groups", self.max_groups), ("max_rows", self.max_rows)] {
+            if v.is_some_and(|v| !(1..=1000).contains(&v)) {
+                return Err(ServiceError::bad_request(format!(
+                    "`{what}` must be between 1 and 1000"
+                )));
+            }
+        }
+        let dp_only = self.max_groups.is_some() || self.max_rows.is_some() || self.dry_run;
+        match (self.epsilon, dp_only) {
+            (Some(epsilon), _) => Ok(Some(DpOptions {
+                epsilon,
+                max_groups: self.max_groups.unwrap_or(1),
+                max_rows: self.max_rows.unwrap_or(1),
+            })),
+            (None, true) => Err(ServiceError::bad_request(
+                "`max_groups`, `max_rows` and `dry_run` go with `epsilon`, for differentially private queries",
+            )),
+            (None, false) => Ok(None),
+        }
+    }
+
+    fn purpose(&self) -> Option<&str> {
+        self.purpose.as_deref().filter(|p| !p.trim().is_empty())
+    }
+}
+
+/// What a query came to.
+pub enum QueryOutcome {
+    /// The price of a DP query, nothing spent.
+    DryRun(Value),
+    /// An answer to stream.
+    Released(Box<Release>),
+}
+
+/// An accepted query whose release is on record: the batches to send, and
+/// the completion to record once they are sent.
+pub struct Release {
+    pub prepared: PreparedQuery,
+    pub stream: veil_engine::RecordStream,
+    /// The most rows the answer may carry; longer answers are cut there.
+    pub max_rows: u64,
+    pub completion: Completion,
+}
+
+/// A whole answer, read to its end (or to `max_rows`) and on record.
+pub struct WholeAnswer {
+    pub prepared: PreparedQuery,
+    pub schema: arrow::datatypes::SchemaRef,
+    pub batches: Vec<arrow::array::RecordBatch>,
+    /// Whether the answer was cut at the policy's `max_rows`.
+    pub truncated: bool,
+    pub claims: Claims,
+}
+
+impl Release {
+    /// Reads every batch, cut at `max_rows`, and records the completion:
+    /// for front ends that answer in one piece.
+    pub async fn collect(self, service: &Service) -> Result<WholeAnswer, ServiceError> {
+        use futures::StreamExt;
+        let schema = self.stream.schema();
+        let mut stream = self.stream;
+        let (mut batches, mut rows, mut truncated, mut failed) = (Vec::new(), 0u64, false, false);
+        while let Some(next) = stream.next().await {
+            let Ok(batch) = next else {
+                failed = true;
+                break;
+            };
+            let room = self.max_rows.saturating_sub(rows) as usize;
+            let batch = if batch.num_rows() > room {
+                truncated = true;
+                batch.slice(0, room)
+            } else {
+                batch
+            };
+            rows += batch.num_rows() as u64;
+            batches.push(batch);
+            if truncated {
+                break;
+            }
+        }
+        let claims = self
+            .completion
+            .finish(service, &self.prepared, rows, failed)
+            .await;
+        if failed {
+            return Err(ServiceError::internal("the query failed while running"));
+        }
+        Ok(WholeAnswer {
+            prepared: self.prepared,
+            schema,
+            batches,
+            truncated,
+            claims,
+        })
+    }
+}
+
+/// The release's second audit entry and its receipt, once the stream ends.
+pub struct Completion {
+    pub request_id: String,
+    request_digest: String,
+    entry: AuditEntry,
+}
+
+impl Completion {
+    /// Records how the release ended (`rows` sent, or `failed` while
+    /// running) and returns the receipt's claims, citing the entry. A
+    /// completion entry that cannot be written is logged: the release entry
+    /// already stands.
+    pub async fn finish(
+        self,
+        service: &Service,
+        prepared: &PreparedQuery,
+        rows: u64,
+        failed: bool,
+    ) -> Claims {
+        let mut done = self.entry;
+        done.rows = Some(rows);
+        done.outcome = if failed { "failed" } else { "completed" }.into();
+        let seq = match service.audit(done).await {
+            Ok(seq) => Some(seq),
+            Err(_) => {
+                tracing::error!(request = %self.request_id, "the completion entry could not be written");
+                None
+            }
+        };
+        Claims {
+            request_id: self.request_id,
+            request_sha256: self.request_digest,
+            result_sha256: String::new(),
+            policy_version: prepared.policy_version.clone(),
+            privacy: wire::privacy(prepared),
+            time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            audit_seq: seq,
+            key_id: service.signer.key_id(),
+        }
+    }
+}
+
+/// A fresh request id: 96 random bits in hex.
+pub fn request_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 12];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    crate::signing::hex(&bytes)
+}
+
+impl Service {
+    /// Runs one query as `caller`, under `endpoint`'s name in the audit
+    /// log; planning gives up after `timeout`.
+    pub async fn query(
+        &self,
+        caller: &Principal,
+        endpoint: &str,
+        input: &QueryInput,
+        timeout: Duration,
+    ) -> Result<QueryOutcome, ServiceError> {
+        if !matches!(caller.role, Role::Consumer | Role::Modeler) {
+            return Err(ServiceError::forbidden(format!(
+                "queries are for consumers and modelers; you are a {}",
+                caller.role
+            )));
+        }
+        let dp = input.dp()?;
+        let purpose = input.purpose();
+        let engine = self.engine();
+        let mut entry = AuditEntry {
+            principal: caller.name.clone(),
+            role: caller.role.name().to_owned(),
+            purpose: purpose.unwrap_or_default().to_owned(),
+            endpoint: endpoint.to_owned(),
+            request: input.sql.clone(),
+            privacy: "{}".into(),
+            ..AuditEntry::default()
+        };
+        let request = QueryRequest {
+            principal: caller,
+            purpose,
+            sql: &input.sql,
+            now: Utc::now(),
+            dp,
+        };
+        let mut prepared = match engine.prepare(&request) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(entry, ServiceError::from(&e)).await),
+        };
+        // A DP answer is paid before it exists: the charge is atomic, and
+        // the noise is drawn after it. A dry run only reports the price.
+        let mut charged = Vec::new();
+        if let Some(costs) = prepared.dp.as_ref().map(|dp| dp.costs.clone()) {
+            if input.dry_run {
+                entry.outcome = "dry_run".into();
+                entry.datasets = prepared.provenance.datasets.clone();
+                entry.privacy = wire::privacy(&prepared).to_string();
+                self.audit(entry).await?;
+                return Ok(QueryOutcome::DryRun(self.dry_run(&caller.name, &prepared)));
+            }
+            let charge = self.store().charge(&caller.name, &costs, &input.sql);
+            match charge {
+                Ok(c) => {
+                    charged = c.ids;
+                    prepared.say_budget_left(c.left);
+                }
+                Err(e) => return Err(self.refuse(entry, e.into()).await),
+            }
+        }
+        let stream = tokio::time::timeout(timeout, engine.stream(&prepared))
+            .await
+            .unwrap_or(Err(veil_engine::QueryError::Internal {
+                detail: "planning timed out".into(),
+            }));
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                if !charged.is_empty() {
+                    self.store().refund(&charged)?;
+                }
+                return Err(self.refuse(entry, ServiceError::from(&e)).await);
+            }
+        };
+        entry.datasets = prepared.provenance.datasets.clone();
+        entry.fields = prepared.fields.clone();
+        entry.privacy = wire::privacy(&prepared).to_string();
+        entry.outcome = "released".into();
+        self.audit(entry.clone()).await?;
+        let request_json = json!({"sql": input.sql, "purpose": purpose});
+        Ok(QueryOutcome::Released(Box::new(Release {
+            max_rows: engine.policy().max_rows,
+            stream,
+            completion: Completion {
+                request_id: request_id(),
+                request_digest: receipt::request_digest(&caller.name, endpoint, &request_json),
+                entry,
+            },
+            prepared,
+        })))
+    }
+
+    /// Audits a refusal and returns its error; an entry that cannot be
+    /// written turns the refusal into an internal failure.
+    pub(crate) async fn refuse(&self, mut entry: AuditEntry, e: ServiceError) -> ServiceError {
+        entry.outcome = e.outcome();
+        match self.audit(entry).await {
+            Ok(_) => e,
+            Err(failure) => failure,
+        }
+    }
+
+    /// The price of a DP query and the error to expect, without running it
+    /// or spending anything.
+    fn dry_run(&self, principal: &str, prepared: &PreparedQuery) -> Value {
+        let now = Utc::now();
+        let store = self.store();
+        let costs: Vec<(veil_engine::DpCost, Option<Spent>)> = prepared
+            .dp
+            .iter()
+            .flat_map(|dp| &dp.costs)
+            .map(|c| {
+                let spent = store.spent(principal, &c.dataset, &c.budget, now).ok();
+                (c.clone(), spent)
+            })
+            .collect();
+        wire::dry_run(prepared, &costs, now)
+    }
+
+    /// Per dataset the caller may query under differential privacy or has
+    /// spent on through models: the budget, its period, what was spent in
+    /// it and what is left.
+    pub fn budgets(
+        &self,
+        caller: &Principal,
+        purpose: Option<&str>,
+    ) -> Result<Vec<wire::BudgetView>, ServiceError> {
+        if !matches!(caller.role, Role::Consumer | Role::Modeler) {
+            return Err(ServiceError::forbidden(format!(
+                "budgets are for consumers and modelers; you are a {}",
+                caller.role
+            )));
+        }
+        let engine = self.engine();
+        let now = Utc::now();
+        let store = self.store();
+        let mut budgets = Vec::new();
+        for d in engine.datasets() {
+            let name = &d.manifest.name;
+            // Datasets with dp fields, and those models have spent on.
+            let budget = match engine.dp_budget(name, caller, purpose, now) {
+                Some(b) => b,
+                None => match engine.model_budget(name, caller, purpose, now) {
+                    Some(b) if store.spent(&caller.name, name, &b, now)?.any() => b,
+                    _ => continue,
+                },
+            };
+            let spent = store.spent(&caller.name, name, &budget, now)?;
+            budgets.push(wire::BudgetView {
+                dataset: name.clone(),
+                budget,
+                spent,
+                now,
+            });
+        }
+        Ok(budgets)
+    }
+}

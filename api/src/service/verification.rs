@@ -1,0 +1,70 @@
+//! Verification products (Art. 29): `match`/`mismatch` (or true/false) per
+//! claim about one subject or a batch, for every front end.
+//!
+//! Order of events: the body is read and the request checked (product,
+//! role, purpose, levels, every identifier and claim) before any lookup;
+//! the product's quotas admit it; the answer is computed; the audit entry
+//! (principal, purpose, claims, a keyed digest per subject) is on disk
+//! before the answer leaves. Refusals are audited too.
+
+use chrono::Utc;
+use serde_json::Value;
+use veil_policies::Principal;
+
+use super::{Service, ServiceError};
+use crate::verification::{self as products, AnswerBody, VerifyBody};
+
+impl Service {
+    /// Answers one verification request, `body` as the caller sent it (or
+    /// why it could not be read).
+    pub async fn verify(
+        &self,
+        caller: &Principal,
+        endpoint: &str,
+        body: Result<Value, ServiceError>,
+    ) -> Result<Value, ServiceError> {
+        let body = match body.and_then(|v| VerifyBody::parse(&v)) {
+            Ok(b) => b,
+            Err(e) => {
+                let entry = products::audit_entry(caller, endpoint, None, None, e.outcome());
+                return Err(self.refuse(entry, e).await);
+            }
+        };
+        let engine = self.engine();
+        let now = Utc::now();
+        let checked = products::check(&engine, caller, &body, &self.digest, now).and_then(|v| {
+            self.quotas
+                .admit(&caller.name, v.checked.product(), &v.digests, now)
+                .map(|()| v)
+        });
+        let verification = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                let entry = products::audit_entry(caller, endpoint, Some(&body), None, e.outcome());
+                return Err(self.refuse(entry, e).await);
+            }
+        };
+        let answers = verification.checked.answer();
+        let entry = products::audit_entry(
+            caller,
+            endpoint,
+            Some(&body),
+            Some(&verification),
+            "ok".into(),
+        );
+        let seq = self.audit(entry).await?;
+        let answer = AnswerBody::new(
+            &verification.checked,
+            &answers,
+            body.single,
+            engine.policy_version(),
+            seq,
+        );
+        serde_json::to_value(answer).map_err(ServiceError::internal)
+    }
+
+    /// The published products and whether `caller` may use each.
+    pub fn products(&self, caller: &Principal) -> Value {
+        products::products_json(&self.engine(), caller.role)
+    }
+}
