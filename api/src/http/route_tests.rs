@@ -142,6 +142,16 @@ async fn every_route_checks_the_key_and_the_role_before_the_body() {
                 route.method,
                 route.path
             );
+            if !allowed.contains(role) && route.method == "get" {
+                // The router runs the GET handler for HEAD: the same check.
+                let (status, _) = call(&state, "head", &path, Some(key), None).await;
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "HEAD {} as {role}",
+                    route.path
+                );
+            }
             if allowed.contains(role) {
                 // Past the role check: whatever the endpoint says of this
                 // input, it is a stable code, never a crash or a 401/403 of

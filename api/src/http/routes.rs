@@ -23,8 +23,15 @@ impl Access {
     }
 }
 
-/// The route `method` and `path` (as the router matched it) name.
+/// The route `method` and `path` (as the router matched it) name. The
+/// router answers HEAD with the GET handler, so HEAD is the GET route and
+/// its access: a HEAD request is checked exactly as a GET.
 pub fn find(method: &str, path: &str) -> Option<&'static Route> {
+    let method = if method.eq_ignore_ascii_case("head") {
+        "get"
+    } else {
+        method
+    };
     ROUTES
         .iter()
         .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method))
