@@ -436,13 +436,9 @@ pub struct VerifyBody {
     pub single: bool,
 }
 
-fn bad(message: impl Into<String>) -> ServiceError {
-    ServiceError::new(ErrorCode::BadRequest, message)
-}
-
 fn claims_of(value: Option<&Value>, at: &str) -> Result<Vec<(String, Claimed)>, ServiceError> {
     let Some(Value::Object(map)) = value else {
-        return Err(bad(format!(
+        return Err(ServiceError::bad_request(format!(
             "`{at}claims` must be an object of claim name to value"
         )));
     };
@@ -453,7 +449,7 @@ fn claims_of(value: Option<&Value>, at: &str) -> Result<Vec<(String, Claimed)>, 
                 Value::Number(n) => Claimed::Number(n.as_f64().unwrap_or(f64::NAN)),
                 Value::Bool(b) => Claimed::Bool(*b),
                 _ => {
-                    return Err(bad(format!(
+                    return Err(ServiceError::bad_request(format!(
                         "`{at}claims.{name}` must be a string, a number or a boolean"
                     )));
                 }
@@ -466,7 +462,7 @@ fn claims_of(value: Option<&Value>, at: &str) -> Result<Vec<(String, Claimed)>, 
 fn subject_of(value: Option<&Value>, at: &str) -> Result<String, ServiceError> {
     match value {
         Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(bad(format!(
+        _ => Err(ServiceError::bad_request(format!(
             "`{at}subject` must be the subject's identifier as a string"
         ))),
     }
@@ -478,22 +474,26 @@ impl VerifyBody {
     /// Reads the body by hand, so no parser message can repeat a value.
     pub fn parse(body: &Value) -> Result<VerifyBody, ServiceError> {
         let Value::Object(map) = body else {
-            return Err(bad("the body must be a JSON object"));
+            return Err(ServiceError::bad_request("the body must be a JSON object"));
         };
         if let Some(k) = map.keys().find(|k| !BODY_KEYS.contains(&k.as_str())) {
-            return Err(bad(format!(
+            return Err(ServiceError::bad_request(format!(
                 "unknown key `{k}`; a verification takes {}",
                 BODY_KEYS.join(", ")
             )));
         }
         let product = match map.get("product") {
             Some(Value::String(p)) => p.clone(),
-            _ => return Err(bad("`product` must name a verification product")),
+            _ => {
+                return Err(ServiceError::bad_request(
+                    "`product` must name a verification product",
+                ));
+            }
         };
         let purpose = match map.get("purpose") {
             None | Some(Value::Null) => None,
             Some(Value::String(p)) => Some(p.clone()),
-            _ => return Err(bad("`purpose` must be a string")),
+            _ => return Err(ServiceError::bad_request("`purpose` must be a string")),
         };
         let (items, single) = match (map.get("items"), map.contains_key("subject")) {
             (Some(Value::Array(items)), false) if !map.contains_key("claims") => {
@@ -503,12 +503,14 @@ impl VerifyBody {
                     .map(|(n, item)| {
                         let at = format!("items[{n}].");
                         let Value::Object(item) = item else {
-                            return Err(bad(format!(
+                            return Err(ServiceError::bad_request(format!(
                                 "`items[{n}]` must be an object with `subject` and `claims`"
                             )));
                         };
                         if let Some(k) = item.keys().find(|k| *k != "subject" && *k != "claims") {
-                            return Err(bad(format!("unknown key `{at}{k}`")));
+                            return Err(ServiceError::bad_request(format!(
+                                "unknown key `{at}{k}`"
+                            )));
                         }
                         Ok(VerifyItem {
                             subject: subject_of(item.get("subject"), &at)?,
@@ -526,7 +528,7 @@ impl VerifyBody {
                 true,
             ),
             _ => {
-                return Err(bad(
+                return Err(ServiceError::bad_request(
                     "send either `subject` and `claims`, or `items`: a list of up to 10000 of them",
                 ));
             }

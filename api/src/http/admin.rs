@@ -37,7 +37,7 @@ async fn audit_action(
         outcome: outcome.to_owned(),
         ..AuditEntry::default()
     };
-    state.audit(entry).await.map_err(ServiceError::internal)?;
+    state.audit(entry).await?;
     Ok(())
 }
 

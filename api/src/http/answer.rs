@@ -125,13 +125,7 @@ impl AnswerWriter {
         if !self.started && !self.start().await {
             return false;
         }
-        let room = max_rows.saturating_sub(self.rows) as usize;
-        let batch = if batch.num_rows() > room {
-            self.truncated = true;
-            batch.slice(0, room)
-        } else {
-            batch
-        };
+        let batch = crate::service::query::cut(batch, self.rows, max_rows, &mut self.truncated);
         if batch.num_rows() == 0 {
             return true;
         }

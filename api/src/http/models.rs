@@ -26,7 +26,7 @@ async fn settle(
     (result, entry): (Result<Value, ServiceError>, AuditEntry),
     status: StatusCode,
 ) -> Result<Response, ServiceError> {
-    let seq = state.audit(entry).await.map_err(ServiceError::internal)?;
+    let seq = state.audit(entry).await?;
     let mut json = result?;
     json["audit_seq"] = serde_json::json!(seq);
     Ok((status, Json(json)).into_response())

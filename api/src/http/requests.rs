@@ -23,7 +23,7 @@ use crate::service::requests::{self, OpenBody};
 use crate::store::AuditEntry;
 
 async fn audit(state: &AppState, entry: AuditEntry) -> Result<(), ServiceError> {
-    state.audit(entry).await.map_err(ServiceError::internal)?;
+    state.audit(entry).await?;
     Ok(())
 }
 

@@ -52,7 +52,7 @@ pub enum Products<'a> {
     All,
     /// One command's product only.
     Only(&'a str),
-    /// None: a command that verifies nothing.
+    /// None: a command that verifies nothing (no tables, no quotas).
     None,
 }
 
@@ -108,7 +108,12 @@ impl Service {
             )),
         };
         let digest = SubjectDigest::new(&store.data_dir().master_key()?);
-        let quotas = Quotas::from_audit(&store, loaded.engine.policy(), chrono::Utc::now())?;
+        // Today's verifications count toward the quotas; a service without
+        // products verifies nothing and skips reading them.
+        let quotas = match products {
+            Products::None => Quotas::default(),
+            _ => Quotas::from_audit(&store, loaded.engine.policy(), chrono::Utc::now())?,
+        };
         let generation = store.access_generation()?;
         Ok(Service {
             engine_generation: AtomicI64::new(generation),

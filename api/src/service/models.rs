@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 use veil_engine::Engine;
 use veil_engine::dp::sample::SecureEntropy;
 use veil_engine::model::{
-    Column, Model, ModelError, ModelSpec, Params, PerUnit, PreparedModel, TrainRequest, Trained,
+    Column, Model, ModelSpec, Params, PerUnit, PreparedModel, TrainRequest, Trained,
 };
 use veil_policies::model::Template;
 use veil_policies::{Principal, Role};
 
 use crate::service::ServiceError;
-use crate::store::{AuditEntry, ModelRecord, Store, StoreError};
+use crate::store::{AuditEntry, ModelRecord, Store};
 use crate::verification::SubjectDigest;
 use crate::wire::{self, ErrorCode};
 
@@ -98,15 +98,6 @@ fn named(purpose: &Option<String>) -> Option<&str> {
     purpose.as_deref().filter(|p| !p.trim().is_empty())
 }
 
-fn bad(message: impl Into<String>) -> ServiceError {
-    ServiceError::new(ErrorCode::BadRequest, message)
-}
-
-fn internal(e: impl std::fmt::Display) -> ServiceError {
-    tracing::error!(cause = %e, "model operation failed");
-    ServiceError::new(ErrorCode::Internal, "")
-}
-
 /// Reads a JSON body. A parse error says where and what kind of mistake it
 /// is, never the value it met (a misplaced identifier is not echoed).
 pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
@@ -121,7 +112,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Ser
                 _ => "a value has the wrong type".to_owned(),
             }
         };
-        bad(format!(
+        ServiceError::bad_request(format!(
             "the body is not the JSON this endpoint takes: {what} (line {}, column {})",
             e.line(),
             e.column()
@@ -141,7 +132,9 @@ impl ColumnBody {
         match self {
             ColumnBody::Short(text) => {
                 let (dataset, field) = text.split_once('.').ok_or_else(|| {
-                    bad("a column is `dataset.field`, or {\"dataset\", \"field\", \"per_unit\"}")
+                    ServiceError::bad_request(
+                        "a column is `dataset.field`, or {\"dataset\", \"field\", \"per_unit\"}",
+                    )
                 })?;
                 Ok(Column::new(dataset, field))
             }
@@ -153,9 +146,9 @@ impl ColumnBody {
             } => {
                 let per_unit = match per_unit.as_deref() {
                     None => PerUnit::Mean,
-                    Some(p) => {
-                        PerUnit::parse(p).ok_or_else(|| bad("`per_unit` is mean, min or max"))?
-                    }
+                    Some(p) => PerUnit::parse(p).ok_or_else(|| {
+                        ServiceError::bad_request("`per_unit` is mean, min or max")
+                    })?,
                 };
                 Ok(Column {
                     dataset: dataset.clone(),
@@ -171,7 +164,7 @@ impl ColumnBody {
 impl TrainBody {
     /// The engine's spec; the engine checks the rest.
     pub fn spec(&self) -> Result<ModelSpec, ServiceError> {
-        let template: Template = self.template.parse().map_err(bad)?;
+        let template: Template = self.template.parse().map_err(ServiceError::bad_request)?;
         let defaults = Params::for_template(template);
         let p = &self.params;
         Ok(ModelSpec {
@@ -222,23 +215,6 @@ fn spec_json(spec: &ModelSpec, purpose: Option<&str>) -> Value {
     })
 }
 
-/// What a model's engine error means for the caller.
-fn refusal(e: ModelError) -> ServiceError {
-    match e {
-        ModelError::Invalid(m) => bad(m),
-        ModelError::NotFound(m) => ServiceError::new(ErrorCode::NotFound, m),
-        ModelError::Denied(m) => ServiceError::new(ErrorCode::PolicyDenied, m),
-        ModelError::Internal { detail } => internal(detail),
-    }
-}
-
-fn store_error(e: StoreError) -> ServiceError {
-    match e {
-        StoreError::BudgetExhausted(m) => ServiceError::new(ErrorCode::BudgetExhausted, m),
-        other => internal(other),
-    }
-}
-
 fn require_modeler(principal: &Principal) -> Result<(), ServiceError> {
     if principal.role == Role::Modeler {
         return Ok(());
@@ -253,7 +229,10 @@ fn require_modeler(principal: &Principal) -> Result<(), ServiceError> {
 }
 
 fn require_qualified(store: &Store, principal: &Principal) -> Result<(), ServiceError> {
-    if store.qualified(&principal.name).map_err(internal)? {
+    if store
+        .qualified(&principal.name)
+        .map_err(ServiceError::internal)?
+    {
         return Ok(());
     }
     Err(ServiceError::new(
@@ -280,7 +259,7 @@ fn entry(principal: &Principal, endpoint: &str, purpose: Option<&str>) -> AuditE
 fn settle(entry: &mut AuditEntry, result: &Result<Value, ServiceError>, done: &str) {
     entry.outcome = match result {
         Ok(_) => done.to_owned(),
-        Err(e) => format!("refused:{}", e.code.as_str()),
+        Err(e) => e.outcome(),
     };
 }
 
@@ -331,20 +310,16 @@ pub fn train(
         let spec = body.spec()?;
         let spec_text = spec_json(&spec, purpose).to_string();
         audit.request = spec_text.clone();
-        let prepared: PreparedModel = engine
-            .prepare_model(&TrainRequest {
-                principal,
-                purpose,
-                spec: &spec,
-                now,
-            })
-            .map_err(refusal)?;
+        let prepared: PreparedModel = engine.prepare_model(&TrainRequest {
+            principal,
+            purpose,
+            spec: &spec,
+            now,
+        })?;
         audit.datasets = prepared.provenance.datasets.clone();
         audit.fields = prepared.fields.clone();
         // Paid before it exists: the noise is drawn after the charge.
-        let charged = lock(store)
-            .charge(&principal.name, &prepared.costs, &spec_text)
-            .map_err(store_error)?;
+        let charged = lock(store).charge(&principal.name, &prepared.costs, &spec_text)?;
         let ledger = charged.ids;
         let lineage = wire::provenance(&prepared.provenance);
         let trained = prepared.fit(&mut SecureEntropy::new());
@@ -355,7 +330,7 @@ pub fn train(
             owner: principal.name.clone(),
             template: spec.template.name().to_owned(),
             spec: spec_text,
-            model: serde_json::to_string(&trained.model).map_err(internal)?,
+            model: serde_json::to_string(&trained.model).map_err(ServiceError::internal)?,
             privacy: privacy.to_string(),
             lineage: lineage.to_string(),
             policy_version: engine.policy_version().to_owned(),
@@ -369,8 +344,8 @@ pub fn train(
             }
             Err(e) => {
                 // Nothing left the service: give the budget back.
-                store.refund(&ledger).map_err(internal)?;
-                Err(internal(e))
+                store.refund(&ledger).map_err(ServiceError::internal)?;
+                Err(ServiceError::internal(e))
             }
         }
     })();
@@ -380,7 +355,9 @@ pub fn train(
 
 /// The caller's models, newest first.
 pub fn list(store: &Store, principal: &Principal) -> Result<Value, ServiceError> {
-    let models = store.models_of(&principal.name).map_err(internal)?;
+    let models = store
+        .models_of(&principal.name)
+        .map_err(ServiceError::internal)?;
     Ok(json!({"models": models.iter().map(model_json).collect::<Vec<_>>()}))
 }
 
@@ -388,7 +365,7 @@ pub fn list(store: &Store, principal: &Principal) -> Result<Value, ServiceError>
 pub fn find(store: &Store, principal: &Principal, id: &str) -> Result<ModelRecord, ServiceError> {
     store
         .model_of(&principal.name, id)
-        .map_err(internal)?
+        .map_err(ServiceError::internal)?
         .ok_or_else(|| ServiceError::new(ErrorCode::NotFound, "you have no model with that id"))
 }
 
@@ -415,7 +392,7 @@ pub fn score(
         let record = find(&lock(store), principal, id)?;
         // A revoked qualification stops the use of models already trained.
         require_qualified(&lock(store), principal)?;
-        let model: Model = serde_json::from_str(&record.model).map_err(internal)?;
+        let model: Model = serde_json::from_str(&record.model).map_err(ServiceError::internal)?;
         audit.datasets = model.datasets();
         audit.fields = model.features.iter().map(|f| f.column.label()).collect();
         let (scores, provenance, supplied) = match (&body.subjects, &body.rows) {
@@ -426,20 +403,31 @@ pub fn score(
                     .map(|s| format!("{:032x}", digest.digest(s)))
                     .collect();
                 audit.request = json!({"model": id, "subjects": digests}).to_string();
-                let finder = indexes.finder(&lock(store)).map_err(internal)?;
-                let (scores, provenance) = engine
-                    .score_subjects(&model, principal, purpose, &canonical, Some(&finder), now)
-                    .map_err(refusal)?;
+                let finder = indexes
+                    .finder(&lock(store))
+                    .map_err(ServiceError::internal)?;
+                let (scores, provenance) = engine.score_subjects(
+                    &model,
+                    principal,
+                    purpose,
+                    &canonical,
+                    Some(&finder),
+                    now,
+                )?;
                 (scores, wire::provenance(&provenance), false)
             }
             (None, Some(rows)) => {
                 audit.request = json!({"model": id, "rows": rows.len()}).to_string();
-                let scores = model.score_rows(rows).map_err(refusal)?;
+                let scores = model.score_rows(rows)?;
                 let scores = scores.into_iter().map(Some).collect();
                 let lineage = serde_json::from_str(&record.lineage).unwrap_or(Value::Null);
                 (scores, lineage, true)
             }
-            _ => return Err(bad("send either `subjects` or `rows`")),
+            _ => {
+                return Err(ServiceError::bad_request(
+                    "send either `subjects` or `rows`",
+                ));
+            }
         };
         audit.rows = Some(scores.len() as u64);
         Ok(json!({
@@ -468,7 +456,7 @@ fn canonical_subjects(
     subjects: &[String],
 ) -> Result<Vec<String>, ServiceError> {
     if subjects.is_empty() || subjects.len() > veil_engine::model::MAX_SCORES {
-        return Err(bad(format!(
+        return Err(ServiceError::bad_request(format!(
             "`subjects` lists 1 to {} identifiers",
             veil_engine::model::MAX_SCORES
         )));
@@ -480,11 +468,14 @@ fn canonical_subjects(
         .map(|(i, s)| {
             let canonical = veil_policies::verification::canonical_identifier(s);
             if canonical.is_empty() {
-                return Err(bad(format!("subject #{} is empty", i + 1)));
+                return Err(ServiceError::bad_request(format!(
+                    "subject #{} is empty",
+                    i + 1
+                )));
             }
             if let Some(kind) = kind {
                 veil_policies::verification::check_identifier(kind, &canonical)
-                    .map_err(|e| bad(format!("subject #{}: {e}", i + 1)))?;
+                    .map_err(|e| ServiceError::bad_request(format!("subject #{}: {e}", i + 1)))?;
             }
             Ok(canonical)
         })

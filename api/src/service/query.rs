@@ -93,6 +93,23 @@ pub struct Release {
     pub completion: Completion,
 }
 
+/// `batch`, cut to what fits under `max_rows` after `sent` rows; sets
+/// `truncated` when it had to cut.
+pub fn cut(
+    batch: arrow::array::RecordBatch,
+    sent: u64,
+    max_rows: u64,
+    truncated: &mut bool,
+) -> arrow::array::RecordBatch {
+    let room = max_rows.saturating_sub(sent) as usize;
+    if batch.num_rows() > room {
+        *truncated = true;
+        batch.slice(0, room)
+    } else {
+        batch
+    }
+}
+
 /// A whole answer, read to its end (or to `max_rows`) and on record.
 pub struct WholeAnswer {
     pub prepared: PreparedQuery,
@@ -116,13 +133,7 @@ impl Release {
                 failed = true;
                 break;
             };
-            let room = self.max_rows.saturating_sub(rows) as usize;
-            let batch = if batch.num_rows() > room {
-                truncated = true;
-                batch.slice(0, room)
-            } else {
-                batch
-            };
+            let batch = cut(batch, rows, self.max_rows, &mut truncated);
             rows += batch.num_rows() as u64;
             batches.push(batch);
             if truncated {
@@ -188,6 +199,18 @@ impl Completion {
     }
 }
 
+/// Refuses callers who are not consumers or modelers, saying `what` is
+/// theirs.
+fn require_querier(caller: &Principal, what: &str) -> Result<(), ServiceError> {
+    if matches!(caller.role, Role::Consumer | Role::Modeler) {
+        return Ok(());
+    }
+    Err(ServiceError::forbidden(format!(
+        "{what} are for consumers and modelers; you are a {}",
+        caller.role
+    )))
+}
+
 /// A fresh request id: 96 random bits in hex.
 pub fn request_id() -> String {
     use ring::rand::SecureRandom;
@@ -206,12 +229,7 @@ impl Service {
         input: &QueryInput,
         timeout: Duration,
     ) -> Result<QueryOutcome, ServiceError> {
-        if !matches!(caller.role, Role::Consumer | Role::Modeler) {
-            return Err(ServiceError::forbidden(format!(
-                "queries are for consumers and modelers; you are a {}",
-                caller.role
-            )));
-        }
+        require_querier(caller, "queries")?;
         let dp = input.dp()?;
         let purpose = input.purpose();
         let engine = self.engine();
@@ -322,12 +340,7 @@ impl Service {
         caller: &Principal,
         purpose: Option<&str>,
     ) -> Result<Vec<wire::BudgetView>, ServiceError> {
-        if !matches!(caller.role, Role::Consumer | Role::Modeler) {
-            return Err(ServiceError::forbidden(format!(
-                "budgets are for consumers and modelers; you are a {}",
-                caller.role
-            )));
-        }
+        require_querier(caller, "budgets")?;
         let engine = self.engine();
         let now = Utc::now();
         let store = self.store();

@@ -13,7 +13,7 @@ use veil_policies::requests::{self as machine, Effect, Kind, Opening, Party, Ref
 use veil_policies::{Principal, Role};
 
 use crate::service::ServiceError;
-use crate::store::{Apply, AuditEntry, NewRequest, RequestRecord, Store, StoreError};
+use crate::store::{Apply, AuditEntry, NewRequest, RequestRecord, Store};
 use crate::wire::ErrorCode;
 
 /// A request as a caller opens it.
@@ -38,30 +38,6 @@ pub struct OpenBody {
     pub via_authority: bool,
 }
 
-fn refusal(e: Refused) -> ServiceError {
-    match e {
-        Refused::NotAllowed(m) => ServiceError::new(ErrorCode::Conflict, m),
-        Refused::NotYours(m) => ServiceError::new(ErrorCode::Forbidden, m),
-        Refused::Incomplete(m) => ServiceError::new(ErrorCode::BadRequest, m),
-    }
-}
-
-fn store_error(e: StoreError) -> ServiceError {
-    match e {
-        StoreError::Invalid(p) => ServiceError::new(ErrorCode::BadRequest, p.to_string()),
-        StoreError::Conflict(m) => ServiceError::new(ErrorCode::Conflict, m),
-        StoreError::NotFound(m) => ServiceError::new(ErrorCode::NotFound, m),
-        other => {
-            tracing::error!(error = %other, "a request could not be stored");
-            ServiceError::new(ErrorCode::Internal, "")
-        }
-    }
-}
-
-fn bad(message: impl Into<String>) -> ServiceError {
-    ServiceError::new(ErrorCode::BadRequest, message)
-}
-
 /// The service's day (China Standard Time).
 pub fn today(now: DateTime<Utc>) -> NaiveDate {
     veil_policies::calendar::service_day(now)
@@ -77,8 +53,7 @@ fn is_authority(store: &Store, principal: &Principal) -> Result<bool, ServiceErr
         return Ok(false);
     };
     Ok(store
-        .datasets()
-        .map_err(store_error)?
+        .datasets()?
         .iter()
         .any(|d| &d.manifest.institutions.approving == org))
 }
@@ -94,7 +69,7 @@ pub fn parties(
         parties.push(Party::Applicant);
     }
     let manifest = match &request.dataset {
-        Some(d) => store.dataset(d).map_err(store_error)?.map(|r| r.manifest),
+        Some(d) => store.dataset(d)?.map(|r| r.manifest),
         None => None,
     };
     parties.extend(institution_parties(store, principal, manifest.as_ref())?);
@@ -150,7 +125,10 @@ fn require_detail(body: &OpenBody, keys: &[&str]) -> Result<(), ServiceError> {
         .iter()
         .find(|k| body.detail.get(**k).is_none_or(|v| v.trim().is_empty()))
     {
-        Some(k) => Err(bad(format!("a {} request needs `detail.{k}`", body.kind))),
+        Some(k) => Err(ServiceError::bad_request(format!(
+            "a {} request needs `detail.{k}`",
+            body.kind
+        ))),
         None => Ok(()),
     }
 }
@@ -163,10 +141,9 @@ pub fn open(
     body: &OpenBody,
     now: DateTime<Utc>,
 ) -> Result<(RequestRecord, Effect), ServiceError> {
-    let kind: Kind = body.kind.parse().map_err(bad)?;
+    let kind: Kind = body.kind.parse().map_err(ServiceError::bad_request)?;
     let policy = store
-        .active_policy()
-        .map_err(store_error)?
+        .active_policy()?
         .ok_or_else(|| ServiceError::new(ErrorCode::Internal, ""))?
         .policy;
     let roles: &[Role] = match kind {
@@ -193,7 +170,7 @@ pub fn open(
         let text = &body.detail["manifest"];
         Some(
             DatasetManifest::parse(text, &|g| policy.grade(g).is_some())
-                .map_err(|p| bad(p.to_string()))?,
+                .map_err(|p| ServiceError::bad_request(p.to_string()))?,
         )
     } else {
         None
@@ -203,7 +180,7 @@ pub fn open(
         (None, d) => d.clone(),
     };
     let registered = match &dataset {
-        Some(d) => store.dataset(d).map_err(store_error)?,
+        Some(d) => store.dataset(d)?,
         None => None,
     };
     let needs_dataset = !matches!(kind, Kind::Qualification | Kind::CatalogChange);
@@ -223,12 +200,15 @@ pub fn open(
                 .as_deref()
                 .map(str::trim)
                 .filter(|p| !p.is_empty());
-            purpose = Some(
-                p.ok_or_else(|| bad("state the purpose: the application scenario (Art. 28)"))?,
-            );
+            purpose = Some(p.ok_or_else(|| {
+                ServiceError::bad_request("state the purpose: the application scenario (Art. 28)")
+            })?);
             let m = manifest.expect("checked above");
             if let Some(f) = body.fields.iter().flatten().find(|f| m.field(f).is_none()) {
-                return Err(bad(format!("`{}` has no field `{f}`", m.name)));
+                return Err(ServiceError::bad_request(format!(
+                    "`{}` has no field `{f}`",
+                    m.name
+                )));
             }
             let longest = grant_days(&policy, m, body.fields.as_deref());
             days = Some(body.days.unwrap_or(longest).clamp(1, longest));
@@ -272,25 +252,23 @@ pub fn open(
     };
     let moved = machine::open(kind, opening, today(now)).map_err(|e| match e {
         Refused::NotAllowed(m) => ServiceError::new(ErrorCode::PolicyDenied, m),
-        other => refusal(other),
+        other => ServiceError::from(other),
     })?;
     let apply = effect_of(moved.effect, days, None, now);
     let detail = json!(body.detail);
-    let record = store
-        .open_request(
-            &NewRequest {
-                kind,
-                applicant: &principal.name,
-                dataset: dataset.as_deref(),
-                purpose,
-                fields: body.fields.as_deref(),
-                days,
-                detail: &detail,
-            },
-            &moved,
-            &apply,
-        )
-        .map_err(store_error)?;
+    let record = store.open_request(
+        &NewRequest {
+            kind,
+            applicant: &principal.name,
+            dataset: dataset.as_deref(),
+            purpose,
+            fields: body.fields.as_deref(),
+            days,
+            detail: &detail,
+        },
+        &moved,
+        &apply,
+    )?;
     Ok((record, moved.effect))
 }
 
@@ -333,10 +311,7 @@ pub fn act(
 ) -> Result<(RequestRecord, Effect), ServiceError> {
     let not_found =
         || ServiceError::new(ErrorCode::NotFound, format!("no request `{id}` of yours"));
-    let request = store
-        .request(id)
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
+    let request = store.request(id)?.ok_or_else(not_found)?;
     let parties = parties(store, principal, &request)?;
     if parties.is_empty() {
         return Err(not_found());
@@ -349,23 +324,20 @@ pub fn act(
         &parties,
         notes,
         today(now),
-    )
-    .map_err(refusal)?;
+    )?;
     if moved.effect == Effect::PublishCatalog {
         publish_catalog(store, &request, &principal.name)?;
     }
     let apply = effect_of(moved.effect, request.days, Some(notes), now);
-    let record = store
-        .step_request(
-            id,
-            &request.state,
-            action,
-            &principal.name,
-            notes,
-            &moved,
-            &apply,
-        )
-        .map_err(store_error)?;
+    let record = store.step_request(
+        id,
+        &request.state,
+        action,
+        &principal.name,
+        notes,
+        &moved,
+        &apply,
+    )?;
     Ok((record, moved.effect))
 }
 
@@ -382,18 +354,18 @@ fn publish_catalog(
         .and_then(Value::as_str)
         .unwrap_or_default();
     let dir = store.data_dir().datasets_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| store_error(e.into()))?;
+    std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!(".catalog-{}.toml", request.id));
-    std::fs::write(&path, text).map_err(|e| store_error(e.into()))?;
+    std::fs::write(&path, text)?;
     let outcome = crate::registry::register(store, &path, None, by);
     let _ = std::fs::remove_file(&path);
-    outcome.map(|_| ()).map_err(store_error)
+    outcome.map(|_| ()).map_err(ServiceError::from)
 }
 
 /// The requests `principal` is a party to, newest first.
 pub fn visible(store: &Store, principal: &Principal) -> Result<Vec<RequestRecord>, ServiceError> {
     let mut out = Vec::new();
-    for r in store.requests().map_err(store_error)? {
+    for r in store.requests()? {
         if !parties(store, principal, &r)?.is_empty() {
             out.push(r);
         }
@@ -414,8 +386,7 @@ pub fn overdue(
         ));
     }
     Ok(store
-        .requests()
-        .map_err(store_error)?
+        .requests()?
         .into_iter()
         .filter(|r| machine::overdue(r.kind, &r.state, r.due, today))
         .collect())
@@ -467,7 +438,7 @@ pub fn audit_entry(
 ) -> AuditEntry {
     let (dataset, outcome) = match outcome {
         Ok((r, _)) => (r.dataset.as_deref(), format!("ok:{}", r.state)),
-        Err(e) => (dataset, format!("refused:{}", e.code.as_str())),
+        Err(e) => (dataset, e.outcome()),
     };
     AuditEntry {
         principal: principal.name.clone(),
