@@ -64,7 +64,7 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
             principal,
             spec,
         } => {
-            let body: TrainBody = match models::parse_file(&spec)? {
+            let body: TrainBody = match veil_api::wire::body::read_json_file(&spec)? {
                 Ok(b) => b,
                 Err(e) => return super::print_answer(Err(e)),
             };
@@ -88,7 +88,7 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
         } => {
             let body = match rows {
                 Some(file) => {
-                    let rows = match models::parse_file(&file)? {
+                    let rows = match veil_api::wire::body::read_json_file(&file)? {
                         Ok(r) => r,
                         Err(e) => return super::print_answer(Err(e)),
                     };

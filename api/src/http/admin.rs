@@ -135,9 +135,7 @@ pub async fn catalog_versions(
 ) -> Result<Response, ServiceError> {
     let history = state.store().dataset_history(&name)?;
     if history.is_empty() {
-        return Err(ServiceError::not_found(format!(
-            "no dataset named `{name}`"
-        )));
+        return Err(ServiceError::not_found("no dataset has this name"));
     }
     let versions: Vec<Value> = history
         .iter()

@@ -10,11 +10,11 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
 
 use super::auth::Caller;
+use super::body::JsonBody;
 use super::state::AppState;
 use crate::service::ServiceError;
 use crate::service::models::{self, Inside, ScoreBody, TrainBody};
@@ -50,10 +50,9 @@ async fn blocking<T: Send + 'static>(
 pub async fn train(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    body: Bytes,
+    JsonBody(body): JsonBody<TrainBody>,
 ) -> Result<Response, ServiceError> {
     let _permit = state.limits.admit(caller.name())?;
-    let body: TrainBody = models::parse_body(&body)?;
     let principal = caller.0.principal.clone();
     let outcome = blocking(&state, move |state, engine| {
         models::train(
@@ -97,11 +96,10 @@ pub async fn score(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    JsonBody(body): JsonBody<ScoreBody>,
 ) -> Result<Response, ServiceError> {
     let Path(id) = id?;
     let _permit = state.limits.admit(caller.name())?;
-    let body: ScoreBody = models::parse_body(&body)?;
     let principal = caller.0.principal.clone();
     let outcome = blocking(&state, move |state, engine| {
         models::score(

@@ -117,7 +117,7 @@ pub async fn show(
 ) -> Result<Response, ServiceError> {
     let Path(id) = id?;
     let store = state.store();
-    let not_found = || ServiceError::not_found(format!("no request `{id}` of yours"));
+    let not_found = || ServiceError::not_found("no request of yours has this id");
     let record = store.request(&id)?.ok_or_else(not_found)?;
     if requests::parties(&store, &caller.0.principal, &record)?.is_empty() {
         return Err(not_found());

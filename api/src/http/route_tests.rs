@@ -216,5 +216,14 @@ async fn the_router_serves_what_the_document_lists_and_nothing_else() {
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     let (status, _) = call(&state, "delete", "/v1/query", Some(admin), None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    // A made-up method is counted, but its text makes no metric series.
+    let (status, _) = call(&state, "X53010219900101001X", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let request = Request::get("/metrics").body(Body::empty()).unwrap();
+    let metrics = app(state.clone()).oneshot(request).await.unwrap();
+    let text = metrics.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains(r#"method="other",status="405""#), "{text}");
+    assert!(!text.contains("5301021990"), "{text}");
     state.close(std::time::Duration::from_secs(5));
 }

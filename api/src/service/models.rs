@@ -98,35 +98,6 @@ fn named(purpose: &Option<String>) -> Option<&str> {
     purpose.as_deref().filter(|p| !p.trim().is_empty())
 }
 
-/// Reads a JSON body. A parse error says where and what kind of mistake it
-/// is, never the value it met (a misplaced identifier is not echoed).
-pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let text = e.to_string();
-        let what = if text.starts_with("unknown field") || text.starts_with("missing field") {
-            text.split(" at line").next().unwrap_or_default().to_owned()
-        } else {
-            match e.classify() {
-                serde_json::error::Category::Syntax => "it is not valid JSON".to_owned(),
-                serde_json::error::Category::Eof => "it ends too soon".to_owned(),
-                _ => "a value has the wrong type".to_owned(),
-            }
-        };
-        ServiceError::bad_request(format!(
-            "the body is not the JSON this endpoint takes: {what} (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })
-}
-
-/// A JSON file, read as [`parse_body`] reads a body.
-pub fn parse_file<T: serde::de::DeserializeOwned>(
-    path: &std::path::Path,
-) -> std::io::Result<Result<T, ServiceError>> {
-    Ok(parse_body(&std::fs::read(path)?))
-}
-
 impl ColumnBody {
     fn column(&self) -> Result<Column, ServiceError> {
         match self {

@@ -309,8 +309,7 @@ pub fn act(
     notes: &BTreeMap<String, String>,
     now: DateTime<Utc>,
 ) -> Result<(RequestRecord, Effect), ServiceError> {
-    let not_found =
-        || ServiceError::new(ErrorCode::NotFound, format!("no request `{id}` of yours"));
+    let not_found = || ServiceError::not_found("no request of yours has this id");
     let request = store.request(id)?.ok_or_else(not_found)?;
     let parties = parties(store, principal, &request)?;
     if parties.is_empty() {

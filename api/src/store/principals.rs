@@ -203,7 +203,7 @@ impl Store {
 
     /// Issues one more key for an existing principal.
     pub fn issue_key(&mut self, name: &str) -> Result<ApiKey, StoreError> {
-        let record = self.principal(name)?.ok_or_else(|| not_found(name))?;
+        let record = self.principal(name)?.ok_or_else(not_found)?;
         let key = ApiKey::generate()?;
         self.conn.execute(
             "INSERT INTO api_keys (principal_id, key_hash, created_at) VALUES (?1, ?2, ?3)",
@@ -215,7 +215,7 @@ impl Store {
     /// Revokes every key of a principal at once (Art. 45); returns how many
     /// keys were still live.
     pub fn revoke_keys(&mut self, name: &str) -> Result<usize, StoreError> {
-        let record = self.principal(name)?.ok_or_else(|| not_found(name))?;
+        let record = self.principal(name)?.ok_or_else(not_found)?;
         let n = self.conn.execute(
             "UPDATE api_keys SET revoked_at = ?1 WHERE principal_id = ?2 AND revoked_at IS NULL",
             params![now_text(), record.id],
@@ -228,7 +228,7 @@ impl Store {
             "UPDATE principals SET status = ?1 WHERE name = ?2",
             params![status.name(), name],
         )?;
-        if n == 0 { Err(not_found(name)) } else { Ok(()) }
+        if n == 0 { Err(not_found()) } else { Ok(()) }
     }
 
     /// A principal with its live grants.
@@ -307,13 +307,9 @@ impl Store {
         purpose: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<Grant, StoreError> {
-        let record = self
-            .principal(principal)?
-            .ok_or_else(|| not_found(principal))?;
+        let record = self.principal(principal)?.ok_or_else(not_found)?;
         if self.dataset(dataset)?.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "no dataset named `{dataset}`"
-            )));
+            return Err(StoreError::NotFound("no dataset has this name".into()));
         }
         let id = insert_grant(&self.conn, record.id, dataset, fields, purpose, expires_at)?;
         Ok(Grant {
@@ -386,8 +382,9 @@ pub(crate) fn insert_grant(
     Ok(id)
 }
 
-fn not_found(name: &str) -> StoreError {
-    StoreError::NotFound(format!("no principal named `{name}`"))
+/// Not found, without repeating the name asked for: it is the caller's text.
+fn not_found() -> StoreError {
+    StoreError::NotFound("no principal has this name".into())
 }
 
 #[cfg(test)]

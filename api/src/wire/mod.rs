@@ -243,7 +243,7 @@ pub fn budget_left(left: &veil_engine::BudgetLeft) -> Value {
         "delta": left.budget.delta,
         "period": left.budget.period.map(|p| p.name()),
         "epsilon_left": left.epsilon_left,
-        "renews": left.renews.map(|r| r.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        "renews": left.renews.map(time_text),
     })
 }
 
@@ -366,6 +366,7 @@ pub fn budgets(views: &[BudgetView]) -> Value {
                 "renews": renews,
                 "spent": {"epsilon": s.epsilon(v.budget.delta), "basic": {"epsilon": s.epsilon, "delta": s.delta}, "zcdp": {"rho": s.rho, "delta0": s.delta0}},
                 "remaining_epsilon": s.epsilon_left(&v.budget),
+                "epsilon_left": s.epsilon_left(&v.budget),
             })
         })
         .collect();
