@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{Map, Value};
-use veil_api::service::{AuditMode, Products, Service, active_principal};
+use veil_api::service::{AuditMode, Products, Service, ServiceError, active_principal};
 use veil_api::verification::CLI_ENDPOINT;
 
 use super::{DataDirArg, Failure};
@@ -74,8 +74,9 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
         .build()?;
     super::print_answer(runtime.block_on(async {
         let caller = active_principal(&service.store(), &args.principal)?;
-        service
+        let answer = service
             .verify(&caller.principal, CLI_ENDPOINT, Ok(Value::Object(body)))
-            .await
+            .await?;
+        serde_json::from_str(&answer.0).map_err(ServiceError::internal)
     }))
 }

@@ -1,6 +1,6 @@
 //! The route table: every endpoint's method, path, who may call it, a
 //! summary and an example body. The router (`http/mod.rs`), the role check
-//! that runs before any body is read (`auth::authorize`) and the OpenAPI
+//! that runs before any body is read (`auth::Caller`) and the OpenAPI
 //! document (`docs.rs`) are all made from it, so they cannot drift.
 
 use veil_policies::Role;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -26,7 +27,7 @@ pub async fn verify(
         .service
         .verify(&caller.0.principal, HTTP_ENDPOINT, body)
         .await?;
-    Ok(Json(answer).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/json")], answer.0).into_response())
 }
 
 /// `GET /v1/verify/products`: the published products and whether the

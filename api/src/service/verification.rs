@@ -14,6 +14,10 @@ use veil_policies::Principal;
 use super::{Service, ServiceError};
 use crate::verification::{self as products, AnswerBody, VerifyBody};
 
+/// A verification's answer as JSON text, serialised once: the hot path
+/// sends it as it is.
+pub struct Verified(pub String);
+
 impl Service {
     /// Answers one verification request, `body` as the caller sent it (or
     /// why it could not be read).
@@ -22,7 +26,7 @@ impl Service {
         caller: &Principal,
         endpoint: &str,
         body: Result<Value, ServiceError>,
-    ) -> Result<Value, ServiceError> {
+    ) -> Result<Verified, ServiceError> {
         let body = match body.and_then(|v| VerifyBody::parse(&v)) {
             Ok(b) => b,
             Err(e) => {
@@ -60,7 +64,9 @@ impl Service {
             engine.policy_version(),
             seq,
         );
-        serde_json::to_value(answer).map_err(ServiceError::internal)
+        serde_json::to_string(&answer)
+            .map(Verified)
+            .map_err(ServiceError::internal)
     }
 
     /// The published products and whether `caller` may use each.
