@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use veil_api::Store;
 use veil_api::datadir::write_private;
 use veil_api::registry;
-use veil_api::service::requests::{self, OpenBody};
+use veil_api::service::requests::OpenBody;
+use veil_api::service::{AuditMode, Products, Service, ServiceError};
 use veil_api::store::NewPrincipal;
 use veil_datasets::{DEFAULT_PERSONS, DEFAULT_SEED, Options, TABLES, pums};
 use veil_policies::Role;
@@ -110,7 +111,7 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let keys_path = root.join("demo-keys.toml");
     let subject = veil_datasets::first_person(&sample);
     let keys = ensure_principals(&mut store, &keys_path, subject.as_deref())?;
-    qualify_modeler(&mut store)?;
+    qualify_modeler(&root)?;
     let policy = store
         .active_policy()?
         .map(|p| p.label())
@@ -186,22 +187,23 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
 /// Gives the demo modeler its development qualification (Art. 39) through
 /// the regulation's own workflow: it applies, and the demo approver (the
 /// data authority) grants it under an agreement. Both steps are audited.
-fn qualify_modeler(store: &mut Store) -> Result<(), Failure> {
-    if store.qualified("demo-modeler")? {
+fn qualify_modeler(root: &Path) -> Result<(), Failure> {
+    let service = Service::open_with(root, AuditMode::Direct, Products::None)?;
+    if service.reader()?.qualified("demo-modeler")? {
         return Ok(());
     }
-    let principal = |store: &Store, name: &str| -> Result<veil_policies::Principal, Failure> {
-        store
+    let principal = |name: &str| -> Result<veil_policies::Principal, Failure> {
+        service
+            .reader()?
             .principal(name)?
             .map(|r| r.principal)
             .ok_or_else(|| Failure::Refused(format!("the demo principal `{name}` is missing")))
     };
-    let (modeler, approver) = (
-        principal(store, "demo-modeler")?,
-        principal(store, "demo-approver")?,
-    );
-    let signer = store.data_dir().signer()?;
-    let now = chrono::Utc::now();
+    let (modeler, approver) = (principal("demo-modeler")?, principal("demo-approver")?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let refused = |e: ServiceError| Failure::Answer(e.to_json().to_string());
     let body = OpenBody {
         kind: "qualification".into(),
         dataset: None,
@@ -220,31 +222,16 @@ fn qualify_modeler(store: &mut Store) -> Result<(), Failure> {
         .collect(),
         via_authority: false,
     };
-    let opened = requests::open(store, &modeler, &body, now);
-    let entry = requests::audit_entry(
-        &modeler,
-        "veil demo",
-        "open qualification".into(),
-        None,
-        &opened,
-    );
-    store.append_audit(&[entry], &signer)?;
-    let (request, _) = opened.map_err(|e| Failure::Answer(e.to_json().to_string()))?;
+    let opened = service.open_request(&modeler, &body, "veil demo");
+    let (request, _) = runtime.block_on(service.settle(opened)).map_err(refused)?;
+    let id = request["id"].as_str().unwrap_or_default().to_owned();
     let notes = [(
         "agreement".to_owned(),
         "veil demo development agreement".to_owned(),
     )]
     .into();
-    let granted = requests::act(store, &approver, &request.id, "grant", &notes, now);
-    let entry = requests::audit_entry(
-        &approver,
-        "veil demo",
-        format!("grant {}", request.id),
-        None,
-        &granted,
-    );
-    store.append_audit(&[entry], &signer)?;
-    granted.map_err(|e| Failure::Answer(e.to_json().to_string()))?;
+    let granted = service.act_on_request(&approver, &id, "grant", &notes, "veil demo");
+    runtime.block_on(service.settle(granted)).map_err(refused)?;
     Ok(())
 }
 

@@ -140,6 +140,27 @@ fn print_answer(
     }
 }
 
+/// Writes a use case's audit entry, then prints its answer (with the
+/// entry's sequence number when `with_seq`) or its refusal.
+fn print_audited<T: serde::Serialize>(
+    service: &veil_api::service::Service,
+    audited: veil_api::service::Audited<T>,
+    with_seq: bool,
+) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let settled = runtime.block_on(service.settle(audited));
+    print_answer(settled.and_then(|(value, seq)| {
+        let mut json =
+            serde_json::to_value(value).map_err(veil_api::service::ServiceError::internal)?;
+        if with_seq && json.is_object() {
+            json["audit_seq"] = serde_json::json!(seq);
+        }
+        Ok(json)
+    }))
+}
+
 fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("  {l}"))

@@ -3,17 +3,11 @@
 //! API's JSON.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
-use chrono::Utc;
 use clap::Subcommand;
-use serde_json::json;
-use veil_api::Store;
-use veil_api::service::ServiceError;
-use veil_api::service::models::{self, Inside, ScoreBody, TrainBody};
-use veil_api::service::{active_principal, load_engine};
-use veil_api::store::AuditEntry;
-use veil_api::verification::SubjectDigest;
+use veil_api::service::active_principal;
+use veil_api::service::models::{ScoreBody, TrainBody};
+use veil_api::service::{AuditMode, Products, Service};
 
 use super::{DataDirArg, Failure};
 
@@ -68,14 +62,18 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
                 Ok(b) => b,
                 Err(e) => return super::print_answer(Err(e)),
             };
-            inside(&dir, &principal, |inside, p, _| {
-                models::train(inside, p, &body, "veil model train", Utc::now())
-            })
+            let service = open(&dir)?;
+            let who = match active_principal(&*service.reader()?, &principal) {
+                Ok(r) => r.principal,
+                Err(e) => return super::print_answer(Err(e)),
+            };
+            let audited = service.train(&who, &body, "veil model train");
+            super::print_audited(&service, audited, true)
         }
         ModelCommand::List { dir, principal } => {
-            let store = Store::open(&dir.data_dir)?;
-            let answer = active_principal(&store, &principal)
-                .and_then(|r| models::list(&store, &r.principal));
+            let service = open(&dir)?;
+            let answer = active_principal(&*service.reader()?, &principal)
+                .and_then(|r| service.models(&r.principal));
             super::print_answer(answer)
         }
         ModelCommand::Score {
@@ -104,55 +102,23 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
                     ..ScoreBody::default()
                 },
             };
-            inside(&dir, &principal, |inside, p, digest| {
-                models::score(
-                    inside,
-                    p,
-                    &id,
-                    &body,
-                    digest,
-                    "veil model score",
-                    Utc::now(),
-                )
-            })
+            let service = open(&dir)?;
+            let who = match active_principal(&*service.reader()?, &principal) {
+                Ok(r) => r.principal,
+                Err(e) => return super::print_answer(Err(e)),
+            };
+            let audited = service.score(&who, &id, &body, "veil model score");
+            super::print_audited(&service, audited, true)
         }
     }
 }
 
-/// Runs a model operation as `name` over the store's engine, writes its
-/// audit entry, then prints its answer.
-fn inside(
-    dir: &DataDirArg,
-    name: &str,
-    work: impl FnOnce(
-        Inside<'_>,
-        &veil_policies::Principal,
-        &SubjectDigest,
-    ) -> (Result<serde_json::Value, ServiceError>, AuditEntry),
-) -> Result<(), Failure> {
-    let store = Store::open(&dir.data_dir)?;
-    let record = match active_principal(&store, name) {
-        Ok(r) => r,
-        Err(e) => return super::print_answer(Err(e)),
-    };
-    let engine = load_engine(&store)?.engine;
-    let signer = store.data_dir().signer()?;
-    let digest = SubjectDigest::new(&store.data_dir().master_key()?);
-    let store = Mutex::new(store);
-    let indexes = veil_api::verification::UnitIndexes::default();
-    let (answer, entry) = work(
-        Inside {
-            store: &store,
-            engine: &engine,
-            indexes: &indexes,
-        },
-        &record.principal,
-        &digest,
-    );
-    let mut store = store.into_inner().unwrap_or_else(|e| e.into_inner());
-    let seq = store.append_audit(&[entry], &signer)?;
-    super::print_answer(answer.map(|mut a| {
-        a["audit_seq"] = json!(seq.first());
-        a
-    }))
+/// The service over the data directory, for one command: no products'
+/// tables, one audit transaction per entry.
+fn open(dir: &DataDirArg) -> Result<Service, Failure> {
+    Ok(Service::open_with(
+        &dir.data_dir,
+        AuditMode::Direct,
+        Products::None,
+    )?)
 }

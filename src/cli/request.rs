@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, Utc};
 use clap::Subcommand;
 use veil_api::Store;
-use veil_api::service::ServiceError;
 use veil_api::service::requests::{self, OpenBody};
-use veil_api::store::AuditEntry;
+use veil_api::service::{AuditMode, Products, Service, ServiceError};
 
 use super::{DataDirArg, Failure};
 
@@ -77,33 +76,6 @@ fn pairs(items: &[String], what: &str) -> Result<BTreeMap<String, String>, Failu
         .collect()
 }
 
-fn audit(store: &mut Store, entry: AuditEntry) -> Result<(), Failure> {
-    let signer = store.data_dir().signer()?;
-    store.append_audit(&[entry], &signer)?;
-    Ok(())
-}
-
-/// Audits an opening or a step, then prints the request or the refusal.
-fn finish(
-    store: &mut Store,
-    who: &veil_policies::Principal,
-    what: String,
-    dataset: Option<&str>,
-    outcome: Result<
-        (
-            veil_api::store::RequestRecord,
-            veil_policies::requests::Effect,
-        ),
-        ServiceError,
-    >,
-) -> Result<(), Failure> {
-    audit(
-        store,
-        requests::audit_entry(who, "veil request", what, dataset, &outcome),
-    )?;
-    super::print_answer(outcome.map(|(record, _)| requests::request_json(&record, None)))
-}
-
 fn principal(store: &Store, name: &str) -> Result<veil_policies::Principal, Failure> {
     match store.principal(name)? {
         Some(r) => Ok(r.principal),
@@ -138,8 +110,8 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             detail,
             via_authority,
         } => {
-            let mut store = Store::open(&dir.data_dir)?;
-            let who = principal(&store, &name)?;
+            let service = open(&dir)?;
+            let who = principal(&*service.reader()?, &name)?;
             let body = OpenBody {
                 kind,
                 dataset,
@@ -149,12 +121,8 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
                 detail: pairs(&detail, "detail")?,
                 via_authority,
             };
-            let outcome = requests::open(&mut store, &who, &body, Utc::now());
-            let what = match &outcome {
-                Ok((r, _)) => format!("open {} {}", r.kind, r.id),
-                Err(_) => format!("open {}", body.kind),
-            };
-            finish(&mut store, &who, what, body.dataset.as_deref(), outcome)
+            let audited = service.open_request(&who, &body, "veil request");
+            super::print_audited(&service, audited, false)
         }
         RequestCommand::Act {
             dir,
@@ -163,11 +131,11 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             action,
             notes,
         } => {
-            let mut store = Store::open(&dir.data_dir)?;
-            let who = principal(&store, &name)?;
+            let service = open(&dir)?;
+            let who = principal(&*service.reader()?, &name)?;
             let notes = pairs(&notes, "note")?;
-            let outcome = requests::act(&mut store, &who, &id, &action, &notes, Utc::now());
-            finish(&mut store, &who, format!("{action} {id}"), None, outcome)
+            let audited = service.act_on_request(&who, &id, &action, &notes, "veil request");
+            super::print_audited(&service, audited, false)
         }
         RequestCommand::List { dir } => {
             let store = Store::open(&dir.data_dir)?;
@@ -175,12 +143,14 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             Ok(())
         }
         RequestCommand::Overdue { dir, today } => {
-            let store = Store::open(&dir.data_dir)?;
+            let service = open(&dir)?;
             let today = today.unwrap_or_else(|| requests::today(Utc::now()));
             let admin = veil_policies::Principal::new("cli", veil_policies::Role::Admin);
-            let records = requests::overdue(&store, &admin, today).map_err(|e: ServiceError| {
-                Failure::Failed(format!("{}: {}", e.code.as_str(), e.message))
-            })?;
+            let records = service
+                .overdue_requests(&admin, today)
+                .map_err(|e: ServiceError| {
+                    Failure::Failed(format!("{}: {}", e.code.as_str(), e.message))
+                })?;
             print_list(&records);
             if records.is_empty() {
                 eprintln!("veil: no request is overdue on {today}");
@@ -188,4 +158,13 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// The service over the data directory, for one command.
+fn open(dir: &DataDirArg) -> Result<Service, Failure> {
+    Ok(Service::open_with(
+        &dir.data_dir,
+        AuditMode::Direct,
+        Products::None,
+    )?)
 }

@@ -10,40 +10,23 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde_json::Value;
 
 use super::auth::Caller;
 use super::body::JsonBody;
 use super::state::AppState;
-use crate::service::ServiceError;
-use crate::service::models::{self, Inside, ScoreBody, TrainBody};
-use crate::store::AuditEntry;
+use crate::service::models::{ScoreBody, TrainBody};
+use crate::service::{Audited, ServiceError};
 
-/// Writes the entry, then answers.
+/// Writes the entry, then answers with the entry's sequence number.
 async fn settle(
     state: &AppState,
-    (result, entry): (Result<Value, ServiceError>, AuditEntry),
+    audited: Audited<Value>,
     status: StatusCode,
 ) -> Result<Response, ServiceError> {
-    let seq = state.audit(entry).await?;
-    let mut json = result?;
+    let (mut json, seq) = state.settle(audited).await?;
     json["audit_seq"] = serde_json::json!(seq);
     Ok((status, Json(json)).into_response())
-}
-
-/// Runs `work` on a blocking thread with the state and the engine.
-async fn blocking<T: Send + 'static>(
-    state: &Arc<AppState>,
-    work: impl FnOnce(&AppState, &veil_engine::Engine) -> T + Send + 'static,
-) -> Result<T, ServiceError> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let engine = state.engine();
-        work(&state, &engine)
-    })
-    .await
-    .map_err(ServiceError::internal)
 }
 
 /// `POST /v1/models`: trains a model from a spec.
@@ -54,21 +37,10 @@ pub async fn train(
 ) -> Result<Response, ServiceError> {
     let _permit = state.limits.admit(caller.name())?;
     let principal = caller.0.principal.clone();
-    let outcome = blocking(&state, move |state, engine| {
-        models::train(
-            Inside {
-                store: state.store_lock(),
-                engine,
-                indexes: &state.unit_indexes,
-            },
-            &principal,
-            &body,
-            "POST /v1/models",
-            Utc::now(),
-        )
-    })
-    .await?;
-    settle(&state, outcome, StatusCode::CREATED).await
+    let audited = state
+        .blocking(move |state| state.train(&principal, &body, "POST /v1/models"))
+        .await?;
+    settle(&state, audited, StatusCode::CREATED).await
 }
 
 /// `GET /v1/models`: the caller's models.
@@ -76,8 +48,7 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Response, ServiceError> {
-    let json = models::list(&state.store(), &caller.0.principal)?;
-    Ok(Json(json).into_response())
+    Ok(Json(state.models(&caller.0.principal)?).into_response())
 }
 
 /// `GET /v1/models/{id}`: one of the caller's models.
@@ -87,8 +58,7 @@ pub async fn show(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ServiceError> {
     let Path(id) = id?;
-    let record = models::find(&state.store(), &caller.0.principal, &id)?;
-    Ok(Json(models::model_json(&record)).into_response())
+    Ok(Json(state.model(&caller.0.principal, &id)?).into_response())
 }
 
 /// `POST /v1/models/{id}/score`: scores named subjects or supplied rows.
@@ -101,21 +71,8 @@ pub async fn score(
     let Path(id) = id?;
     let _permit = state.limits.admit(caller.name())?;
     let principal = caller.0.principal.clone();
-    let outcome = blocking(&state, move |state, engine| {
-        models::score(
-            Inside {
-                store: state.store_lock(),
-                engine,
-                indexes: &state.unit_indexes,
-            },
-            &principal,
-            &id,
-            &body,
-            &state.digest,
-            "POST /v1/models/{id}/score",
-            Utc::now(),
-        )
-    })
-    .await?;
-    settle(&state, outcome, StatusCode::OK).await
+    let audited = state
+        .blocking(move |state| state.score(&principal, &id, &body, "POST /v1/models/{id}/score"))
+        .await?;
+    settle(&state, audited, StatusCode::OK).await
 }

@@ -12,47 +12,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::json;
-use veil_policies::requests::Effect;
+use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::body::{JsonBody, OptionalJsonBody};
 use super::state::AppState;
-use crate::service::ServiceError;
 use crate::service::requests::{self, OpenBody};
-use crate::store::AuditEntry;
+use crate::service::{Audited, ServiceError};
 
-async fn audit(state: &AppState, entry: AuditEntry) -> Result<(), ServiceError> {
-    state.audit(entry).await?;
-    Ok(())
-}
-
-/// Audits an opening or a step and, when it was taken, makes its effect
-/// hold before the answer leaves.
+/// Writes the entry, then answers with `status`.
 async fn settle(
     state: &AppState,
-    entry: AuditEntry,
-    outcome: Result<(crate::store::RequestRecord, Effect), ServiceError>,
-) -> Result<crate::store::RequestRecord, ServiceError> {
-    match outcome {
-        Ok((record, effect)) => {
-            follow(state, effect)?;
-            audit(state, entry).await?;
-            Ok(record)
-        }
-        Err(e) => {
-            audit(state, entry).await?;
-            Err(e)
-        }
-    }
-}
-
-/// Effects that change what the engine allows take hold now.
-fn follow(state: &AppState, effect: Effect) -> Result<(), ServiceError> {
-    match effect {
-        Effect::None | Effect::Grant | Effect::Qualify | Effect::Disqualify => Ok(()),
-        _ => state.reload_engine().map_err(ServiceError::from),
-    }
+    audited: Audited<Value>,
+    status: StatusCode,
+) -> Result<Response, ServiceError> {
+    let (json, _seq) = state.settle(audited).await?;
+    Ok((status, Json(json)).into_response())
 }
 
 /// `POST /v1/requests`.
@@ -61,25 +36,8 @@ pub async fn open(
     caller: Caller,
     JsonBody(body): JsonBody<OpenBody>,
 ) -> Result<Response, ServiceError> {
-    let principal = &caller.0.principal;
-    let outcome = requests::open(&mut state.store(), principal, &body, Utc::now());
-    let what = match &outcome {
-        Ok((r, _)) => format!("open {} {}", r.kind, r.id),
-        Err(_) => format!("open {}", body.kind),
-    };
-    let entry = requests::audit_entry(
-        principal,
-        "POST /v1/requests",
-        what,
-        body.dataset.as_deref(),
-        &outcome,
-    );
-    let record = settle(&state, entry, outcome).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(requests::request_json(&record, None)),
-    )
-        .into_response())
+    let audited = state.open_request(&caller.0.principal, &body, "POST /v1/requests");
+    settle(&state, audited, StatusCode::CREATED).await
 }
 
 /// `GET /v1/requests`: the caller's requests and those it acts on.
@@ -87,12 +45,7 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Response, ServiceError> {
-    let records = requests::visible(&state.store(), &caller.0.principal)?;
-    let requests: Vec<_> = records
-        .iter()
-        .map(|r| requests::request_json(r, None))
-        .collect();
-    Ok(Json(json!({"requests": requests})).into_response())
+    Ok(Json(state.requests(&caller.0.principal)?).into_response())
 }
 
 /// `GET /v1/requests/overdue`: open requests past their deadline.
@@ -101,7 +54,7 @@ pub async fn overdue(
     caller: Caller,
 ) -> Result<Response, ServiceError> {
     let today = requests::today(Utc::now());
-    let records = requests::overdue(&state.store(), &caller.0.principal, today)?;
+    let records = state.overdue_requests(&caller.0.principal, today)?;
     let requests: Vec<_> = records
         .iter()
         .map(|r| requests::request_json(r, None))
@@ -116,14 +69,7 @@ pub async fn show(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ServiceError> {
     let Path(id) = id?;
-    let store = state.store();
-    let not_found = || ServiceError::not_found("no request of yours has this id");
-    let record = store.request(&id)?.ok_or_else(not_found)?;
-    if requests::parties(&store, &caller.0.principal, &record)?.is_empty() {
-        return Err(not_found());
-    }
-    let steps = store.request_steps(&id)?;
-    Ok(Json(requests::request_json(&record, Some(&steps))).into_response())
+    Ok(Json(state.request(&caller.0.principal, &id)?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,22 +87,12 @@ pub async fn step(
     OptionalJsonBody(body): OptionalJsonBody<StepBody>,
 ) -> Result<Response, ServiceError> {
     let Path((id, action)) = path?;
-    let principal = &caller.0.principal;
-    let outcome = requests::act(
-        &mut state.store(),
-        principal,
+    let audited = state.act_on_request(
+        &caller.0.principal,
         &id,
         &action,
         &body.notes,
-        Utc::now(),
-    );
-    let entry = requests::audit_entry(
-        principal,
         "POST /v1/requests/{id}/{action}",
-        format!("{action} {id}"),
-        None,
-        &outcome,
     );
-    let record = settle(&state, entry, outcome).await?;
-    Ok(Json(requests::request_json(&record, None)).into_response())
+    settle(&state, audited, StatusCode::OK).await
 }

@@ -86,11 +86,23 @@ impl AppState {
         }))
     }
 
+    /// Runs `work` on a blocking thread: for use cases that read files or
+    /// compute for long (registration, training, scoring).
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&AppState) -> T + Send + 'static,
+    ) -> Result<T, crate::service::ServiceError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || work(&state))
+            .await
+            .map_err(crate::service::ServiceError::internal)
+    }
+
     /// The principal holding the key with this hash, if any, suspended or
     /// not. One small read of the store per call: a change made anywhere
     /// (this service, the CLI) shows on the next call.
     pub fn caller(&self, key_hash: &[u8; 32]) -> Result<Option<Arc<PrincipalRecord>>, StoreError> {
-        let generation = self.store().access_generation()?;
+        let generation = self.reader()?.access_generation()?;
         self.follow_dataset_access(generation)?;
         {
             let cache = self.callers.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,7 +112,7 @@ impl AppState {
                 return Ok(hit.clone());
             }
         }
-        let found = self.store().authenticate_hash(key_hash)?.map(Arc::new);
+        let found = self.reader()?.authenticate_hash(key_hash)?.map(Arc::new);
         let mut cache = self.callers.lock().unwrap_or_else(|e| e.into_inner());
         if cache.generation != generation || cache.callers.len() >= CALLER_CACHE_SIZE {
             cache.callers.clear();

@@ -11,18 +11,30 @@
 //! - [`models`]: in-domain training and scoring.
 //! - [`records`]: a subject's own records.
 //! - [`requests`]: the regulation's requests and their steps.
+//! - [`catalog`]: the catalog as each caller sees it, and registration.
+//! - [`policy`]: the active policy, its history, and changing it.
+//! - [`principals`]: principals, keys and suspension.
+//! - [`audit_log`]: searching the audit log and checking its chain.
 //! - [`loading`]: the engine built from the store.
+//!
+//! Reads go through [`Service::reader`], a connection per reader; writes
+//! through [`Service::store`], the one writer connection.
 
+pub mod audit_log;
 pub mod audit_sink;
+pub mod catalog;
 pub mod error;
 pub mod loading;
 pub mod models;
+pub mod policy;
+pub mod principals;
 pub mod query;
+pub mod readers;
 pub mod records;
 pub mod requests;
 pub mod verification;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -59,7 +71,9 @@ pub enum Products<'a> {
 /// What every use case works with: the store, the engine, the audit sink,
 /// the signing key, and the verification products' quotas and digests.
 pub struct Service {
+    data_dir: PathBuf,
     store: Mutex<Store>,
+    readers: readers::Readers,
     engine: RwLock<Arc<Engine>>,
     audit: Box<dyn AuditSink>,
     audit_entries: AtomicU64,
@@ -116,6 +130,8 @@ impl Service {
         };
         let generation = store.access_generation()?;
         Ok(Service {
+            data_dir: data_dir.to_owned(),
+            readers: readers::Readers::new(data_dir.to_owned()),
             engine_generation: AtomicI64::new(generation),
             quotas,
             digest,
@@ -133,6 +149,16 @@ impl Service {
     /// still gives access: the store itself is transactional.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection for reading, which waits for no writer.
+    pub fn reader(&self) -> Result<readers::Reader<'_>, StoreError> {
+        self.readers.get()
+    }
+
+    /// The data directory the service runs over.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The store's lock itself, for work that takes the store for short
@@ -165,7 +191,7 @@ impl Service {
             return Ok(());
         }
         let expected: std::collections::BTreeMap<String, String> = self
-            .store()
+            .reader()?
             .dataset_access()?
             .into_iter()
             .map(|(d, state)| {
@@ -191,6 +217,13 @@ impl Service {
         Ok(seq)
     }
 
+    /// Writes `audited`'s entry, then gives its result with the entry's
+    /// sequence number: nothing leaves before its entry is durable.
+    pub async fn settle<T>(&self, audited: Audited<T>) -> Result<(T, i64), ServiceError> {
+        let seq = self.audit(audited.entry).await?;
+        audited.result.map(|value| (value, seq))
+    }
+
     /// Audit entries written since the service opened.
     pub fn audit_entries(&self) -> u64 {
         self.audit_entries.load(Ordering::Relaxed)
@@ -199,5 +232,53 @@ impl Service {
     /// Stops the audit sink and signs the head of the log.
     pub fn close(&self, wait: Duration) {
         self.audit.close(wait);
+    }
+}
+
+/// A use case's result and the audit entry that records it, refusals
+/// included. [`Service::settle`] writes the entry before the result can be
+/// had: a front end cannot release the one without the other.
+#[must_use = "the entry is written and the result released by Service::settle"]
+pub struct Audited<T> {
+    result: Result<T, ServiceError>,
+    entry: AuditEntry,
+}
+
+impl<T> Audited<T> {
+    pub fn new(entry: AuditEntry, result: Result<T, ServiceError>) -> Self {
+        Audited { result, entry }
+    }
+
+    /// The entry of an administrative action by `caller`.
+    pub fn action(
+        caller: &veil_policies::Principal,
+        endpoint: &str,
+        request: String,
+        datasets: Vec<String>,
+        result: Result<T, ServiceError>,
+    ) -> Self {
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("refused:{}", e.code.as_str()),
+        };
+        let entry = AuditEntry {
+            principal: caller.name.clone(),
+            role: caller.role.name().to_owned(),
+            endpoint: endpoint.to_owned(),
+            request,
+            datasets,
+            privacy: "{}".into(),
+            outcome,
+            ..AuditEntry::default()
+        };
+        Audited { result, entry }
+    }
+
+    /// The result, mapped, keeping the entry.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Audited<U> {
+        Audited {
+            result: self.result.map(f),
+            entry: self.entry,
+        }
     }
 }

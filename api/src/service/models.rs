@@ -28,7 +28,7 @@ use crate::wire::{self, ErrorCode};
 /// What models work with: the store (taken for short moments) and the
 /// engine.
 #[derive(Clone, Copy)]
-pub struct Inside<'a> {
+struct Inside<'a> {
     pub store: &'a Mutex<Store>,
     pub engine: &'a Engine,
     /// The unit indexes that let scoring read only the subjects' rows.
@@ -265,7 +265,7 @@ pub fn model_json(record: &ModelRecord) -> Value {
 
 /// Trains a model for a qualified modeler: checked, charged, released,
 /// stored. Returns the answer and its audit entry.
-pub fn train(
+fn train(
     Inside { store, engine, .. }: Inside<'_>,
     principal: &Principal,
     body: &TrainBody,
@@ -325,7 +325,7 @@ pub fn train(
 }
 
 /// The caller's models, newest first.
-pub fn list(store: &Store, principal: &Principal) -> Result<Value, ServiceError> {
+fn list(store: &Store, principal: &Principal) -> Result<Value, ServiceError> {
     let models = store
         .models_of(&principal.name)
         .map_err(ServiceError::internal)?;
@@ -333,7 +333,7 @@ pub fn list(store: &Store, principal: &Principal) -> Result<Value, ServiceError>
 }
 
 /// One of the caller's models; another principal's model is not found.
-pub fn find(store: &Store, principal: &Principal, id: &str) -> Result<ModelRecord, ServiceError> {
+fn find(store: &Store, principal: &Principal, id: &str) -> Result<ModelRecord, ServiceError> {
     store
         .model_of(&principal.name, id)
         .map_err(ServiceError::internal)?
@@ -342,7 +342,7 @@ pub fn find(store: &Store, principal: &Principal, id: &str) -> Result<ModelRecor
 
 /// Scores named subjects (with a grant) or supplied rows with one of the
 /// caller's models, inside. Subjects are audited as keyed digests only.
-pub fn score(
+fn score(
     Inside {
         store,
         engine,
@@ -451,4 +451,59 @@ fn canonical_subjects(
             Ok(canonical)
         })
         .collect()
+}
+
+impl super::Service {
+    /// Trains a model for a qualified modeler. Blocking: run it off the
+    /// async workers.
+    pub fn train(
+        &self,
+        principal: &Principal,
+        body: &TrainBody,
+        endpoint: &str,
+    ) -> super::Audited<Value> {
+        let engine = self.engine();
+        let (result, entry) = train(self.inside(&engine), principal, body, endpoint, Utc::now());
+        super::Audited::new(entry, result)
+    }
+
+    /// Scores with one of the caller's models. Blocking: run it off the
+    /// async workers.
+    pub fn score(
+        &self,
+        principal: &Principal,
+        id: &str,
+        body: &ScoreBody,
+        endpoint: &str,
+    ) -> super::Audited<Value> {
+        let engine = self.engine();
+        let (result, entry) = score(
+            self.inside(&engine),
+            principal,
+            id,
+            body,
+            &self.digest,
+            endpoint,
+            Utc::now(),
+        );
+        super::Audited::new(entry, result)
+    }
+
+    /// The caller's models, newest first.
+    pub fn models(&self, principal: &Principal) -> Result<Value, ServiceError> {
+        list(&*self.reader()?, principal)
+    }
+
+    /// One of the caller's models.
+    pub fn model(&self, principal: &Principal, id: &str) -> Result<Value, ServiceError> {
+        Ok(model_json(&find(&*self.reader()?, principal, id)?))
+    }
+
+    fn inside<'a>(&'a self, engine: &'a Engine) -> Inside<'a> {
+        Inside {
+            store: self.store_lock(),
+            engine,
+            indexes: &self.unit_indexes,
+        }
+    }
 }

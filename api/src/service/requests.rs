@@ -135,7 +135,7 @@ fn require_detail(body: &OpenBody, keys: &[&str]) -> Result<(), ServiceError> {
 
 /// Opens a request for `principal`, applying what opening sets (a grant at
 /// once for unconditional sharing, a suspension for a complaint).
-pub fn open(
+fn open(
     store: &mut Store,
     principal: &Principal,
     body: &OpenBody,
@@ -301,7 +301,7 @@ fn effect_of(
 
 /// Takes `action` on request `id` as `principal`. A request the caller is
 /// no party to is not found (its existence is not revealed).
-pub fn act(
+fn act(
     store: &mut Store,
     principal: &Principal,
     id: &str,
@@ -362,7 +362,7 @@ fn publish_catalog(
 }
 
 /// The requests `principal` is a party to, newest first.
-pub fn visible(store: &Store, principal: &Principal) -> Result<Vec<RequestRecord>, ServiceError> {
+fn visible(store: &Store, principal: &Principal) -> Result<Vec<RequestRecord>, ServiceError> {
     let mut out = Vec::new();
     for r in store.requests()? {
         if !parties(store, principal, &r)?.is_empty() {
@@ -373,7 +373,7 @@ pub fn visible(store: &Store, principal: &Principal) -> Result<Vec<RequestRecord
 }
 
 /// Every open request past its deadline on `today`, for the data authority.
-pub fn overdue(
+fn overdue(
     store: &Store,
     principal: &Principal,
     today: NaiveDate,
@@ -428,7 +428,7 @@ pub fn request_json(r: &RequestRecord, steps: Option<&[crate::store::StepRecord]
 
 /// The audit entry of an opening or a step: what was asked (`what`, never a
 /// note's text), on which dataset, and the state it led to or the refusal.
-pub fn audit_entry(
+fn audit_entry(
     principal: &Principal,
     endpoint: &str,
     what: String,
@@ -448,5 +448,86 @@ pub fn audit_entry(
         privacy: "{}".into(),
         outcome,
         ..AuditEntry::default()
+    }
+}
+
+impl super::Service {
+    /// Opens a request as `principal`. A step with an effect on access
+    /// (a complaint suspends the dataset) holds before the answer leaves.
+    pub fn open_request(
+        &self,
+        principal: &Principal,
+        body: &OpenBody,
+        endpoint: &str,
+    ) -> super::Audited<Value> {
+        let outcome = open(&mut self.store(), principal, body, Utc::now());
+        let what = match &outcome {
+            Ok((r, _)) => format!("open {} {}", r.kind, r.id),
+            Err(_) => format!("open {}", body.kind),
+        };
+        let entry = audit_entry(principal, endpoint, what, body.dataset.as_deref(), &outcome);
+        super::Audited::new(entry, self.follow(outcome))
+    }
+
+    /// Takes `action` on request `id` as `principal`.
+    pub fn act_on_request(
+        &self,
+        principal: &Principal,
+        id: &str,
+        action: &str,
+        notes: &BTreeMap<String, String>,
+        endpoint: &str,
+    ) -> super::Audited<Value> {
+        let outcome = act(&mut self.store(), principal, id, action, notes, Utc::now());
+        let entry = audit_entry(
+            principal,
+            endpoint,
+            format!("{action} {id}"),
+            None,
+            &outcome,
+        );
+        super::Audited::new(entry, self.follow(outcome))
+    }
+
+    /// Effects that change what the engine allows take hold now.
+    fn follow(
+        &self,
+        outcome: Result<(RequestRecord, Effect), ServiceError>,
+    ) -> Result<Value, ServiceError> {
+        let (record, effect) = outcome?;
+        match effect {
+            Effect::None | Effect::Grant | Effect::Qualify | Effect::Disqualify => {}
+            _ => self.reload_engine()?,
+        }
+        Ok(request_json(&record, None))
+    }
+
+    /// The requests `principal` opened or acts on, newest first.
+    pub fn requests(&self, principal: &Principal) -> Result<Value, ServiceError> {
+        let records = visible(&*self.reader()?, principal)?;
+        let requests: Vec<Value> = records.iter().map(|r| request_json(r, None)).collect();
+        Ok(json!({"requests": requests}))
+    }
+
+    /// One request and its steps, for its parties; to anyone else it does
+    /// not exist.
+    pub fn request(&self, principal: &Principal, id: &str) -> Result<Value, ServiceError> {
+        let store = self.reader()?;
+        let not_found = || ServiceError::not_found("no request of yours has this id");
+        let record = store.request(id)?.ok_or_else(not_found)?;
+        if parties(&store, principal, &record)?.is_empty() {
+            return Err(not_found());
+        }
+        let steps = store.request_steps(id)?;
+        Ok(request_json(&record, Some(&steps)))
+    }
+
+    /// Open requests past their deadline on `today`, for the authority.
+    pub fn overdue_requests(
+        &self,
+        principal: &Principal,
+        today: NaiveDate,
+    ) -> Result<Vec<RequestRecord>, ServiceError> {
+        overdue(&*self.reader()?, principal, today)
     }
 }

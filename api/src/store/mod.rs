@@ -86,6 +86,19 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens another connection to a store [`Store::open`] has created, for
+    /// reading only: no schema step, no preset, and SQLite refuses any write
+    /// through it. Under WAL readers never wait for the writer.
+    pub fn open_reader(dir: &Path) -> Result<Store, StoreError> {
+        let dir = DataDir::open(dir)?;
+        let conn = Connection::open_with_flags(
+            dir.store_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Store { conn, dir })
+    }
+
     /// Stops this connection from copying the write-ahead log into the
     /// database when it commits: the audit writer's commits stay short, and
     /// [`Store::checkpoint`] does the copying from another thread.

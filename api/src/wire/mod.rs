@@ -4,6 +4,7 @@
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+pub mod admin;
 pub mod body;
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -1,0 +1,123 @@
+//! Principals, their keys and their status (Art. 45, 47-48), for admins.
+//! Every change is audited; a key appears once, in the answer that made it.
+
+use veil_policies::{Principal, Role};
+
+use super::{Audited, Service, ServiceError};
+use crate::store::{NewPrincipal, PrincipalStatus};
+use crate::wire::admin::{
+    KeyIssued, KeysRevoked, NewPrincipalBody, PrincipalView, Principals, StatusBody, StatusSet,
+};
+
+fn require_admin(caller: &Principal) -> Result<(), ServiceError> {
+    if caller.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ServiceError::forbidden("only an admin manages principals"))
+    }
+}
+
+impl Service {
+    pub fn principals(&self, caller: &Principal) -> Result<Principals, ServiceError> {
+        require_admin(caller)?;
+        let records = self.reader()?.principals()?;
+        Ok(Principals {
+            principals: records.iter().map(PrincipalView::from).collect(),
+        })
+    }
+
+    /// Creates a principal; the answer carries its first key.
+    pub fn add_principal(
+        &self,
+        caller: &Principal,
+        body: &NewPrincipalBody,
+        endpoint: &str,
+    ) -> Audited<PrincipalView> {
+        let result = require_admin(caller).and_then(|()| {
+            let role: Role = body.role.parse().map_err(ServiceError::bad_request)?;
+            let (record, key) = self.store().add_principal(&NewPrincipal {
+                name: &body.name,
+                role,
+                org: body.org.as_deref(),
+                region: body.region.as_deref(),
+                subject: body.subject.as_deref(),
+            })?;
+            let mut view = PrincipalView::from(&record);
+            view.api_key = Some(key.expose().to_owned());
+            Ok(view)
+        });
+        let request = match &result {
+            Ok(p) => format!("add principal {} ({})", p.name, p.role),
+            Err(_) => "add principal".to_owned(),
+        };
+        Audited::action(caller, endpoint, request, vec![], result)
+    }
+
+    /// One more key for `name`.
+    pub fn issue_key(&self, caller: &Principal, name: &str, endpoint: &str) -> Audited<KeyIssued> {
+        let result = require_admin(caller).and_then(|()| {
+            let key = self.store().issue_key(name)?;
+            Ok(KeyIssued {
+                name: name.to_owned(),
+                api_key: key.expose().to_owned(),
+            })
+        });
+        let request = match &result {
+            Ok(_) => format!("issue key for {name}"),
+            Err(_) => "issue key".to_owned(),
+        };
+        Audited::action(caller, endpoint, request, vec![], result)
+    }
+
+    /// Revokes every key of `name`, effective on the next request.
+    pub fn revoke_keys(
+        &self,
+        caller: &Principal,
+        name: &str,
+        endpoint: &str,
+    ) -> Audited<KeysRevoked> {
+        let result = require_admin(caller).and_then(|()| {
+            let revoked = self.store().revoke_keys(name)?;
+            Ok(KeysRevoked {
+                name: name.to_owned(),
+                revoked,
+            })
+        });
+        let request = match &result {
+            Ok(_) => format!("revoke keys of {name}"),
+            Err(_) => "revoke keys".to_owned(),
+        };
+        Audited::action(caller, endpoint, request, vec![], result)
+    }
+
+    /// Suspends or reactivates `name` (Art. 47-48).
+    pub fn set_status(
+        &self,
+        caller: &Principal,
+        name: &str,
+        body: &StatusBody,
+        endpoint: &str,
+    ) -> Audited<StatusSet> {
+        let result = require_admin(caller).and_then(|()| {
+            let status = match body.status.as_str() {
+                "active" => PrincipalStatus::Active,
+                "suspended" => PrincipalStatus::Suspended,
+                _ => {
+                    return Err(ServiceError::bad_request(
+                        "`status` is `active` or `suspended`",
+                    ));
+                }
+            };
+            self.store().set_status(name, status)?;
+            Ok(StatusSet {
+                name: name.to_owned(),
+                status: body.status.clone(),
+            })
+        });
+        let request = match &result {
+            Ok(s) => format!("{name} -> {}", s.status),
+            Err(_) => "set status".to_owned(),
+        };
+        Audited::action(caller, endpoint, request, vec![], result)
+    }
+}
