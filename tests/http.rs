@@ -618,7 +618,7 @@ fn docs_metrics_and_every_documented_route_exist() {
     let (dir, _, root) = deployment(tmp.path());
     let server = Server::start(&dir, &[]);
     let doc = server.get("/openapi.json", None).json();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 15);
     for (path, ops) in paths {

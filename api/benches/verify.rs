@@ -24,7 +24,8 @@ use hyper_util::rt::TokioIo;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use veil_api::Store;
-use veil_api::verification::{SubjectDigest, VerifyBody, install_products};
+use veil_api::indexes::install_products;
+use veil_api::verification::{SubjectDigest, VerifyBody};
 use veil_engine::verification::{Claimed, VerifyItem, VerifyRequest};
 use veil_policies::{Principal, Role};
 

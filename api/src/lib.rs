@@ -14,7 +14,9 @@
 //! - [`wire`]: answers and errors as contract.md's JSON; the one body reader.
 
 pub mod datadir;
+pub mod error;
 pub mod http;
+pub mod indexes;
 pub mod receipt;
 pub mod registry;
 pub mod service;

@@ -43,7 +43,7 @@ pub fn register(
     let (dataset, changed) = store.register_dataset(&text, &manifest, &source, by)?;
     // The registration stands whatever happens here: a missing index is
     // built again when the service loads.
-    if let Err(e) = crate::verification::build_indexes(store, Some(&dataset.manifest.name)) {
+    if let Err(e) = crate::indexes::build_indexes(store, Some(&dataset.manifest.name)) {
         tracing::warn!(dataset = %dataset.manifest.name, error = %e, "the subject indexes could not be built");
     }
     Ok(Registration { dataset, changed })

@@ -21,6 +21,7 @@ use veil_policies::{Level, Policy, Principal, decide};
 use crate::error::{QueryError, deny};
 use crate::policy::{self, Checked};
 use crate::protect::PseudonymKey;
+pub use crate::provenance::Provenance;
 use crate::tables::{Dataset, View, ViewColumn};
 
 /// One question: who asks, for what purpose, what SQL, and when.
@@ -154,15 +155,6 @@ impl std::fmt::Debug for DpPrepared {
             .field("options", &self.options)
             .finish()
     }
-}
-
-/// Where an answer's data came from (Art. 40) and the catalog versions used.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Provenance {
-    pub datasets: Vec<String>,
-    pub providers: Vec<String>,
-    pub versions: Vec<(String, i64)>,
-    pub retrieved_at: DateTime<Utc>,
 }
 
 /// How an answer was protected.

@@ -16,6 +16,7 @@ mod error;
 pub mod model;
 mod policy;
 pub mod protect;
+mod provenance;
 pub mod source;
 mod sql;
 pub mod subject_access;

@@ -31,7 +31,7 @@ use veil_policies::verification::{
 };
 use veil_policies::{Level, Principal, decide};
 
-use crate::engine::Provenance;
+use crate::provenance::Provenance;
 use crate::tables::Dataset;
 
 /// Why a verification was not answered. Messages name products, claims and

@@ -33,7 +33,7 @@ pub fn run(cmd: PolicyCommand) -> Result<(), Failure> {
             let active = store.load_policy(&text, "cli")?;
             // The policy stands whatever happens here: a missing index is
             // built again when the service loads.
-            if let Err(e) = veil_api::verification::build_indexes(&store, None) {
+            if let Err(e) = veil_api::indexes::build_indexes(&store, None) {
                 eprintln!("veil: the subject indexes could not all be built: {e}");
             }
             println!(

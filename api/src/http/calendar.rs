@@ -8,20 +8,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
-use serde::Deserialize;
 use serde_json::json;
 use veil_policies::calendar;
 
 use super::auth::Caller;
 use super::state::AppState;
 use crate::service::ServiceError;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeadlineQuery {
-    from: String,
-    days: u32,
-}
+use crate::wire::query::DeadlineQuery;
 
 /// The `days`-th working day after `from`, and the years the count had to
 /// assume Monday to Friday for.

@@ -1,14 +1,18 @@
-//! `/openapi.json`, generated from the route table ([`super::routes`]), and
-//! `/docs`, a self-contained page that renders it and lets a caller try each
-//! endpoint with their key.
+//! `/openapi.json`, made from the route table ([`super::routes`]) with the
+//! schemas `utoipa` derives from the wire types, and `/docs`, Swagger UI
+//! over it. Swagger UI's files are vendored in `api/assets/swagger-ui` and
+//! built into the binary: nothing is fetched from elsewhere at run time.
 
 use axum::Json;
+use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use serde_json::{Map, Value, json};
+use utoipa::openapi::{RefOr, Schema};
 
-use super::routes::ROUTES;
+use super::routes::{ROUTES, Shape};
 
-const ERRORS: [(&str, &str); 11] = [
+/// The statuses every operation may answer with besides its success.
+const ERRORS: [(&str, &str); 8] = [
     ("400", "bad_request or invalid_sql"),
     ("401", "unauthenticated"),
     ("403", "forbidden, policy_denied or budget_exhausted"),
@@ -17,18 +21,49 @@ const ERRORS: [(&str, &str); 11] = [
     ("413", "payload_too_large"),
     ("429", "rate_limited"),
     ("500", "internal"),
-    ("200", "success"),
-    ("201", "created"),
-    ("default", "an error: {\"error\": {\"code\", \"message\"}}"),
 ];
 
-/// The OpenAPI 3 document of every route.
+fn reference(shape: &Shape, schemas: &mut Vec<(String, RefOr<Schema>)>) -> Value {
+    let name = (shape.name)().into_owned();
+    (shape.refers)(schemas);
+    schemas.push((name.clone(), (shape.schema)()));
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
+
+/// The OpenAPI 3.1 document of every route.
 pub fn document() -> Value {
+    let mut schemas = Vec::new();
+    let error = json!({"$ref": "#/components/schemas/Error"});
     let mut paths = Map::new();
     for r in ROUTES {
+        let success = if r.method == "post" && r.answer.is_some() {
+            "201"
+        } else {
+            "200"
+        };
+        let answer = r
+            .answer
+            .as_ref()
+            .map_or_else(|| json!({"type": "object"}), |s| reference(s, &mut schemas));
+        let mut responses = Map::new();
+        responses.insert(
+            success.into(),
+            json!({"description": "success", "content": json_content(answer)}),
+        );
+        for (code, what) in ERRORS {
+            responses.insert(
+                code.into(),
+                json!({"description": what, "content": json_content(error.clone())}),
+            );
+        }
         let mut op = json!({
             "summary": r.summary,
-            "responses": ERRORS.iter().map(|(code, what)| (code.to_string(), json!({"description": what}))).collect::<Map<String, Value>>(),
+            "operationId": format!("{}{}", r.method, r.path.replace(['/', '{', '}', '.'], "_")),
+            "responses": responses,
         });
         let roles = r.access.roles();
         if !roles.is_empty() {
@@ -43,21 +78,58 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        parameters.extend(r.query.iter().map(|name| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})));
+        if let Some(params) = r.params {
+            parameters.extend(
+                params()
+                    .iter()
+                    .map(|p| serde_json::to_value(p).unwrap_or_default()),
+            );
+        }
         if !parameters.is_empty() {
             op["parameters"] = Value::Array(parameters);
         }
-        if let Some(example) = r.body {
+        if let Some((shape, example)) = &r.body {
+            let schema = shape
+                .as_ref()
+                .map_or_else(|| json!({"type": "object"}), |s| reference(s, &mut schemas));
             let example: Value = serde_json::from_str(example).unwrap_or(Value::Null);
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}, "example": example}}});
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema, "example": example}}});
         }
         let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
         entry[r.method] = op;
     }
+    let mut components: Map<String, Value> = schemas
+        .into_iter()
+        .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or_default()))
+        .collect();
+    components.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "description": "Every refusal and error: a stable code and a message that never repeats a protected value or what the caller sent.",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "enum": crate::wire::ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>()},
+                    "message": {"type": "string"},
+                },
+            }},
+        }),
+    );
     json!({
-        "openapi": "3.0.3",
-        "info": {"title": "veil", "version": env!("CARGO_PKG_VERSION"), "description": "Privacy-preserving public data: usable but not visible."},
-        "components": {"securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
+        "openapi": "3.1.0",
+        "info": {
+            "title": "veil",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Privacy-preserving public data: usable but not visible.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": components,
+        },
         "paths": paths,
     })
 }
@@ -70,37 +142,41 @@ pub async fn page() -> impl IntoResponse {
     Html(DOCS_PAGE)
 }
 
+pub async fn swagger_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../assets/swagger-ui/swagger-ui.css"),
+    )
+}
+
+pub async fn swagger_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../assets/swagger-ui/swagger-ui-bundle.js"),
+    )
+}
+
+/// Swagger UI over `/openapi.json`. The validator badge is off: it would
+/// send the document to validator.swagger.io.
 const DOCS_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>veil API</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-section{border:1px solid #ddd;border-radius:6px;margin:1rem 0;padding:.75rem 1rem}
-code{background:#f4f4f4;padding:0 .25rem}.m{font-weight:bold;text-transform:uppercase;margin-right:.5rem}
-textarea,input{width:100%;box-sizing:border-box;font-family:monospace}pre{background:#f8f8f8;overflow:auto;max-height:20rem}
-</style></head>
-<body><h1>veil API</h1>
-<p>Every endpoint but the public ones takes <code>Authorization: Bearer &lt;key&gt;</code>.</p>
-<label>API key <input id="key" placeholder="veil_..."></label>
-<div id="routes">loading /openapi.json ...</div>
+<link rel="stylesheet" href="/docs/swagger-ui.css">
+</head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
 <script>
-fetch('/openapi.json').then(r => r.json()).then(doc => {
-  const root = document.getElementById('routes'); root.textContent = '';
-  for (const [path, ops] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(ops)) {
-    const s = document.createElement('section');
-    const body = op.requestBody ? JSON.stringify(op.requestBody.content['application/json'].example, null, 2) : '';
-    s.innerHTML = `<div><span class="m">${method}</span><code>${path}</code></div><p>${op.summary} ${op.description || ''}</p>`
-      + `<input class="path" value="${path}">` + (body ? `<textarea rows="4" class="body"></textarea>` : '')
-      + `<button>Send</button><pre class="out"></pre>`;
-    if (body) s.querySelector('.body').value = body;
-    s.querySelector('button').onclick = async () => {
-      const headers = {'Content-Type': 'application/json'};
-      const key = document.getElementById('key').value.trim(); if (key) headers.Authorization = 'Bearer ' + key;
-      const init = {method: method.toUpperCase(), headers};
-      if (body) init.body = s.querySelector('.body').value;
-      const r = await fetch(s.querySelector('.path').value, init);
-      s.querySelector('.out').textContent = r.status + ' ' + r.statusText + '\n' + await r.text();
-    };
-    root.appendChild(s);
-  }
+window.ui = SwaggerUIBundle({
+  url: '/openapi.json',
+  dom_id: '#swagger-ui',
+  validatorUrl: null,
+  queryConfigEnabled: false,
+  tryItOutEnabled: true,
+  persistAuthorization: false,
 });
 </script></body></html>"#;

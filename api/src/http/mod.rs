@@ -10,6 +10,8 @@ mod auth;
 mod body;
 mod calendar;
 mod docs;
+#[cfg(test)]
+mod docs_tests;
 mod error;
 mod limits;
 mod metrics;
@@ -45,6 +47,8 @@ fn handler(route: &routes::Route) -> Option<MethodRouter<Arc<AppState>>> {
         ("get", "/metrics") => get(render_metrics),
         ("get", "/openapi.json") => get(docs::openapi),
         ("get", "/docs") => get(docs::page),
+        ("get", "/docs/swagger-ui.css") => get(docs::swagger_css),
+        ("get", "/docs/swagger-ui-bundle.js") => get(docs::swagger_js),
         ("get", "/v1/catalog") => get(admin::catalog),
         ("get", "/v1/catalog/{dataset}/versions") => get(admin::catalog_versions),
         ("post", "/v1/datasets") => post(admin::register_dataset),

@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,26 +23,7 @@ use super::state::AppState;
 use crate::service::ServiceError;
 use crate::service::query::{QueryInput, QueryOutcome};
 use crate::wire;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryBody {
-    sql: String,
-    #[serde(default)]
-    purpose: Option<String>,
-    /// Asks for a differentially private answer that alone is ε-DP.
-    #[serde(default)]
-    epsilon: Option<f64>,
-    /// L0: groups one privacy unit may contribute to (default 1).
-    #[serde(default)]
-    max_groups: Option<u64>,
-    /// Linf: rows one privacy unit may contribute to a group (default 1).
-    #[serde(default)]
-    max_rows: Option<u64>,
-    /// Return the cost and the expected error without running or spending.
-    #[serde(default)]
-    dry_run: bool,
-}
+use crate::wire::query::{BudgetQuery, QueryBody};
 
 impl From<QueryBody> for QueryInput {
     fn from(b: QueryBody) -> Self {
@@ -154,12 +134,6 @@ pub async fn receipt(
             "no receipt for this request (JSON answers carry theirs inline)",
         )),
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetQuery {
-    purpose: Option<String>,
 }
 
 /// `GET /v1/budget`: per dataset the caller may query under differential

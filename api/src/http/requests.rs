@@ -2,7 +2,6 @@
 //! the authority's overdue list. Every opening and step is audited; a step
 //! with an effect on access takes hold before its answer returns.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -11,13 +10,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::body::{JsonBody, OptionalJsonBody};
 use super::state::AppState;
-use crate::service::requests::{self, OpenBody};
+use crate::service::requests::{self, OpenBody, StepBody};
 use crate::service::{Audited, ServiceError};
 
 /// Writes the entry, then answers with `status`.
@@ -70,13 +68,6 @@ pub async fn show(
 ) -> Result<Response, ServiceError> {
     let Path(id) = id?;
     Ok(Json(state.request(&caller.0.principal, &id)?).into_response())
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StepBody {
-    #[serde(default)]
-    notes: BTreeMap<String, String>,
 }
 
 /// `POST /v1/requests/{id}/{action}`.

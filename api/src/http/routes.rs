@@ -1,9 +1,25 @@
 //! The route table: every endpoint's method, path, who may call it, a
-//! summary and an example body. The router (`http/mod.rs`), the role check
-//! that runs before any body is read (`auth::Caller`) and the OpenAPI
-//! document (`docs.rs`) are all made from it, so they cannot drift.
+//! summary, and the types of its body, answer and query. The router
+//! (`http/mod.rs`), the role check that runs before any body is read
+//! (`auth::Caller`) and the OpenAPI document (`docs.rs`, its schemas made
+//! by `utoipa` from the wire types) are all made from it, so they cannot
+//! drift.
 
+use std::borrow::Cow;
+
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, ToSchema};
 use veil_policies::Role;
+
+use crate::wire::admin::{
+    AuditPage, AuditQuery, Catalog, CatalogQuery, ChainView, DatasetVersions, KeyIssued,
+    KeysRevoked, NewPrincipalBody, PolicyBody, PolicyLoaded, PolicyVersions, PolicyView,
+    PrincipalView, Principals, RegisterBody, Registered, StatusBody, StatusSet,
+};
+use crate::wire::models::{ScoreBody, TrainBody};
+use crate::wire::query::{BudgetQuery, DeadlineQuery, QueryBody};
+use crate::wire::requests::{OpenBody, StepBody};
 
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +39,25 @@ impl Access {
     }
 }
 
+const PUBLIC: Access = Access::Public;
+const EVERYONE: Access = Access::Roles(&[
+    Role::Consumer,
+    Role::Modeler,
+    Role::Approver,
+    Role::Admin,
+    Role::Subject,
+]);
+/// Who can be a party to a request.
+const PARTIES: Access =
+    Access::Roles(&[Role::Consumer, Role::Modeler, Role::Approver, Role::Subject]);
+const STEWARDS: Access = Access::Roles(&[Role::Approver, Role::Admin]);
+const APPROVERS: Access = Access::Roles(&[Role::Approver]);
+const ADMINS: Access = Access::Roles(&[Role::Admin]);
+const ANALYSTS: Access = Access::Roles(&[Role::Consumer, Role::Modeler]);
+const CONSUMERS: Access = Access::Roles(&[Role::Consumer]);
+const MODELERS: Access = Access::Roles(&[Role::Modeler]);
+const SUBJECTS: Access = Access::Roles(&[Role::Subject]);
+
 /// The route `method` and `path` (as the router matched it) name. The
 /// router answers HEAD with the GET handler, so HEAD is the GET route and
 /// its access: a HEAD request is checked exactly as a GET.
@@ -37,6 +72,27 @@ pub fn find(method: &str, path: &str) -> Option<&'static Route> {
         .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method))
 }
 
+/// A wire type's schema, for the OpenAPI document.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    pub name: fn() -> Cow<'static, str>,
+    pub schema: fn() -> RefOr<Schema>,
+    /// The schemas it refers to.
+    pub refers: fn(&mut Vec<(String, RefOr<Schema>)>),
+}
+
+const fn shape<T: ToSchema>() -> Shape {
+    Shape {
+        name: T::name,
+        schema: T::schema,
+        refers: T::schemas,
+    }
+}
+
+fn params<T: IntoParams>() -> Vec<Parameter> {
+    T::into_params(|| Some(ParameterIn::Query))
+}
+
 /// One endpoint.
 pub struct Route {
     pub method: &'static str,
@@ -44,302 +100,131 @@ pub struct Route {
     pub summary: &'static str,
     /// Who may call it: checked from the key before the body is read.
     pub access: Access,
-    /// An example JSON request body, when it takes one.
-    pub body: Option<&'static str>,
-    pub query: &'static [&'static str],
+    /// The JSON body it takes: its type (when it has one) and an example.
+    pub body: Option<(Option<Shape>, &'static str)>,
+    /// The JSON answer's type, where the answer has one.
+    pub answer: Option<Shape>,
+    /// The query parameters it takes.
+    pub params: Option<fn() -> Vec<Parameter>>,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        access,
+        body: None,
+        answer: None,
+        params: None,
+    }
+}
+
+const fn get(path: &'static str, access: Access, summary: &'static str) -> Route {
+    route("get", path, access, summary)
+}
+
+const fn post(path: &'static str, access: Access, summary: &'static str) -> Route {
+    route("post", path, access, summary)
+}
+
+const fn put(path: &'static str, access: Access, summary: &'static str) -> Route {
+    route("put", path, access, summary)
+}
+
+const fn delete(path: &'static str, access: Access, summary: &'static str) -> Route {
+    route("delete", path, access, summary)
+}
+
+impl Route {
+    const fn takes(mut self, shape: Shape, example: &'static str) -> Route {
+        self.body = Some((Some(shape), example));
+        self
+    }
+
+    /// A body read by hand (a verification's claims are of any name).
+    const fn takes_json(mut self, example: &'static str) -> Route {
+        self.body = Some((None, example));
+        self
+    }
+
+    const fn answers(mut self, shape: Shape) -> Route {
+        self.answer = Some(shape);
+        self
+    }
+
+    const fn params(mut self, params: fn() -> Vec<Parameter>) -> Route {
+        self.params = Some(params);
+        self
+    }
 }
 
 pub const ROUTES: &[Route] = &[
-    Route {
-        method: "get",
-        path: "/healthz",
-        summary: "Liveness.",
-        access: Access::Public,
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/metrics",
-        summary: "Prometheus metrics.",
-        access: Access::Public,
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/openapi.json",
-        summary: "This document.",
-        access: Access::Public,
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/docs",
-        summary: "An interactive page over this document: try each endpoint with your key.",
-        access: Access::Public,
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/catalog",
-        summary: "The datasets visible to the caller, each field with its category, grade and the caller's disclosure level.",
-        access: Access::Roles(&[
-            Role::Consumer,
-            Role::Modeler,
-            Role::Approver,
-            Role::Admin,
-            Role::Subject,
-        ]),
-        body: None,
-        query: &["purpose"],
-    },
-    Route {
-        method: "get",
-        path: "/v1/catalog/{dataset}/versions",
-        summary: "Every registered version of a dataset's catalog entry.",
-        access: Access::Roles(&[Role::Approver, Role::Admin]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "post",
-        path: "/v1/datasets",
-        summary: "Register a dataset from a catalog manifest; its file lies under the data directory's datasets/ folder.",
-        access: Access::Roles(&[Role::Approver]),
-        body: Some(r#"{"manifest": "format = 1\n[dataset]\n..."}"#),
-        query: &[],
-    },
-    Route {
-        method: "post",
-        path: "/v1/query",
-        summary: "Run one SELECT under policy. Answers as application/json, text/csv or application/vnd.apache.arrow.stream (Accept), streamed, with provenance, privacy and a signed receipt. With `epsilon`, a differentially private aggregate (budget charged before release; `dry_run` prices it without spending).",
-        access: Access::Roles(&[Role::Consumer, Role::Modeler]),
-        body: Some(
-            r#"{"sql": "SELECT county_code, COUNT(*) FROM population GROUP BY county_code", "purpose": "social-assistance"}"#,
-        ),
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/receipts/{request_id}",
-        summary: "The signed receipt of a CSV or Arrow answer (JSON answers carry theirs inline).",
-        access: Access::Roles(&[Role::Consumer, Role::Modeler]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/budget",
-        summary: "Per dataset queryable under differential privacy: the budget, what was spent (basic composition and zCDP) and the ε left.",
-        access: Access::Roles(&[Role::Consumer, Role::Modeler]),
-        body: None,
-        query: &["purpose"],
-    },
-    Route {
-        method: "post",
-        path: "/v1/verify",
-        summary: "Verify claims about a subject against data you never see: `match`/`mismatch` (or true/false for predicate products) per claim and nothing else; an unknown subject fails every claim. One `subject` with `claims`, or `items`: up to 10,000 of them. Identifiers are checked before any lookup; per-principal limits per minute and per subject per day; every verification is audited with a keyed digest of the subject.",
-        access: Access::Roles(&[Role::Consumer]),
-        body: Some(
-            r#"{"product": "person_identity", "subject": "53010219900101001X", "claims": {"name": "张三", "birth_date": "1990-01-01"}}"#,
-        ),
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/verify/products",
-        summary: "The verification products: dataset, claims and how each compares, limits, and whether you may use it.",
-        access: Access::Roles(&[
-            Role::Consumer,
-            Role::Modeler,
-            Role::Approver,
-            Role::Admin,
-            Role::Subject,
-        ]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "post",
-        path: "/v1/requests",
-        summary: "Open a request: `sharing` and `open_data` (dataset, purpose, fields, days), `correction` (detail.record, detail.correction; `via_authority`), `complaint` (detail.complaint: suspends the dataset at once), `emergency_data`, `catalog_change` (detail.manifest), `qualification` (detail.organisation, detail.scope). Unconditional data is granted at once; not-shared or not-open data is refused with the article.",
-        access: Access::Roles(&[Role::Consumer, Role::Modeler, Role::Approver, Role::Subject]),
-        body: Some(
-            r#"{"kind": "sharing", "dataset": "social_insurance", "purpose": "social-assistance", "fields": ["month", "paid"]}"#,
-        ),
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/requests",
-        summary: "The requests you opened and those you act on as provider, collector or data authority, with their deadlines and next steps.",
-        access: Access::Roles(&[Role::Consumer, Role::Modeler, Role::Approver, Role::Subject]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/requests/overdue",
-        summary: "Open requests past their working-day deadline, for the data authority.",
-        access: Access::Roles(&[Role::Approver, Role::Admin]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/requests/{id}",
-        summary: "One request and every step taken on it, for its parties.",
-        access: Access::Roles(&[Role::Consumer, Role::Modeler, Role::Approver, Role::Subject]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "post",
-        path: "/v1/requests/{id}/{action}",
-        summary: "Take a step (approve, deliver, refuse with notes.legal_basis, withdraw, forward, extend, answer, restore, withdraw_opening, seal, destroy, grant, revoke, commit, reject) as the party it belongs to; deadlines follow the working-day calendar.",
-        access: Access::Roles(&[Role::Consumer, Role::Modeler, Role::Approver, Role::Subject]),
-        body: Some(r#"{"notes": {"legal_basis": "Art. 27: ..."}}"#),
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/me/records",
-        summary: "A subject principal's own records (Art. 24): in every dataset whose privacy unit is its identifier, the rows about it, with every field its grade lets out in any form; provenance per dataset; audited.",
-        access: Access::Roles(&[Role::Subject]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "post",
-        path: "/v1/models",
-        summary: "Train a model inside (Art. 32, 39), for a modeler holding a development qualification: `template` linear_regression, logistic_regression (with `above`), histogram or quantiles; `features` and `target` as `dataset.field` or {dataset, field, per_unit: mean|min|max}, datasets joined on their privacy unit; `epsilon`; `params` (iterations, learning_rate, l2, bins, quantiles). Only datasets that are open (Art. 38) and have the template enabled by the policy. Charges the budget, then releases parameters and metrics under differential privacy, with the noise, the provenance and the policy version.",
-        access: Access::Roles(&[Role::Modeler]),
-        body: Some(
-            r#"{"template": "linear_regression", "features": ["tax.revenue", "utility_usage.usage"], "target": "tax.tax_paid", "epsilon": 1.0}"#,
-        ),
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/models",
-        summary: "Your models: spec, released parameters and metrics, privacy spent, lineage and policy version.",
-        access: Access::Roles(&[Role::Modeler]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/models/{id}",
-        summary: "One of your models.",
-        access: Access::Roles(&[Role::Modeler]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "post",
-        path: "/v1/models/{id}/score",
-        summary: "Score inside with one of your regression models: `subjects` (identifiers of the privacy unit; needs a live grant for `purpose` covering every feature; a subject with no records scores null) or `rows` (feature values you supply, in the features' order, clamped to the bounds). Answers carry provenance; subjects are audited as keyed digests.",
-        access: Access::Roles(&[Role::Modeler]),
-        body: Some(r#"{"subjects": ["91110000600037341L"], "purpose": "credit-assessment"}"#),
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/calendar/deadline",
-        summary: "The `days`-th working day after `from` on the State Council's calendar (holidays and make-up working days, 2024-2026); years without a published arrangement assume Monday to Friday and are listed in `assumed_years`.",
-        access: Access::Roles(&[
-            Role::Consumer,
-            Role::Modeler,
-            Role::Approver,
-            Role::Admin,
-            Role::Subject,
-        ]),
-        body: None,
-        query: &["from", "days"],
-    },
-    Route {
-        method: "get",
-        path: "/v1/policy",
-        summary: "The active policy and its text.",
-        access: Access::Roles(&[Role::Approver, Role::Admin]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "put",
-        path: "/v1/policy",
-        summary: "Check a policy (as `veil policy check` does) and make it the active version.",
-        access: Access::Roles(&[Role::Approver]),
-        body: Some(r#"{"text": "format = 1\nname = \"default\"\n..."}"#),
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/policy/versions",
-        summary: "Every policy version.",
-        access: Access::Roles(&[Role::Approver, Role::Admin]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/principals",
-        summary: "Principals (never their keys).",
-        access: Access::Roles(&[Role::Admin]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "post",
-        path: "/v1/principals",
-        summary: "Create a principal; its API key appears in this answer only.",
-        access: Access::Roles(&[Role::Admin]),
-        body: Some(
-            r#"{"name": "kunming-civil-affairs", "role": "consumer", "org": "昆明市民政局", "region": "530100"}"#,
-        ),
-        query: &[],
-    },
-    Route {
-        method: "post",
-        path: "/v1/principals/{name}/keys",
-        summary: "Issue one more key.",
-        access: Access::Roles(&[Role::Admin]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "delete",
-        path: "/v1/principals/{name}/keys",
-        summary: "Revoke every key of a principal, effective on the next request.",
-        access: Access::Roles(&[Role::Admin]),
-        body: None,
-        query: &[],
-    },
-    Route {
-        method: "put",
-        path: "/v1/principals/{name}/status",
-        summary: "Suspend or reactivate a principal (Art. 47-48).",
-        access: Access::Roles(&[Role::Admin]),
-        body: Some(r#"{"status": "suspended"}"#),
-        query: &[],
-    },
-    Route {
-        method: "get",
-        path: "/v1/audit",
-        summary: "Search the audit log; a providing institution sees the use of its own data.",
-        access: Access::Roles(&[Role::Approver]),
-        body: None,
-        query: &["principal", "dataset", "since", "outcome", "limit"],
-    },
-    Route {
-        method: "get",
-        path: "/v1/audit/verify",
-        summary: "Whether the audit chain is intact.",
-        access: Access::Roles(&[Role::Approver, Role::Admin]),
-        body: None,
-        query: &[],
-    },
+    get("/healthz", PUBLIC, "Liveness."),
+    get("/metrics", PUBLIC, "Prometheus metrics."),
+    get("/openapi.json", PUBLIC, "This document."),
+    get("/docs", PUBLIC, "Swagger UI over this document: try each endpoint with your key."),
+    get("/docs/swagger-ui.css", PUBLIC, "Swagger UI's style sheet, built in."),
+    get("/docs/swagger-ui-bundle.js", PUBLIC, "Swagger UI's script, built in."),
+    get("/v1/catalog", EVERYONE, "The datasets visible to the caller, each field with its category, grade and the caller's disclosure level.")
+        .answers(shape::<Catalog>())
+        .params(params::<CatalogQuery>),
+    get("/v1/catalog/{dataset}/versions", STEWARDS, "Every registered version of a dataset's catalog entry.")
+        .answers(shape::<DatasetVersions>()),
+    post("/v1/datasets", APPROVERS, "Register a dataset from a catalog manifest; its file lies under the data directory's datasets/ folder.")
+        .takes(shape::<RegisterBody>(), r#"{"manifest": "format = 1\n[dataset]\n..."}"#)
+        .answers(shape::<Registered>()),
+    post("/v1/query", ANALYSTS, "Run one SELECT under policy. Answers as application/json, text/csv or application/vnd.apache.arrow.stream (Accept), streamed, with provenance, privacy and a signed receipt. With `epsilon`, a differentially private aggregate (budget charged before release; `dry_run` prices it without spending).")
+        .takes(shape::<QueryBody>(), r#"{"sql": "SELECT county_code, COUNT(*) FROM population GROUP BY county_code", "purpose": "social-assistance"}"#),
+    get("/v1/receipts/{request_id}", ANALYSTS, "The signed receipt of a CSV or Arrow answer (JSON answers carry theirs inline)."),
+    get("/v1/budget", ANALYSTS, "Per dataset queryable under differential privacy: the budget, what was spent (basic composition and zCDP) and the ε left.")
+        .params(params::<BudgetQuery>),
+    post("/v1/verify", CONSUMERS, "Verify claims about a subject against data you never see: `match`/`mismatch` (or true/false for predicate products) per claim and nothing else; an unknown subject fails every claim. One `subject` with `claims`, or `items`: up to 10,000 of them. Identifiers are checked before any lookup; per-principal limits per minute and per subject per day; every verification is audited with a keyed digest of the subject.")
+        .takes_json(r#"{"product": "person_identity", "subject": "53010219900101001X", "claims": {"name": "张三", "birth_date": "1990-01-01"}}"#),
+    get("/v1/verify/products", EVERYONE, "The verification products: dataset, claims and how each compares, limits, and whether you may use it."),
+    post("/v1/requests", PARTIES, "Open a request: `sharing` and `open_data` (dataset, purpose, fields, days), `correction` (detail.record, detail.correction; `via_authority`), `complaint` (detail.complaint: suspends the dataset at once), `emergency_data`, `catalog_change` (detail.manifest), `qualification` (detail.organisation, detail.scope). Unconditional data is granted at once; not-shared or not-open data is refused with the article.")
+        .takes(shape::<OpenBody>(), r#"{"kind": "sharing", "dataset": "social_insurance", "purpose": "social-assistance", "fields": ["month", "paid"]}"#),
+    get("/v1/requests", PARTIES, "The requests you opened and those you act on as provider, collector or data authority, with their deadlines and next steps."),
+    get("/v1/requests/overdue", STEWARDS, "Open requests past their working-day deadline, for the data authority."),
+    get("/v1/requests/{id}", PARTIES, "One request and every step taken on it, for its parties."),
+    post("/v1/requests/{id}/{action}", PARTIES, "Take a step (approve, deliver, refuse with notes.legal_basis, withdraw, forward, extend, answer, restore, withdraw_opening, seal, destroy, grant, revoke, commit, reject) as the party it belongs to; deadlines follow the working-day calendar.")
+        .takes(shape::<StepBody>(), r#"{"notes": {"legal_basis": "Art. 27: ..."}}"#),
+    get("/v1/me/records", SUBJECTS, "A subject principal's own records (Art. 24): in every dataset whose privacy unit is its identifier, the rows about it, with every field its grade lets out in any form; provenance per dataset; audited."),
+    post("/v1/models", MODELERS, "Train a model inside (Art. 32, 39), for a modeler holding a development qualification: `template` linear_regression, logistic_regression (with `above`), histogram or quantiles; `features` and `target` as `dataset.field` or {dataset, field, per_unit: mean|min|max}, datasets joined on their privacy unit; `epsilon`; `params` (iterations, learning_rate, l2, bins, quantiles). Only datasets that are open (Art. 38) and have the template enabled by the policy. Charges the budget, then releases parameters and metrics under differential privacy, with the noise, the provenance and the policy version.")
+        .takes(shape::<TrainBody>(), r#"{"template": "linear_regression", "features": ["tax.revenue", "utility_usage.usage"], "target": "tax.tax_paid", "epsilon": 1.0}"#),
+    get("/v1/models", MODELERS, "Your models: spec, released parameters and metrics, privacy spent, lineage and policy version."),
+    get("/v1/models/{id}", MODELERS, "One of your models."),
+    post("/v1/models/{id}/score", MODELERS, "Score inside with one of your regression models: `subjects` (identifiers of the privacy unit; needs a live grant for `purpose` covering every feature; a subject with no records scores null) or `rows` (feature values you supply, in the features' order, clamped to the bounds). Answers carry provenance; subjects are audited as keyed digests.")
+        .takes(shape::<ScoreBody>(), r#"{"subjects": ["91110000600037341L"], "purpose": "credit-assessment"}"#),
+    get("/v1/calendar/deadline", EVERYONE, "The `days`-th working day after `from` on the State Council's calendar (holidays and make-up working days, 2024-2026); years without a published arrangement assume Monday to Friday and are listed in `assumed_years`.")
+        .params(params::<DeadlineQuery>),
+    get("/v1/policy", STEWARDS, "The active policy and its text.")
+        .answers(shape::<PolicyView>()),
+    put("/v1/policy", APPROVERS, "Check a policy (as `veil policy check` does) and make it the active version.")
+        .takes(shape::<PolicyBody>(), r#"{"text": "format = 1\nname = \"default\"\n..."}"#)
+        .answers(shape::<PolicyLoaded>()),
+    get("/v1/policy/versions", STEWARDS, "Every policy version.")
+        .answers(shape::<PolicyVersions>()),
+    get("/v1/principals", ADMINS, "Principals (never their keys).")
+        .answers(shape::<Principals>()),
+    post("/v1/principals", ADMINS, "Create a principal; its API key appears in this answer only.")
+        .takes(shape::<NewPrincipalBody>(), r#"{"name": "kunming-civil-affairs", "role": "consumer", "org": "昆明市民政局", "region": "530100"}"#)
+        .answers(shape::<PrincipalView>()),
+    post("/v1/principals/{name}/keys", ADMINS, "Issue one more key.")
+        .answers(shape::<KeyIssued>()),
+    delete("/v1/principals/{name}/keys", ADMINS, "Revoke every key of a principal, effective on the next request.")
+        .answers(shape::<KeysRevoked>()),
+    put("/v1/principals/{name}/status", ADMINS, "Suspend or reactivate a principal (Art. 47-48).")
+        .takes(shape::<StatusBody>(), r#"{"status": "suspended"}"#)
+        .answers(shape::<StatusSet>()),
+    get("/v1/audit", APPROVERS, "Search the audit log; a providing institution sees the use of its own data.")
+        .answers(shape::<AuditPage>())
+        .params(params::<AuditQuery>),
+    get("/v1/audit/verify", STEWARDS, "Whether the audit chain is intact.")
+        .answers(shape::<ChainView>()),
 ];

@@ -4,7 +4,7 @@
 
 use veil_engine::{Dataset, Engine};
 
-use super::ServiceError;
+use crate::error::ServiceError;
 use crate::store::{PrincipalRecord, PrincipalStatus, Store, StoreError};
 
 /// An engine over the store's active policy and current datasets.

@@ -23,7 +23,6 @@
 pub mod audit_log;
 pub mod audit_sink;
 pub mod catalog;
-pub mod error;
 pub mod loading;
 pub mod models;
 pub mod policy;
@@ -41,13 +40,14 @@ use std::time::Duration;
 
 use veil_engine::Engine;
 
+pub use crate::error::ServiceError;
 pub use audit_sink::AuditSink;
-pub use error::ServiceError;
 pub use loading::{Loaded, access_reason, active_principal, load_engine};
 
+use crate::indexes::{UnitIndexes, install_products};
 use crate::signing::Signer;
 use crate::store::{AuditEntry, Store, StoreError};
-use crate::verification::{Quotas, SubjectDigest, UnitIndexes, install_products};
+use crate::verification::{Quotas, SubjectDigest};
 
 /// How a service writes its audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,6 @@
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use veil_engine::Engine;
 use veil_engine::dp::sample::SecureEntropy;
@@ -23,6 +22,7 @@ use veil_policies::{Principal, Role};
 use crate::service::ServiceError;
 use crate::store::{AuditEntry, ModelRecord, Store};
 use crate::verification::SubjectDigest;
+pub use crate::wire::models::{ColumnBody, ParamsBody, ScoreBody, TrainBody};
 use crate::wire::{self, ErrorCode};
 
 /// What models work with: the store (taken for short moments) and the
@@ -32,65 +32,7 @@ struct Inside<'a> {
     pub store: &'a Mutex<Store>,
     pub engine: &'a Engine,
     /// The unit indexes that let scoring read only the subjects' rows.
-    pub indexes: &'a crate::verification::UnitIndexes,
-}
-
-/// A training request.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainBody {
-    pub template: String,
-    #[serde(default)]
-    pub features: Vec<ColumnBody>,
-    #[serde(default)]
-    pub target: Option<ColumnBody>,
-    /// Logistic regression: the label is 1 when the target is above this.
-    #[serde(default)]
-    pub above: Option<f64>,
-    pub epsilon: f64,
-    #[serde(default)]
-    pub purpose: Option<String>,
-    #[serde(default)]
-    pub params: ParamsBody,
-}
-
-/// A column: `"dataset.field"`, or an object that also says how a unit's
-/// rows are folded (`per_unit`: mean, min or max; mean by default) and may
-/// narrow the declared bounds (`clamp`: [lower, upper]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ColumnBody {
-    Short(String),
-    Full {
-        dataset: String,
-        field: String,
-        #[serde(default)]
-        per_unit: Option<String>,
-        #[serde(default)]
-        clamp: Option<[f64; 2]>,
-    },
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParamsBody {
-    pub iterations: Option<u32>,
-    pub learning_rate: Option<f64>,
-    pub l2: Option<f64>,
-    pub bins: Option<u32>,
-    pub quantiles: Option<Vec<f64>>,
-}
-
-/// A scoring request: named subjects, or rows of feature values.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScoreBody {
-    #[serde(default)]
-    pub subjects: Option<Vec<String>>,
-    #[serde(default)]
-    pub rows: Option<Vec<Vec<f64>>>,
-    #[serde(default)]
-    pub purpose: Option<String>,
+    pub indexes: &'a crate::indexes::UnitIndexes,
 }
 
 /// A purpose the caller named; a blank one names none.

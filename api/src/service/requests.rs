@@ -15,28 +15,7 @@ use veil_policies::{Principal, Role};
 use crate::service::ServiceError;
 use crate::store::{Apply, AuditEntry, NewRequest, RequestRecord, Store};
 use crate::wire::ErrorCode;
-
-/// A request as a caller opens it.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpenBody {
-    pub kind: String,
-    #[serde(default)]
-    pub dataset: Option<String>,
-    #[serde(default)]
-    pub purpose: Option<String>,
-    #[serde(default)]
-    pub fields: Option<Vec<String>>,
-    #[serde(default)]
-    pub days: Option<u32>,
-    /// What the applicant writes: the record and the correction, the
-    /// complaint, the manifest of a catalog change, the organisation.
-    #[serde(default)]
-    pub detail: BTreeMap<String, String>,
-    /// A correction filed with the data authority (forwarded in 2 days).
-    #[serde(default)]
-    pub via_authority: bool,
-}
+pub use crate::wire::requests::{OpenBody, StepBody};
 
 /// The service's day (China Standard Time).
 pub fn today(now: DateTime<Utc>) -> NaiveDate {

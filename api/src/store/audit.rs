@@ -333,25 +333,30 @@ impl Store {
         Ok(lo)
     }
 
-    /// The principal and request of every successful verification since
-    /// `since` (an RFC 3339 time), oldest first.
-    pub fn verifications_since(&self, since: &str) -> Result<Vec<(String, String)>, StoreError> {
+    /// The principal and request of every successful entry at one of
+    /// `endpoints` since `since` (an RFC 3339 time), oldest first.
+    pub fn successes_since(
+        &self,
+        since: &str,
+        endpoints: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
         let first = self.first_seq_since(since)?;
-        let mut stmt = self.conn.prepare(
+        let places = (0..endpoints.len())
+            .map(|i| format!("?{}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT principal, request FROM audit_log
-             WHERE seq >= ?1 AND time >= ?2 AND outcome = 'ok' AND endpoint IN (?3, ?4)
-             ORDER BY seq",
-        )?;
+             WHERE seq >= ?1 AND time >= ?2 AND outcome = 'ok' AND endpoint IN ({places})
+             ORDER BY seq"
+        ))?;
+        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&first, &since];
+        values.extend(endpoints.iter().map(|e| e as &dyn rusqlite::ToSql));
         let rows = stmt
-            .query_map(
-                params![
-                    first,
-                    since,
-                    crate::verification::HTTP_ENDPOINT,
-                    crate::verification::CLI_ENDPOINT
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?
+            .query_map(values.as_slice(), |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -468,32 +473,40 @@ mod tests {
     }
 
     #[test]
-    fn verifications_since_a_time_read_only_the_tail_of_the_log() {
+    fn successes_since_a_time_read_only_the_tail_of_the_log() {
         let (_tmp, mut store, signer, _) = filled(20);
         std::thread::sleep(std::time::Duration::from_millis(5));
         let since = crate::store::now_text();
         std::thread::sleep(std::time::Duration::from_millis(5));
         let verification = |i: usize| AuditEntry {
-            endpoint: crate::verification::HTTP_ENDPOINT.into(),
+            endpoint: "POST /v1/verify".into(),
             request: format!("{{\"product\":\"p\",\"subjects\":[\"{i:032x}\"]}}"),
             ..entry(i)
         };
         let tail: Vec<AuditEntry> = (21..=30).map(verification).collect();
         store.append_audit(&tail, &signer).unwrap();
         assert_eq!(store.first_seq_since(&since).unwrap(), 21);
-        let found = store.verifications_since(&since).unwrap();
+        let found = store.successes_since(&since, &["POST /v1/verify"]).unwrap();
         assert_eq!(found.len(), 10);
         assert_eq!(found[0], ("p21".to_owned(), tail[0].request.clone()));
+        // Only the endpoints asked for.
+        assert!(
+            store
+                .successes_since(&since, &["veil verify"])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.successes_since(&since, &[]).unwrap().is_empty());
         assert_eq!(
             store
-                .verifications_since("2000-01-01T00:00:00.000Z")
+                .successes_since("2000-01-01T00:00:00.000Z", &["POST /v1/verify"])
                 .unwrap()
                 .len(),
             10
         );
         assert!(
             store
-                .verifications_since("2999-01-01T00:00:00.000Z")
+                .successes_since("2999-01-01T00:00:00.000Z", &["POST /v1/verify"])
                 .unwrap()
                 .is_empty()
         );

@@ -2,7 +2,7 @@
 //! reads as bodies. A mistake is described by where it is and what kind it
 //! is, never by the value met there: a misplaced identifier is not echoed.
 
-use crate::service::ServiceError;
+use crate::error::ServiceError;
 
 /// Reads `bytes` as the JSON `T`.
 pub fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {

@@ -6,6 +6,9 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 pub mod admin;
 pub mod body;
+pub mod models;
+pub mod query;
+pub mod requests;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -13,59 +16,7 @@ use veil_engine::{DpBudget, DpCost, PreparedQuery};
 
 use crate::store::{Spent, fits, time_text};
 
-/// A stable error code and its HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadRequest,
-    InvalidSql,
-    Unauthenticated,
-    Forbidden,
-    PolicyDenied,
-    BudgetExhausted,
-    NotFound,
-    Conflict,
-    PayloadTooLarge,
-    RateLimited,
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::InvalidSql => "invalid_sql",
-            ErrorCode::Unauthenticated => "unauthenticated",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::PolicyDenied => "policy_denied",
-            ErrorCode::BudgetExhausted => "budget_exhausted",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Internal => "internal",
-        }
-    }
-
-    pub fn status(self) -> u16 {
-        match self {
-            ErrorCode::BadRequest | ErrorCode::InvalidSql => 400,
-            ErrorCode::Unauthenticated => 401,
-            ErrorCode::Forbidden | ErrorCode::PolicyDenied | ErrorCode::BudgetExhausted => 403,
-            ErrorCode::NotFound => 404,
-            ErrorCode::Conflict => 409,
-            ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::RateLimited => 429,
-            ErrorCode::Internal => 500,
-        }
-    }
-}
-
-impl crate::service::ServiceError {
-    /// The error as contract.md's JSON.
-    pub fn to_json(&self) -> Value {
-        json!({"error": {"code": self.code.as_str(), "message": self.message}})
-    }
-}
+pub use crate::error::ErrorCode;
 
 /// The columns of an answer: name and Arrow type. Strings are `Utf8`
 /// whatever their physical layout.

@@ -1,9 +1,12 @@
-//! One error for every use case: a stable code (contract.md) and a message
-//! for the caller. Every lower error becomes one here, in one place; HTTP
+//! The contract's error codes, and one error for every use case: a stable
+//! code (contract.md) and a message for the caller. It sits below the
+//! service, the wire format and the verification module, which all speak
+//! it. Every lower error becomes one here, in one place; HTTP
 //! turns it into a status (`http/error.rs`), the CLI into an exit code
 //! (`src/cli/mod.rs`). An internal failure is logged with its cause and
 //! says nothing: its message is fixed.
 
+use serde_json::{Value, json};
 use veil_engine::QueryError;
 use veil_engine::model::ModelError;
 use veil_engine::verification::VerifyError;
@@ -11,7 +14,73 @@ use veil_policies::requests::Refused;
 
 use crate::store::StoreError;
 
-use crate::wire::ErrorCode;
+/// A stable error code and its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidSql,
+    Unauthenticated,
+    Forbidden,
+    PolicyDenied,
+    BudgetExhausted,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    RateLimited,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidSql,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::PolicyDenied,
+        ErrorCode::BudgetExhausted,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidSql => "invalid_sql",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::PolicyDenied => "policy_denied",
+            ErrorCode::BudgetExhausted => "budget_exhausted",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidSql => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden | ErrorCode::PolicyDenied | ErrorCode::BudgetExhausted => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+impl ServiceError {
+    /// The error as contract.md's JSON.
+    pub fn to_json(&self) -> Value {
+        json!({"error": {"code": self.code.as_str(), "message": self.message}})
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceError {

@@ -1,0 +1,62 @@
+//! The bodies of `POST /v1/models` and `POST /v1/models/{id}/score`.
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+/// A training request.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainBody {
+    pub template: String,
+    #[serde(default)]
+    pub features: Vec<ColumnBody>,
+    #[serde(default)]
+    pub target: Option<ColumnBody>,
+    /// Logistic regression: the label is 1 when the target is above this.
+    #[serde(default)]
+    pub above: Option<f64>,
+    pub epsilon: f64,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    #[serde(default)]
+    pub params: ParamsBody,
+}
+
+/// A column: `"dataset.field"`, or an object that also says how a unit's
+/// rows are folded (`per_unit`: mean, min or max; mean by default) and may
+/// narrow the declared bounds (`clamp`: [lower, upper]).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ColumnBody {
+    Short(String),
+    Full {
+        dataset: String,
+        field: String,
+        #[serde(default)]
+        per_unit: Option<String>,
+        #[serde(default)]
+        clamp: Option<[f64; 2]>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsBody {
+    pub iterations: Option<u32>,
+    pub learning_rate: Option<f64>,
+    pub l2: Option<f64>,
+    pub bins: Option<u32>,
+    pub quantiles: Option<Vec<f64>>,
+}
+
+/// A scoring request: named subjects, or rows of feature values.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreBody {
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+    #[serde(default)]
+    pub rows: Option<Vec<Vec<f64>>>,
+    #[serde(default)]
+    pub purpose: Option<String>,
+}
