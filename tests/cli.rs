@@ -69,6 +69,28 @@ fn pums_copy(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
 fn pums_registers_and_broken_manifests_are_refused_with_a_message_per_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
+    // A data directory whose data authority is another refuses it.
+    let elsewhere = tmp.path().join("elsewhere");
+    let out = veil(&[
+        "init",
+        "--data-dir",
+        s(&elsewhere),
+        "--authority",
+        "another bureau",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = veil(&[
+        "datasets",
+        "register",
+        "--data-dir",
+        s(&elsewhere),
+        s(&repo("datasets/pums/pums_pid.toml")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("approving_institution"), "{stderr}");
+    assert!(stderr.contains("`another bureau`"), "{stderr}");
+    // Without one, the operator's registration is not checked against any.
     let out = veil(&[
         "datasets",
         "register",
@@ -385,7 +407,7 @@ fn demo_sets_up_everything_and_is_idempotent() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let keys = std::fs::read_to_string(dir.join("demo-keys.toml")).unwrap();
-    assert_eq!(keys.matches("key = \"veil_").count(), 6, "{keys}");
+    assert_eq!(keys.matches("key = \"veil_").count(), 7, "{keys}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

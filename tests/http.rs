@@ -299,25 +299,10 @@ fn answers_stream_as_json_csv_and_arrow_with_receipts_checkable_offline() {
     let policy = std::fs::read_to_string(repo("policies/presets/default.toml"))
         .unwrap()
         .replace("max_rows = 100000", "max_rows = 7");
-    let approver = veil(&[
-        "principal",
-        "add",
-        "--data-dir",
-        s(&dir),
-        "--name",
-        "appr",
-        "--role",
-        "approver",
-    ]);
-    let approver = text(&approver).0.lines().last().unwrap().to_owned();
-    let loaded = server.request(
-        "PUT",
-        "/v1/policy",
-        Some(&approver),
-        &[("Content-Type", "application/json")],
-        Some(json!({"text": policy}).to_string().as_bytes()),
-    );
-    assert_eq!(loaded.status, 201, "{}", loaded.text());
+    let proposer = add_principal(&dir, "appr", "approver", &["--org", AUTHORITY]);
+    let reviewer = add_principal(&dir, "appr2", "approver", &["--org", AUTHORITY]);
+    let loaded = change_policy(&server, &proposer, &reviewer, &policy);
+    assert_eq!(loaded.json()["state"], "active", "{}", loaded.text());
     let cut = query(&server, &carol, "SELECT county_code FROM population");
     assert_eq!(cut.json()["rows"].as_array().unwrap().len(), 7);
     assert_eq!(cut.json()["truncated"], true);
@@ -515,14 +500,9 @@ fn approvers_manage_policies_and_datasets_and_read_the_audit_log() {
         .as_str()
         .unwrap()
         .replace("name = \"default\"", "name = \"default-v2\"");
-    let loaded = server.request(
-        "PUT",
-        "/v1/policy",
-        Some(&authority),
-        &[("Content-Type", "application/json")],
-        Some(json!({"text": text_v2}).to_string().as_bytes()),
-    );
-    assert_eq!(loaded.status, 201);
+    let reviewer = add_principal(&dir, "reviewer", "approver", &["--org", AUTHORITY]);
+    let loaded = change_policy(&server, &authority, &reviewer, &text_v2);
+    assert_eq!(loaded.json()["state"], "active", "{}", loaded.text());
     assert_eq!(
         server.get("/v1/policy/versions", Some(&root)).json()["versions"]
             .as_array()

@@ -1,5 +1,5 @@
 //! End-to-end requests: the real server and CLI, sharing to a grant the
-//! policy stage uses, refusals, complaints that suspend a dataset at once,
+//! policy stage uses, refusals, complaints their provider suspends at once,
 //! qualifications, the overdue list.
 
 mod common;
@@ -208,7 +208,7 @@ fn a_conditional_sharing_request_becomes_a_grant_for_its_purpose_only() {
 }
 
 #[test]
-fn a_complaint_suspends_a_dataset_at_once_until_its_provider_restores_it() {
+fn a_complaint_is_suspended_by_its_provider_at_once_until_restored() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, carol, _root) = deployment(tmp.path());
     let provider = add_principal(&dir, "market", "approver", &["--org", MARKET]);
@@ -220,13 +220,19 @@ fn a_complaint_suspends_a_dataset_at_once_until_its_provider_restores_it() {
         Some(&carol),
         &json!({"kind": "complaint", "dataset": "legal_persons", "detail": {"complaint": "a revoked company is listed as active"}}),
     );
+    // A complaint switches nothing off by itself (Art. 36: the provider
+    // verifies and suspends when necessary): anyone could otherwise stop a
+    // dataset.
+    let opened = complaint.json();
+    assert_eq!(opened["state"], "submitted", "{}", complaint.text());
+    assert!(opened["due"].is_string());
+    let id = opened["id"].as_str().unwrap().to_owned();
+    assert_eq!(query(&server, &carol, sql, None).status, 200);
     assert_eq!(
-        complaint.json()["state"],
-        "suspended",
-        "{}",
-        complaint.text()
+        step(&server, &carol, &id, "suspend", json!({"reason": "now"})).code(),
+        "forbidden",
+        "the complainant does not suspend"
     );
-    let id = complaint.json()["id"].as_str().unwrap().to_owned();
     let shared_only = server.post_json(
         "/v1/requests",
         Some(&carol),
@@ -235,8 +241,24 @@ fn a_complaint_suspends_a_dataset_at_once_until_its_provider_restores_it() {
     assert_eq!(
         shared_only.code(),
         "policy_denied",
-        "not open data: no complaint can suspend it"
+        "not open data: no complaint applies"
     );
+    assert_eq!(
+        step(&server, &provider, &id, "suspend", json!({})).code(),
+        "bad_request",
+        "a reason is required"
+    );
+    let suspended = step(
+        &server,
+        &provider,
+        &id,
+        "suspend",
+        json!({"reason": "the record is being checked"}),
+    )
+    .json();
+    assert_eq!(suspended["state"], "suspended");
+    // The complaint's deadline stands.
+    assert_eq!(suspended["due"], opened["due"]);
     let refused = query(&server, &carol, sql, None);
     assert_eq!(refused.code(), "policy_denied");
     assert!(

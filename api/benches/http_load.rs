@@ -32,6 +32,9 @@ fn main() {
     .unwrap();
     let key = {
         let mut store = Store::open(&dir).unwrap();
+        store
+            .set_authority("云南省数据局 (Yunnan Provincial Data Bureau)")
+            .unwrap();
         veil_api::registry::register(&mut store, &sample.join("population.toml"), None, "bench")
             .unwrap();
         common::bench_consumer(&mut store)

@@ -112,6 +112,9 @@ fn main() {
     );
     let key = {
         let mut store = Store::open(&dir).unwrap();
+        store
+            .set_authority("云南省数据局 (Yunnan Provincial Data Bureau)")
+            .unwrap();
         store.load_policy(&policy, "bench").unwrap();
         let started = Instant::now();
         veil_api::registry::register(&mut store, &sample.join("population.toml"), None, "bench")
@@ -254,6 +257,9 @@ fn main() {
                 answer_ns += t.elapsed().as_nanos();
             }
             let mut store = Store::open(&dir).unwrap();
+        store
+            .set_authority("云南省数据局 (Yunnan Provincial Data Bureau)")
+            .unwrap();
             let signer = store.data_dir().signer().unwrap();
             let t = Instant::now();
             for chunk in entries.chunks(12) {

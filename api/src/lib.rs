@@ -14,6 +14,7 @@
 //! - [`wire`]: answers and errors as contract.md's JSON; the one body reader.
 
 pub mod datadir;
+pub mod diff;
 pub mod error;
 pub mod http;
 pub mod indexes;

@@ -8,10 +8,11 @@
 //! | `sharing` | 28-30 | unconditional: granted at once; conditional: the provider replies in 5 working days and delivers in 5 more; a refusal cites a legal basis; not-shared data is refused at submission (verification only) |
 //! | `open_data` | 35 | the provider reviews, the applicant records a security commitment and a usage agreement, then the grant takes effect |
 //! | `correction` | 22 | the collecting institution answers in 5 working days (10 with one extension); filed with the authority, it is forwarded in 2 |
-//! | `complaint` | 36 | opening is suspended at once, until the provider restores or withdraws it |
+//! | `complaint` | 36 | the provider verifies and suspends the opening when necessary (at once, from the first step), then restores or withdraws it, or dismisses the complaint; 5 working days |
 //! | `emergency_data` | 23 | data collected in an emergency is sealed (no access) or destroyed, each step recorded |
 //! | `catalog_change` | 12, 13 | the authority reviews in 5 working days; approval publishes the version |
 //! | `qualification` | 39 | the authority assesses a second-tier developer; a grant records the agreement |
+//! | `policy_change` | 11 | an approver of the authority proposes the grading rules; a second approver of the authority makes them active |
 //!
 //! Deadlines the measures do not set (open-data review, complaint handling,
 //! qualification assessment) use veil's defaults, marked below.
@@ -35,6 +36,7 @@ token_enum!(
         EmergencyData = "emergency_data",
         CatalogChange = "catalog_change",
         Qualification = "qualification",
+        PolicyChange = "policy_change",
     }
 );
 
@@ -67,6 +69,8 @@ pub enum Effect {
     Destroy,
     /// Make the submitted catalog version the published one.
     PublishCatalog,
+    /// Make the proposed policy the active version.
+    LoadPolicy,
 }
 
 /// The deadline a step sets for the next one.
@@ -78,6 +82,8 @@ enum Due {
     After(u32),
     /// This many working days added to the current deadline.
     Extend(u32),
+    /// The current deadline stands.
+    Keep,
 }
 
 struct Step {
@@ -111,7 +117,7 @@ const fn step(
     }
 }
 
-use Due::{After, Clear, Extend};
+use Due::{After, Clear, Extend, Keep};
 use Party::{Applicant, Authority, Collector, Provider};
 
 const SHARING: &[Step] = &[
@@ -231,7 +237,27 @@ const CORRECTION: &[Step] = &[
     ),
 ];
 
+/// A complaint (Art. 36): the provider verifies at once and suspends the
+/// opening when necessary; the complainant cannot switch a dataset off.
 const COMPLAINT: &[Step] = &[
+    step(
+        "suspend",
+        &["submitted"],
+        "suspended",
+        Provider,
+        &["reason"],
+        Keep,
+        Effect::SuspendOpening,
+    ),
+    step(
+        "dismiss",
+        &["submitted"],
+        "dismissed",
+        Provider,
+        &["finding"],
+        Clear,
+        Effect::None,
+    ),
     step(
         "restore",
         &["suspended"],
@@ -243,7 +269,7 @@ const COMPLAINT: &[Step] = &[
     ),
     step(
         "withdraw_opening",
-        &["suspended"],
+        &["submitted", "suspended"],
         "opening_withdrawn",
         Provider,
         &["finding"],
@@ -333,6 +359,39 @@ const QUALIFICATION: &[Step] = &[
     ),
 ];
 
+/// A change of the classification and grading rules (Art. 11) is the data
+/// authority's, and takes two of its approvers: the service refuses an
+/// approval by the approver who proposed it.
+const POLICY_CHANGE: &[Step] = &[
+    step(
+        "approve",
+        &["submitted"],
+        "active",
+        Authority,
+        &[],
+        Clear,
+        Effect::LoadPolicy,
+    ),
+    step(
+        "reject",
+        &["submitted"],
+        "rejected",
+        Authority,
+        &["reason"],
+        Clear,
+        Effect::None,
+    ),
+    step(
+        "withdraw",
+        &["submitted"],
+        "withdrawn",
+        Applicant,
+        &[],
+        Clear,
+        Effect::None,
+    ),
+];
+
 fn steps(kind: Kind) -> &'static [Step] {
     match kind {
         Kind::Sharing => SHARING,
@@ -342,6 +401,7 @@ fn steps(kind: Kind) -> &'static [Step] {
         Kind::EmergencyData => EMERGENCY_DATA,
         Kind::CatalogChange => CATALOG_CHANGE,
         Kind::Qualification => QUALIFICATION,
+        Kind::PolicyChange => POLICY_CHANGE,
     }
 }
 
@@ -409,13 +469,16 @@ pub fn open(kind: Kind, opening: Opening, today: NaiveDate) -> Result<Moved, Ref
         },
         Kind::Correction if opening.via_authority => moved("with_authority", Some(2), Effect::None),
         Kind::Correction => moved("submitted", Some(5), Effect::None),
-        // veil's default: a complaint is settled in 5 working days; the
-        // suspension takes effect at once (Art. 36).
-        Kind::Complaint => moved("suspended", Some(5), Effect::SuspendOpening),
+        // veil's default: a complaint is settled in 5 working days. The
+        // provider suspends the opening when the complaint holds (Art. 36),
+        // at once if it must: opening a complaint switches nothing off.
+        Kind::Complaint => moved("submitted", Some(5), Effect::None),
         Kind::EmergencyData => moved("in_use", None, Effect::None),
         Kind::CatalogChange => moved("submitted", Some(5), Effect::None),
         // veil's default: a qualification is assessed in 15 working days.
         Kind::Qualification => moved("submitted", Some(15), Effect::None),
+        // veil's default: a policy change is reviewed in 5 working days.
+        Kind::PolicyChange => moved("submitted", Some(5), Effect::None),
     })
 }
 
@@ -480,6 +543,11 @@ pub fn act(
         Due::Clear => None,
         Due::After(n) => Some(add_working_days(today, n)),
         Due::Extend(n) => Some(add_working_days(due.unwrap_or(today), n)),
+        // The assumptions were recorded when the deadline was set.
+        Due::Keep => due.map(|date| Deadline {
+            date,
+            assumed_years: Vec::new(),
+        }),
     };
     Ok(Moved {
         state: step.to,
@@ -784,13 +852,60 @@ mod tests {
     }
 
     #[test]
-    fn complaints_suspend_at_once_and_emergency_data_is_sealed_or_destroyed() {
+    fn complaints_are_suspended_by_the_provider_and_emergency_data_is_sealed_or_destroyed() {
         let none = Opening::default();
         let complaint = open(Kind::Complaint, none, d("2026-11-27")).unwrap();
+        // Opening switches nothing off; the deadline is 5 working days.
         assert_eq!(
             (complaint.state, complaint.effect),
-            ("suspended", Effect::SuspendOpening)
+            ("submitted", Effect::None)
         );
+        let due = complaint.due.clone();
+        assert!(due.is_some());
+        // Only the provider suspends, at once, and the deadline stands.
+        for party in [Party::Applicant, Party::Collector, Party::Authority] {
+            assert!(
+                act(
+                    Kind::Complaint,
+                    "submitted",
+                    due.as_ref().map(|d| d.date),
+                    "suspend",
+                    &[party],
+                    &notes(&[("reason", "r")]),
+                    d("2026-11-27")
+                )
+                .is_err(),
+                "{party:?}"
+            );
+        }
+        let suspended = act(
+            Kind::Complaint,
+            "submitted",
+            due.as_ref().map(|d| d.date),
+            "suspend",
+            &[Party::Provider],
+            &notes(&[("reason", "the complaint names a wrong record")]),
+            d("2026-11-27"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                suspended.state,
+                suspended.effect,
+                suspended.due.map(|d| d.date)
+            ),
+            ("suspended", Effect::SuspendOpening, due.map(|d| d.date))
+        );
+        let dismissed = take(
+            Kind::Complaint,
+            "submitted",
+            "dismiss",
+            &[Party::Provider],
+            &[("finding", "the record is correct")],
+            "2026-11-30",
+        )
+        .unwrap();
+        assert_eq!(dismissed.effect, Effect::None);
         let restored = take(
             Kind::Complaint,
             "suspended",

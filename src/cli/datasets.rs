@@ -58,6 +58,14 @@ pub fn run(cmd: DatasetsCommand) -> Result<(), Failure> {
             let mut store = Store::open(&dir.data_dir)?;
             let outcome = registry::register(&mut store, &manifest, file.as_deref(), "cli")?;
             let d = &outcome.dataset;
+            if outcome.changed {
+                super::operator_audit(
+                    &mut store,
+                    "veil datasets register",
+                    format!("register {} v{}", d.manifest.name, d.version),
+                    vec![d.manifest.name.clone()],
+                )?;
+            }
             let verb = if outcome.changed {
                 "registered"
             } else {

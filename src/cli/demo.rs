@@ -41,7 +41,10 @@ struct DemoPrincipal {
     region: Option<&'static str>,
 }
 
-const PRINCIPALS: [DemoPrincipal; 6] = [
+/// The demo's data authority: every sample manifest's approving institution.
+pub const AUTHORITY: &str = "云南省数据局 (Yunnan Provincial Data Bureau)";
+
+const PRINCIPALS: [DemoPrincipal; 7] = [
     DemoPrincipal {
         name: "demo-consumer",
         role: Role::Consumer,
@@ -63,7 +66,14 @@ const PRINCIPALS: [DemoPrincipal; 6] = [
     DemoPrincipal {
         name: "demo-approver",
         role: Role::Approver,
-        org: "云南省数据局 (Yunnan Provincial Data Bureau)",
+        org: AUTHORITY,
+        region: None,
+    },
+    // A second approver of the authority: policy changes take two.
+    DemoPrincipal {
+        name: "demo-reviewer",
+        role: Role::Approver,
+        org: AUTHORITY,
         region: None,
     },
     DemoPrincipal {
@@ -82,6 +92,7 @@ const PRINCIPALS: [DemoPrincipal; 6] = [
 
 pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let mut store = Store::open(&args.data_dir)?;
+    store.set_authority(AUTHORITY)?;
     let root = store.data_dir().root().to_path_buf();
     let sample = store.data_dir().datasets_dir().join("sample");
     if !sample.join("population.parquet").exists() {

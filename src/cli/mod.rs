@@ -4,6 +4,7 @@ mod audit;
 mod calendar;
 mod datasets;
 mod demo;
+mod init;
 mod model;
 mod policy;
 mod principal;
@@ -33,6 +34,8 @@ pub struct Cli {
 enum Command {
     /// Generate and register the sample data, create demo principals, print how to use them.
     Demo(demo::DemoArgs),
+    /// Set up a data directory with its data authority (set once).
+    Init(init::InitArgs),
     /// Generate, register and list datasets.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
@@ -78,9 +81,22 @@ pub struct DataDirArg {
     pub data_dir: PathBuf,
 }
 
+impl DataDirArg {
+    /// The service over the data directory, for one command: no products'
+    /// tables, one audit transaction per entry.
+    pub fn service(&self) -> Result<veil_api::service::Service, Failure> {
+        Ok(veil_api::service::Service::open_with(
+            &self.data_dir,
+            veil_api::service::AuditMode::Direct,
+            veil_api::service::Products::None,
+        )?)
+    }
+}
+
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Init(args) => init::run(args),
         Command::Datasets(cmd) => datasets::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Principal(cmd) => principal::run(cmd),
@@ -159,6 +175,30 @@ fn print_audited<T: serde::Serialize>(
         }
         Ok(json)
     }))
+}
+
+/// Records an operator's command in the audit log: the operator acts on
+/// the data directory from the host, outside any principal's scope, and
+/// the log says so.
+fn operator_audit(
+    store: &mut veil_api::Store,
+    endpoint: &str,
+    request: String,
+    datasets: Vec<String>,
+) -> Result<(), Failure> {
+    let signer = store.data_dir().signer()?;
+    let entry = veil_api::store::AuditEntry {
+        principal: "cli".into(),
+        role: "operator".into(),
+        endpoint: endpoint.into(),
+        request,
+        datasets,
+        privacy: "{}".into(),
+        outcome: "ok".into(),
+        ..Default::default()
+    };
+    store.append_audit(&[entry], &signer)?;
+    Ok(())
 }
 
 fn indent(text: &str) -> String {

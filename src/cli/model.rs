@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use veil_api::service::active_principal;
 use veil_api::service::models::{ScoreBody, TrainBody};
-use veil_api::service::{AuditMode, Products, Service};
 
 use super::{DataDirArg, Failure};
 
@@ -62,7 +61,7 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
                 Ok(b) => b,
                 Err(e) => return super::print_answer(Err(e)),
             };
-            let service = open(&dir)?;
+            let service = dir.service()?;
             let who = match active_principal(&*service.reader()?, &principal) {
                 Ok(r) => r.principal,
                 Err(e) => return super::print_answer(Err(e)),
@@ -71,7 +70,7 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
             super::print_audited(&service, audited, true)
         }
         ModelCommand::List { dir, principal } => {
-            let service = open(&dir)?;
+            let service = dir.service()?;
             let answer = active_principal(&*service.reader()?, &principal)
                 .and_then(|r| service.models(&r.principal));
             super::print_answer(answer)
@@ -102,7 +101,7 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
                     ..ScoreBody::default()
                 },
             };
-            let service = open(&dir)?;
+            let service = dir.service()?;
             let who = match active_principal(&*service.reader()?, &principal) {
                 Ok(r) => r.principal,
                 Err(e) => return super::print_answer(Err(e)),
@@ -111,14 +110,4 @@ pub fn run(cmd: ModelCommand) -> Result<(), Failure> {
             super::print_audited(&service, audited, true)
         }
     }
-}
-
-/// The service over the data directory, for one command: no products'
-/// tables, one audit transaction per entry.
-fn open(dir: &DataDirArg) -> Result<Service, Failure> {
-    Ok(Service::open_with(
-        &dir.data_dir,
-        AuditMode::Direct,
-        Products::None,
-    )?)
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use veil_api::Store;
+use veil_api::service::active_principal;
 use veil_policies::{DatasetManifest, Policy};
 
 use super::{DataDirArg, Failure};
@@ -15,10 +16,16 @@ pub enum PolicyCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// Check a policy file and make it the active policy of a data directory.
+    /// Check a policy file and propose it as an approver of the data
+    /// authority (`--as`): a second approver makes it active. Without
+    /// `--as`, load it at once: only while the authority has no approvers
+    /// (setting a data directory up).
     Load {
         #[command(flatten)]
         dir: DataDirArg,
+        /// The approver of the data authority proposing it.
+        #[arg(long = "as", value_name = "NAME")]
+        principal: Option<String>,
         file: PathBuf,
     },
 }
@@ -26,10 +33,28 @@ pub enum PolicyCommand {
 pub fn run(cmd: PolicyCommand) -> Result<(), Failure> {
     match cmd {
         PolicyCommand::Check { files } => check(&files),
-        PolicyCommand::Load { dir, file } => {
+        PolicyCommand::Load {
+            dir,
+            principal,
+            file,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Failure::Refused(format!("{}: {e}", file.display())))?;
+            if let Some(name) = principal {
+                let service = dir.service()?;
+                let who = match active_principal(&*service.reader()?, &name) {
+                    Ok(r) => r.principal,
+                    Err(e) => return super::print_answer(Err(e)),
+                };
+                let audited = service.propose_policy(&who, &text, "veil policy load");
+                return super::print_audited(&service, audited, false);
+            }
             let mut store = Store::open(&dir.data_dir)?;
+            if let Some(approver) = authority_approver(&store)? {
+                return Err(Failure::Refused(format!(
+                    "the data authority has approvers (`{approver}`): a policy change is proposed by one (`--as NAME`) and made active by a second"
+                )));
+            }
             let active = store.load_policy(&text, "cli")?;
             // The policy stands whatever happens here: a missing index is
             // built again when the service loads.
@@ -44,6 +69,21 @@ pub fn run(cmd: PolicyCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// An approver of the data authority, if the deployment has one.
+fn authority_approver(store: &Store) -> Result<Option<String>, Failure> {
+    let Some(authority) = store.authority()? else {
+        return Ok(None);
+    };
+    Ok(store
+        .principals()?
+        .into_iter()
+        .find(|r| {
+            r.principal.role == veil_policies::Role::Approver
+                && r.principal.org.as_deref() == Some(authority.as_str())
+        })
+        .map(|r| r.principal.name))
 }
 
 /// Checks every file and reports every problem of every file. A file with a

@@ -132,6 +132,12 @@ pub fn run_grant(cmd: GrantCommand) -> Result<(), Failure> {
             let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
             let grant =
                 store.add_grant(&principal, &dataset, fields.as_deref(), &purpose, expires)?;
+            super::operator_audit(
+                &mut store,
+                "veil grant add",
+                format!("grant {} to {principal} for {purpose}", grant.id),
+                vec![dataset.clone()],
+            )?;
             println!(
                 "granted {} to `{principal}` on `{dataset}` for `{purpose}` until {}",
                 grant.id,

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use veil_api::service::query::{QueryInput, QueryOutcome, Release};
-use veil_api::service::{AuditMode, Products, Service, ServiceError, active_principal};
+use veil_api::service::{Service, ServiceError, active_principal};
 use veil_api::wire;
 
 use super::{DataDirArg, Failure};
@@ -35,7 +35,7 @@ pub struct QueryArgs {
 }
 
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
-    let service = Service::open_with(&args.dir.data_dir, AuditMode::Direct, Products::None)?;
+    let service = args.dir.service()?;
     for (name, why) in &service.skipped {
         eprintln!("veil: dataset `{name}` is unavailable: {why}");
     }

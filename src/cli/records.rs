@@ -2,7 +2,7 @@
 //! `GET /v1/me/records`.
 
 use clap::Args;
-use veil_api::service::{AuditMode, Products, Service, ServiceError};
+use veil_api::service::ServiceError;
 
 use super::{DataDirArg, Failure};
 
@@ -16,7 +16,7 @@ pub struct RecordsArgs {
 }
 
 pub fn run(args: RecordsArgs) -> Result<(), Failure> {
-    let service = Service::open_with(&args.dir.data_dir, AuditMode::Direct, Products::None)?;
+    let service = args.dir.service()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, Utc};
 use clap::Subcommand;
 use veil_api::Store;
+use veil_api::service::ServiceError;
 use veil_api::service::requests::{self, OpenBody};
-use veil_api::service::{AuditMode, Products, Service, ServiceError};
 
 use super::{DataDirArg, Failure};
 
@@ -76,11 +76,11 @@ fn pairs(items: &[String], what: &str) -> Result<BTreeMap<String, String>, Failu
         .collect()
 }
 
+/// The principal to act as: an active one, as the API would require.
 fn principal(store: &Store, name: &str) -> Result<veil_policies::Principal, Failure> {
-    match store.principal(name)? {
-        Some(r) => Ok(r.principal),
-        None => Err(Failure::Refused(format!("no principal named `{name}`"))),
-    }
+    veil_api::service::active_principal(store, name)
+        .map(|r| r.principal)
+        .map_err(|e| Failure::Refused(e.message))
 }
 
 fn print_list(records: &[veil_api::store::RequestRecord]) {
@@ -110,7 +110,7 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             detail,
             via_authority,
         } => {
-            let service = open(&dir)?;
+            let service = dir.service()?;
             let who = principal(&*service.reader()?, &name)?;
             let body = OpenBody {
                 kind,
@@ -131,7 +131,7 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             action,
             notes,
         } => {
-            let service = open(&dir)?;
+            let service = dir.service()?;
             let who = principal(&*service.reader()?, &name)?;
             let notes = pairs(&notes, "note")?;
             let audited = service.act_on_request(&who, &id, &action, &notes, "veil request");
@@ -143,7 +143,7 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             Ok(())
         }
         RequestCommand::Overdue { dir, today } => {
-            let service = open(&dir)?;
+            let service = dir.service()?;
             let today = today.unwrap_or_else(|| requests::today(Utc::now()));
             let admin = veil_policies::Principal::new("cli", veil_policies::Role::Admin);
             let records = service
@@ -158,13 +158,4 @@ pub fn run(cmd: RequestCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
-}
-
-/// The service over the data directory, for one command.
-fn open(dir: &DataDirArg) -> Result<Service, Failure> {
-    Ok(Service::open_with(
-        &dir.data_dir,
-        AuditMode::Direct,
-        Products::None,
-    )?)
 }

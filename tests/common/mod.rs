@@ -37,6 +37,7 @@ pub use veil_datasets::TABLES;
 /// `carol` and an admin `root`. Returns the directory and carol's and root's keys.
 pub fn deployment(tmp: &Path) -> (PathBuf, String, String) {
     let dir = tmp.join("data");
+    init(&dir);
     let sample = dir.join("datasets/sample");
     assert!(
         veil(&[
@@ -65,6 +66,35 @@ pub fn deployment(tmp: &Path) -> (PathBuf, String, String) {
     let carol = add_principal(&dir, "carol", "consumer", &[]);
     let root = add_principal(&dir, "root", "admin", &[]);
     (dir, carol, root)
+}
+
+/// The sample manifests' approving institution: the data authority every
+/// test deployment is set up with.
+pub const AUTHORITY: &str = "云南省数据局 (Yunnan Provincial Data Bureau)";
+
+/// `veil init` with [`AUTHORITY`].
+pub fn init(dir: &Path) {
+    let out = veil(&["init", "--data-dir", s(dir), "--authority", AUTHORITY]);
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+/// Proposes `text` as the policy with `proposer`'s key and approves it with
+/// `reviewer`'s, two approvers of the data authority; the approval's answer.
+pub fn change_policy(server: &Server, proposer: &str, reviewer: &str, text: &str) -> Response {
+    let proposed = server.request(
+        "PUT",
+        "/v1/policy",
+        Some(proposer),
+        &[("Content-Type", "application/json")],
+        Some(serde_json::json!({"text": text}).to_string().as_bytes()),
+    );
+    assert_eq!(proposed.status, 202, "{}", proposed.text());
+    let id = proposed.json()["id"].as_str().unwrap().to_owned();
+    server.post_json(
+        &format!("/v1/requests/{id}/approve"),
+        Some(reviewer),
+        &serde_json::json!({}),
+    )
 }
 
 /// Adds a principal with `veil principal add` and returns its API key.

@@ -77,14 +77,15 @@ pub async fn policy(
     Ok(Json(state.policy()?).into_response())
 }
 
-/// `PUT /v1/policy`.
+/// `PUT /v1/policy`: a proposal, active once a second approver of the
+/// data authority approves it.
 pub async fn update_policy(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     JsonBody(body): JsonBody<PolicyBody>,
 ) -> Result<Response, ServiceError> {
-    let audited = state.change_policy(&caller.0.principal, &body.text, "PUT /v1/policy");
-    settle(&state, audited, StatusCode::CREATED).await
+    let audited = state.propose_policy(&caller.0.principal, &body.text, "PUT /v1/policy");
+    settle(&state, audited, StatusCode::ACCEPTED).await
 }
 
 /// `GET /v1/policy/versions`.

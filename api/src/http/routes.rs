@@ -14,8 +14,8 @@ use veil_policies::Role;
 
 use crate::wire::admin::{
     AuditPage, AuditQuery, Catalog, CatalogQuery, ChainView, DatasetVersions, KeyIssued,
-    KeysRevoked, NewPrincipalBody, PolicyBody, PolicyLoaded, PolicyVersions, PolicyView,
-    PrincipalView, Principals, RegisterBody, Registered, StatusBody, StatusSet,
+    KeysRevoked, NewPrincipalBody, PolicyBody, PolicyVersions, PolicyView, PrincipalView,
+    Principals, RegisterBody, Registered, StatusBody, StatusSet,
 };
 use crate::wire::models::{ScoreBody, TrainBody};
 use crate::wire::query::{BudgetQuery, DeadlineQuery, QueryBody};
@@ -176,7 +176,7 @@ pub const ROUTES: &[Route] = &[
         .params(params::<CatalogQuery>),
     get("/v1/catalog/{dataset}/versions", STEWARDS, "Every registered version of a dataset's catalog entry.")
         .answers(shape::<DatasetVersions>()),
-    post("/v1/datasets", APPROVERS, "Register a dataset from a catalog manifest; its file lies under the data directory's datasets/ folder.")
+    post("/v1/datasets", APPROVERS, "Register a dataset from a catalog manifest; its file lies under the data directory's datasets/ folder. The manifest's approving institution is the configured data authority. A provider's approver registers only datasets its institution provides, and only versions that change nothing the authority reviews; a new entry (for a provider) and a change of grades, protections, share or open attributes go through a `catalog_change` request.")
         .takes(shape::<RegisterBody>(), r#"{"manifest": "format = 1\n[dataset]\n..."}"#)
         .answers(shape::<Registered>()),
     post("/v1/query", ANALYSTS, "Run one SELECT under policy. Answers as application/json, text/csv or application/vnd.apache.arrow.stream (Accept), streamed, with provenance, privacy and a signed receipt. With `epsilon`, a differentially private aggregate (budget charged before release; `dry_run` prices it without spending).")
@@ -187,7 +187,7 @@ pub const ROUTES: &[Route] = &[
     post("/v1/verify", CONSUMERS, "Verify claims about a subject against data you never see: `match`/`mismatch` (or true/false for predicate products) per claim and nothing else; an unknown subject fails every claim. One `subject` with `claims`, or `items`: up to 10,000 of them. Identifiers are checked before any lookup; per-principal limits per minute and per subject per day; every verification is audited with a keyed digest of the subject.")
         .takes_json(r#"{"product": "person_identity", "subject": "53010219900101001X", "claims": {"name": "张三", "birth_date": "1990-01-01"}}"#),
     get("/v1/verify/products", EVERYONE, "The verification products: dataset, claims and how each compares, limits, and whether you may use it."),
-    post("/v1/requests", PARTIES, "Open a request: `sharing` and `open_data` (dataset, purpose, fields, days), `correction` (detail.record, detail.correction; `via_authority`), `complaint` (detail.complaint: suspends the dataset at once), `emergency_data`, `catalog_change` (detail.manifest), `qualification` (detail.organisation, detail.scope). Unconditional data is granted at once; not-shared or not-open data is refused with the article.")
+    post("/v1/requests", PARTIES, "Open a request: `sharing` and `open_data` (dataset, purpose, fields, days), `correction` (detail.record, detail.correction; `via_authority`), `complaint` (detail.complaint: its provider verifies it and may suspend the opening at once), `emergency_data`, `catalog_change` (detail.manifest), `qualification` (detail.organisation, detail.scope), `policy_change` (detail.text; as `PUT /v1/policy`). Unconditional data is granted at once; not-shared or not-open data is refused with the article.")
         .takes(shape::<OpenBody>(), r#"{"kind": "sharing", "dataset": "social_insurance", "purpose": "social-assistance", "fields": ["month", "paid"]}"#),
     get("/v1/requests", PARTIES, "The requests you opened and those you act on as provider, collector or data authority, with their deadlines and next steps."),
     get("/v1/requests/overdue", STEWARDS, "Open requests past their working-day deadline, for the data authority."),
@@ -205,9 +205,8 @@ pub const ROUTES: &[Route] = &[
         .params(params::<DeadlineQuery>),
     get("/v1/policy", STEWARDS, "The active policy and its text.")
         .answers(shape::<PolicyView>()),
-    put("/v1/policy", APPROVERS, "Check a policy (as `veil policy check` does) and make it the active version.")
-        .takes(shape::<PolicyBody>(), r#"{"text": "format = 1\nname = \"default\"\n..."}"#)
-        .answers(shape::<PolicyLoaded>()),
+    put("/v1/policy", APPROVERS, "Propose a policy, checked as `veil policy check` checks it, for approvers of the data authority: it opens a `policy_change` request (202) that a second approver of the authority approves (`POST /v1/requests/{id}/approve`) to make it the active version; the audit keeps both names and the diff.")
+        .takes(shape::<PolicyBody>(), r#"{"text": "format = 1\nname = \"default\"\n..."}"#),
     get("/v1/policy/versions", STEWARDS, "Every policy version.")
         .answers(shape::<PolicyVersions>()),
     get("/v1/principals", ADMINS, "Principals (never their keys).")

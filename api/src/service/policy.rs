@@ -1,11 +1,15 @@
-//! The active policy, its history, and changing it: a new text is checked
-//! as `veil policy check` checks it and, when sound, becomes the next
-//! version; the engine follows before the answer leaves.
+//! The active policy, its history, and proposing a change: a new text is
+//! checked as `veil policy check` checks it and becomes a `policy_change`
+//! request; a second approver of the data authority makes it the next
+//! version (`requests.rs`), and the engine follows before that answer
+//! leaves.
 
-use veil_policies::{Principal, Role};
+use serde_json::Value;
+use veil_policies::Principal;
 
 use super::{Audited, Service, ServiceError};
-use crate::wire::admin::{PolicyLoaded, PolicyVersions, PolicyView};
+use crate::wire::admin::{PolicyVersions, PolicyView};
+use crate::wire::requests::OpenBody;
 
 impl Service {
     /// The active policy and its text.
@@ -31,36 +35,20 @@ impl Service {
         })
     }
 
-    /// Makes `text` the active policy, as `caller`.
-    pub fn change_policy(
-        &self,
-        caller: &Principal,
-        text: &str,
-        endpoint: &str,
-    ) -> Audited<PolicyLoaded> {
-        let result = self.change_policy_now(caller, text);
-        let request = match &result {
-            Ok(loaded) => format!("load policy {}", loaded.label),
-            Err(_) => "load policy".to_owned(),
+    /// Proposes `text` as the next policy, as `caller`: an approver of the
+    /// data authority opens a `policy_change` request, checked as loading
+    /// it would be; it becomes active when a second approver of the
+    /// authority approves it (Art. 11).
+    pub fn propose_policy(&self, caller: &Principal, text: &str, endpoint: &str) -> Audited<Value> {
+        let body = OpenBody {
+            kind: "policy_change".to_owned(),
+            dataset: None,
+            purpose: None,
+            fields: None,
+            days: None,
+            detail: [("text".to_owned(), text.to_owned())].into(),
+            via_authority: false,
         };
-        Audited::action(caller, endpoint, request, vec![], result)
-    }
-
-    fn change_policy_now(
-        &self,
-        caller: &Principal,
-        text: &str,
-    ) -> Result<PolicyLoaded, ServiceError> {
-        if !matches!(caller.role, Role::Approver | Role::Admin) {
-            return Err(ServiceError::forbidden(
-                "only an approver changes the policy",
-            ));
-        }
-        let active = self.store().load_policy(text, &caller.name)?;
-        self.reload_engine()?;
-        Ok(PolicyLoaded {
-            version: active.version,
-            label: active.label(),
-        })
+        self.open_request(caller, &body, endpoint)
     }
 }

@@ -17,6 +17,24 @@ fn require_admin(caller: &Principal) -> Result<(), ServiceError> {
     }
 }
 
+/// An admin's key over the network does not make the data authority's
+/// approvers: with two of them (or two keys of theirs) it would pass the
+/// four-eyes rule alone. The operator creates them and their keys on the
+/// host (`veil principal add`), where the store itself is in reach.
+fn not_an_authority_approver(
+    store: &crate::store::Store,
+    role: Role,
+    org: Option<&str>,
+) -> Result<(), ServiceError> {
+    let authority = store.authority()?;
+    if role == Role::Approver && authority.is_some() && org == authority.as_deref() {
+        return Err(ServiceError::forbidden(
+            "approvers of the data authority and their keys are made by the operator (`veil principal add`), not over the API: the four-eyes rule needs two people",
+        ));
+    }
+    Ok(())
+}
+
 impl Service {
     pub fn principals(&self, caller: &Principal) -> Result<Principals, ServiceError> {
         require_admin(caller)?;
@@ -35,6 +53,7 @@ impl Service {
     ) -> Audited<PrincipalView> {
         let result = require_admin(caller).and_then(|()| {
             let role: Role = body.role.parse().map_err(ServiceError::bad_request)?;
+            not_an_authority_approver(&*self.reader()?, role, body.org.as_deref())?;
             let (record, key) = self.store().add_principal(&NewPrincipal {
                 name: &body.name,
                 role,
@@ -56,6 +75,13 @@ impl Service {
     /// One more key for `name`.
     pub fn issue_key(&self, caller: &Principal, name: &str, endpoint: &str) -> Audited<KeyIssued> {
         let result = require_admin(caller).and_then(|()| {
+            if let Some(r) = self.reader()?.principal(name)? {
+                not_an_authority_approver(
+                    &*self.reader()?,
+                    r.principal.role,
+                    r.principal.org.as_deref(),
+                )?;
+            }
             let key = self.store().issue_key(name)?;
             Ok(KeyIssued {
                 name: name.to_owned(),

@@ -24,17 +24,16 @@ pub fn today(now: DateTime<Utc>) -> NaiveDate {
 
 /// Whether `principal` is an approver of the data authority: its
 /// organisation approves some registered dataset.
-fn is_authority(store: &Store, principal: &Principal) -> Result<bool, ServiceError> {
+/// Whether `principal` is an approver of the data authority this
+/// deployment was configured with (never derived from manifests).
+pub fn is_authority(store: &Store, principal: &Principal) -> Result<bool, ServiceError> {
     if principal.role != Role::Approver {
         return Ok(false);
     }
-    let Some(org) = &principal.org else {
+    let Some(org) = principal.org.as_deref().filter(|o| !o.trim().is_empty()) else {
         return Ok(false);
     };
-    Ok(store
-        .datasets()?
-        .iter()
-        .any(|d| &d.manifest.institutions.approving == org))
+    Ok(store.authority()?.as_deref() == Some(org))
 }
 
 /// Who `principal` is to `request`.
@@ -55,9 +54,8 @@ pub fn parties(
     Ok(parties)
 }
 
-/// What an approver's institution is to a dataset: its provider, collector
-/// or approving authority; without a dataset, the data authority when its
-/// institution approves any dataset.
+/// What an approver's institution is to a dataset: its provider or
+/// collector, and the data authority when it is the configured one.
 fn institution_parties(
     store: &Store,
     principal: &Principal,
@@ -67,22 +65,24 @@ fn institution_parties(
         return Ok(Vec::new());
     }
     let org = principal.org.as_deref().unwrap_or_default();
-    Ok(match manifest {
+    let mut parties: Vec<Party> = match manifest {
         Some(m) => {
             let i = &m.institutions;
             [
                 (Party::Provider, &i.providing),
                 (Party::Collector, &i.collecting),
-                (Party::Authority, &i.approving),
             ]
             .into_iter()
-            .filter(|(_, of)| *of == org)
+            .filter(|(_, of)| !org.is_empty() && *of == org)
             .map(|(party, _)| party)
             .collect()
         }
-        None if is_authority(store, principal)? => vec![Party::Authority],
         None => Vec::new(),
-    })
+    };
+    if is_authority(store, principal)? {
+        parties.push(Party::Authority);
+    }
+    Ok(parties)
 }
 
 /// The shortest grant any of the fields' grades allows, in days.
@@ -129,7 +129,7 @@ fn open(
         Kind::Sharing | Kind::OpenData => &[Role::Consumer, Role::Modeler],
         Kind::Correction => &[Role::Subject, Role::Consumer, Role::Modeler],
         Kind::Complaint => &[Role::Subject, Role::Consumer, Role::Modeler],
-        Kind::EmergencyData | Kind::CatalogChange => &[Role::Approver],
+        Kind::EmergencyData | Kind::CatalogChange | Kind::PolicyChange => &[Role::Approver],
         Kind::Qualification => &[Role::Modeler],
     };
     if !roles.contains(&principal.role) {
@@ -162,7 +162,10 @@ fn open(
         Some(d) => store.dataset(d)?,
         None => None,
     };
-    let needs_dataset = !matches!(kind, Kind::Qualification | Kind::CatalogChange);
+    let needs_dataset = !matches!(
+        kind,
+        Kind::Qualification | Kind::CatalogChange | Kind::PolicyChange
+    );
     if needs_dataset && registered.is_none() {
         return Err(ServiceError::new(
             ErrorCode::NotFound,
@@ -209,7 +212,36 @@ fn open(
             }
         }
         Kind::Qualification => require_detail(body, &["organisation", "scope"])?,
-        Kind::EmergencyData | Kind::CatalogChange => {}
+        Kind::PolicyChange => {
+            // The grading rules are the data authority's (Art. 11).
+            if !is_authority(store, principal)? {
+                return Err(ServiceError::forbidden(format!(
+                    "the classification and grading rules are the data authority's (Art. 11): only an approver of `{}` proposes a policy change",
+                    store.require_authority()?
+                )));
+            }
+            require_detail(body, &["text"])?;
+            if body.dataset.is_some() || body.detail.len() != 1 {
+                return Err(ServiceError::bad_request(
+                    "a policy_change takes `detail.text` and nothing else",
+                ));
+            }
+            store.check_policy(&body.detail["text"])?;
+        }
+        Kind::CatalogChange => {
+            let m = catalog_manifest.as_ref().expect("parsed above");
+            crate::registry::check_authority(store, m)?;
+            // A provider changes only its own entries; a new entry names
+            // the applicant's institution as its provider.
+            let org = principal.org.as_deref().unwrap_or_default();
+            let own = !org.is_empty() && m.institutions.providing == org;
+            if registered.is_none() && !own && !is_authority(store, principal)? {
+                return Err(ServiceError::forbidden(format!(
+                    "an approver of `{org}` proposes catalog entries only for datasets `{org}` provides"
+                )));
+            }
+        }
+        Kind::EmergencyData => {}
     }
     // Emergency data is declared, and a registered dataset's catalog entry
     // changed, by its provider or the data authority.
@@ -234,7 +266,13 @@ fn open(
         other => ServiceError::from(other),
     })?;
     let apply = effect_of(moved.effect, days, None, now);
-    let detail = json!(body.detail);
+    let mut detail = json!(body.detail);
+    if kind == Kind::PolicyChange {
+        // What the proposal was written against: approving it once the
+        // policy has moved on would undo changes no one reviewed with it.
+        let base = store.active_policy()?.map(|a| a.version).unwrap_or(0);
+        detail["base_version"] = json!(base);
+    }
     let record = store.open_request(
         &NewRequest {
             kind,
@@ -274,7 +312,7 @@ fn effect_of(
         Effect::WithdrawOpening => Apply::DatasetAccess(Some("opening_withdrawn")),
         Effect::Seal => Apply::DatasetAccess(Some("sealed")),
         Effect::Destroy => Apply::DatasetAccess(Some("destroyed")),
-        Effect::PublishCatalog | Effect::None => Apply::Nothing,
+        Effect::PublishCatalog | Effect::LoadPolicy | Effect::None => Apply::Nothing,
     }
 }
 
@@ -287,12 +325,23 @@ fn act(
     action: &str,
     notes: &BTreeMap<String, String>,
     now: DateTime<Utc>,
-) -> Result<(RequestRecord, Effect), ServiceError> {
+) -> Result<(RequestRecord, Effect, Option<String>), ServiceError> {
     let not_found = || ServiceError::not_found("no request of yours has this id");
     let request = store.request(id)?.ok_or_else(not_found)?;
     let parties = parties(store, principal, &request)?;
     if parties.is_empty() {
         return Err(not_found());
+    }
+    // Four eyes: the approver who proposed a change of the rules or of a
+    // catalog entry does not approve it too.
+    if action == "approve"
+        && matches!(request.kind, Kind::PolicyChange | Kind::CatalogChange)
+        && request.applicant == principal.name
+    {
+        return Err(ServiceError::forbidden(format!(
+            "a {} is approved by a second approver of the data authority, not by the one who proposed it",
+            request.kind
+        )));
     }
     let moved = machine::act(
         request.kind,
@@ -303,9 +352,11 @@ fn act(
         notes,
         today(now),
     )?;
-    if moved.effect == Effect::PublishCatalog {
-        publish_catalog(store, &request, &principal.name)?;
-    }
+    let what = match moved.effect {
+        Effect::PublishCatalog => Some(publish_catalog(store, &request, &principal.name)?),
+        Effect::LoadPolicy => Some(load_policy(store, &request, &principal.name)?),
+        _ => None,
+    };
     let apply = effect_of(moved.effect, request.days, Some(notes), now);
     let record = store.step_request(
         id,
@@ -316,28 +367,78 @@ fn act(
         &moved,
         &apply,
     )?;
-    Ok((record, moved.effect))
+    Ok((record, moved.effect, what))
 }
 
 /// Registers the manifest of an approved catalog change as the dataset's
 /// next version; its data file must already be under `DIR/datasets`.
+/// Says, for the audit, what changed from the version before.
 fn publish_catalog(
     store: &mut Store,
     request: &RequestRecord,
     by: &str,
-) -> Result<(), ServiceError> {
+) -> Result<String, ServiceError> {
     let text = request
         .detail
         .get("manifest")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let before = match &request.dataset {
+        Some(d) => store.dataset(d)?,
+        None => None,
+    };
     let dir = store.data_dir().datasets_dir();
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!(".catalog-{}.toml", request.id));
     std::fs::write(&path, text)?;
     let outcome = crate::registry::register(store, &path, None, by);
     let _ = std::fs::remove_file(&path);
-    outcome.map(|_| ()).map_err(ServiceError::from)
+    let published = outcome?.dataset;
+    let changes = match &before {
+        Some(b) => crate::registry::reviewable_changes(&b.manifest, &published.manifest),
+        None => vec!["a new entry".to_owned()],
+    };
+    Ok(format!(
+        "{} v{} -> v{}, proposed by {}, approved by {by}; changes: {}",
+        published.manifest.name,
+        before.map_or(0, |b| b.version),
+        published.version,
+        request.applicant,
+        if changes.is_empty() {
+            "none reviewable".to_owned()
+        } else {
+            changes.join("; ")
+        }
+    ))
+}
+
+/// Makes a proposed policy the active version; says, for the audit, who
+/// proposed and approved it and how its text differs from the one before.
+fn load_policy(
+    store: &mut Store,
+    request: &RequestRecord,
+    by: &str,
+) -> Result<String, ServiceError> {
+    let text = request
+        .detail
+        .get("text")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let base = request.detail.get("base_version").and_then(Value::as_i64);
+    let current = store.active_policy()?.map(|a| a.version);
+    if base != current {
+        return Err(ServiceError::conflict(
+            "the active policy changed since this proposal was made: reject it and propose again against the current version",
+        ));
+    }
+    let before = store.active_policy_text()?.unwrap_or_default();
+    let active = store.load_policy(text, by)?;
+    Ok(format!(
+        "policy {} proposed by {}, approved by {by}; diff:\n{}",
+        active.label(),
+        request.applicant,
+        crate::diff::lines(&before, text)
+    ))
 }
 
 /// The requests `principal` is a party to, newest first.
@@ -458,13 +559,12 @@ impl super::Service {
         endpoint: &str,
     ) -> super::Audited<Value> {
         let outcome = act(&mut self.store(), principal, id, action, notes, Utc::now());
-        let entry = audit_entry(
-            principal,
-            endpoint,
-            format!("{action} {id}"),
-            None,
-            &outcome,
-        );
+        let what = match &outcome {
+            Ok((_, _, Some(what))) => format!("{action} {id}: {what}"),
+            _ => format!("{action} {id}"),
+        };
+        let outcome = outcome.map(|(record, effect, _)| (record, effect));
+        let entry = audit_entry(principal, endpoint, what, None, &outcome);
         super::Audited::new(entry, self.follow(outcome))
     }
 

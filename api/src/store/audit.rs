@@ -369,6 +369,8 @@ impl Store {
                AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(datasets) WHERE json_each.value = ?2))
                AND (?3 IS NULL OR time >= ?3)
                AND (?4 IS NULL OR outcome LIKE ?4 || '%')
+               AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(datasets)
+                    WHERE json_each.value IN (SELECT value FROM json_each(?6))))
              ORDER BY seq DESC LIMIT ?5"
         ))?;
         let records = stmt
@@ -378,7 +380,10 @@ impl Store {
                     filter.dataset,
                     filter.since,
                     filter.outcome,
-                    filter.limit.clamp(1, 10_000) as i64
+                    filter.limit.clamp(1, 10_000) as i64,
+                    filter
+                        .within
+                        .map(|w| serde_json::to_string(w).unwrap_or_default())
                 ],
                 ChainRow::read,
             )?
@@ -433,6 +438,9 @@ pub struct AuditFilter<'a> {
     pub since: Option<&'a str>,
     pub outcome: Option<&'a str>,
     pub limit: usize,
+    /// Only entries about at least one of these datasets, when given: the
+    /// limit counts only them.
+    pub within: Option<&'a [String]>,
 }
 
 #[cfg(test)]

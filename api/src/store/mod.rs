@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use veil_policies::{Policy, Problems};
+use veil_policies::{Policy, Problem, Problems};
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
 pub use budget::{Charged, Spent, fits};
@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5.sql"),
     include_str!("schema_v6.sql"),
     include_str!("schema_v7.sql"),
+    include_str!("schema_v8.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +146,22 @@ impl Store {
     /// Checks and stores a policy as the next version, which becomes active.
     /// Its verification products must fit the datasets registered now.
     pub fn load_policy(&mut self, text: &str, by: &str) -> Result<ActivePolicy, StoreError> {
+        let policy = self.check_policy(text)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO policies (name, digest, text, loaded_at, loaded_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![policy.name, policy.digest(), text, now_text(), by],
+        )?;
+        let version = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(ActivePolicy { version, policy })
+    }
+}
+
+impl Store {
+    /// Checks a policy text as loading it would (`veil policy check`, and
+    /// its products against the registered datasets), loading nothing.
+    pub fn check_policy(&self, text: &str) -> Result<Policy, StoreError> {
         let policy = Policy::parse(text)?;
         let mut problems = Vec::new();
         for product in &policy.products {
@@ -155,14 +172,7 @@ impl Store {
         if !problems.is_empty() {
             return Err(StoreError::Invalid(Problems(problems)));
         }
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO policies (name, digest, text, loaded_at, loaded_by) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![policy.name, policy.digest(), text, now_text(), by],
-        )?;
-        let version = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok(ActivePolicy { version, policy })
+        Ok(policy)
     }
 }
 
@@ -241,6 +251,51 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+impl Store {
+    /// The data authority this deployment was set up with, if any.
+    pub fn authority(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM settings WHERE key = 'authority'")?
+            .query_row([], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets the data authority, once. Setting the same one again is a
+    /// no-op; another one is a conflict that names the one set.
+    pub fn set_authority(&mut self, name: &str) -> Result<(), StoreError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(StoreError::Invalid(Problems(vec![Problem::new(
+                "authority",
+                "the data authority needs a name",
+            )])));
+        }
+        match self.authority()? {
+            Some(set) if set == name => Ok(()),
+            Some(set) => Err(StoreError::Conflict(format!(
+                "this data directory's data authority is already set, to `{set}`; it is set once"
+            ))),
+            None => {
+                self.conn.execute(
+                    "INSERT INTO settings (key, value, set_at) VALUES ('authority', ?1, ?2)",
+                    params![name, now_text()],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The data authority, or a refusal that says how to set it.
+    pub fn require_authority(&self) -> Result<String, StoreError> {
+        self.authority()?.ok_or_else(|| {
+            StoreError::Conflict(
+                "no data authority is configured for this data directory: set it once with `veil init --authority NAME`".into(),
+            )
+        })
+    }
+}
+
 pub(crate) fn now_text() -> String {
     time_text(Utc::now())
 }
@@ -260,6 +315,29 @@ pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, rusqlite::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_authority_is_set_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        assert_eq!(store.authority().unwrap(), None);
+        assert!(store.require_authority().is_err());
+        assert!(store.set_authority("  ").is_err());
+        store.set_authority("the bureau").unwrap();
+        store.set_authority("the bureau").unwrap();
+        let err = store.set_authority("the tax office").unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert_eq!(store.require_authority().unwrap(), "the bureau");
+        // Not even SQL changes it.
+        assert!(
+            store
+                .conn
+                .execute("UPDATE settings SET value = 'the tax office'", [])
+                .is_err()
+        );
+        assert!(store.conn.execute("DELETE FROM settings", []).is_err());
+        assert_eq!(store.authority().unwrap().as_deref(), Some("the bureau"));
+    }
 
     #[test]
     fn a_new_directory_is_initialised_once() {

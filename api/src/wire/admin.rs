@@ -195,13 +195,6 @@ pub struct PolicyBody {
     pub text: String,
 }
 
-/// A policy change's answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PolicyLoaded {
-    pub version: i64,
-    pub label: String,
-}
-
 /// One policy version.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PolicyVersionView {
