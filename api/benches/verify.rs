@@ -39,20 +39,21 @@ fn people(path: &std::path::Path, step: usize) -> Vec<Person> {
     let builder =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
     let schema = builder.schema().clone();
-    let indices = ["id_number", "name", "birth_date"].map(|c| schema.index_of(c).unwrap());
+    let indices = ["id_number", "name", "phone"].map(|c| schema.index_of(c).unwrap());
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
     let mut out = Vec::new();
     let mut row = 0usize;
     for batch in builder.with_projection(mask).build().unwrap() {
         let batch = batch.unwrap();
-        let text: Vec<_> = ["id_number", "name", "birth_date"]
+        let text: Vec<_> = ["id_number", "name", "phone"]
             .iter()
             .map(|c| {
                 arrow::compute::cast(batch.column_by_name(c).unwrap(), &DataType::Utf8).unwrap()
             })
             .collect();
         for r in 0..batch.num_rows() {
-            if row.is_multiple_of(step) {
+            // Residents with a phone: two claims each.
+            if row.is_multiple_of(step) && !text[2].is_null(r) {
                 let v = |i: usize| text[i].as_string::<i32>().value(r).to_owned();
                 out.push((v(0), v(1), v(2)));
             }
@@ -76,7 +77,7 @@ fn item(p: &Person) -> VerifyItem {
         subject: p.0.clone(),
         claims: vec![
             ("name".into(), Claimed::Text(p.1.clone())),
-            ("birth_date".into(), Claimed::Text(p.2.clone())),
+            ("phone".into(), Claimed::Text(p.2.clone())),
         ],
     }
 }
@@ -234,7 +235,7 @@ fn main() {
                 state.caller(&hash).unwrap().unwrap();
             }
             let caller_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-            let texts: Vec<Vec<u8>> = people.iter().take(n).map(|p| json!({"product": "person_identity", "subject": p.0, "claims": {"name": p.1, "birth_date": p.2}}).to_string().into_bytes()).collect();
+            let texts: Vec<Vec<u8>> = people.iter().take(n).map(|p| json!({"product": "person_identity", "subject": p.0, "claims": {"name": p.1, "phone": p.2}}).to_string().into_bytes()).collect();
             let t = Instant::now();
             let bodies: Vec<VerifyBody> = texts.iter().map(|b| VerifyBody::parse(&serde_json::from_slice(b).unwrap()).unwrap()).collect();
             let parse_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
@@ -281,7 +282,7 @@ fn main() {
             json!({"product": "person_identity", "items": batch.iter().map(|i| json!({
                 "subject": i.subject,
                 "claims": {"name": match &i.claims[0].1 { Claimed::Text(t) => t.clone(), _ => unreachable!() },
-                           "birth_date": match &i.claims[1].1 { Claimed::Text(t) => t.clone(), _ => unreachable!() }},
+                           "phone": match &i.claims[1].1 { Claimed::Text(t) => t.clone(), _ => unreachable!() }},
             })).collect::<Vec<_>>()})
             .to_string(),
         );
@@ -325,7 +326,7 @@ fn main() {
                 .take(50_000)
                 .map(|p| {
                     Bytes::from(
-                        json!({"product": "person_identity", "subject": p.0, "claims": {"name": p.1, "birth_date": p.2}})
+                        json!({"product": "person_identity", "subject": p.0, "claims": {"name": p.1, "phone": p.2}})
                             .to_string(),
                     )
                 })

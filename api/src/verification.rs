@@ -337,20 +337,28 @@ pub fn parse_audit_request(text: &str) -> Option<(String, Vec<u128>)> {
     Some((product, digests))
 }
 
-/// One item's answers: claim name to `match`/`mismatch` or true/false.
+/// One item's answers: claim name to `match`/`mismatch` or true/false; or,
+/// for a product that answers `all`, one `all` entry that is `match` only
+/// when every claim matched.
 struct ClaimResults<'a> {
     claims: &'a [(&'a str, bool)],
-    boolean: bool,
+    answer: Answer,
 }
 
 impl Serialize for ClaimResults<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let word = |passed: bool| if passed { "match" } else { "mismatch" };
+        if self.answer == Answer::All {
+            let mut map = s.serialize_map(Some(1))?;
+            map.serialize_entry("all", word(self.claims.iter().all(|(_, p)| *p)))?;
+            return map.end();
+        }
         let mut map = s.serialize_map(Some(self.claims.len()))?;
         for (name, passed) in self.claims {
-            match (self.boolean, passed) {
-                (true, b) => map.serialize_entry(name, b)?,
-                (false, true) => map.serialize_entry(name, "match")?,
-                (false, false) => map.serialize_entry(name, "mismatch")?,
+            if self.answer == Answer::Boolean {
+                map.serialize_entry(name, passed)?;
+            } else {
+                map.serialize_entry(name, word(*passed))?;
             }
         }
         map.end()
@@ -404,8 +412,8 @@ impl<'a> AnswerBody<'a> {
         policy_version: &'a str,
         audit_seq: i64,
     ) -> Self {
-        let boolean = checked.product().answer == Answer::Boolean;
-        let result = |claims: &'a Vec<(&'a str, bool)>| ClaimResults { claims, boolean };
+        let answer = checked.product().answer;
+        let result = |claims: &'a Vec<(&'a str, bool)>| ClaimResults { claims, answer };
         let results = match (single, answers.first()) {
             (true, Some(first)) => Results::One(result(first)),
             _ => Results::Many(answers.iter().map(result).collect()),

@@ -548,6 +548,7 @@ impl ProductTable {
         if let Some(p) = product.check_against(manifest).first() {
             return Err(p.to_string());
         }
+        determined_claims(product, &dataset)?;
         let spec = |name: &str| manifest.field(name).expect("checked against the manifest");
         let subject_kind = spec(&product.subject)
             .identifier
@@ -1107,17 +1108,23 @@ impl ProductTable {
         let claim = &self.product.claims[i];
         let column = &self.claims[i];
         if claim.test != Test::Equals {
-            return match value {
-                Claimed::Number(n) if n.is_finite() => Ok(Target::Number(*n)),
+            let n = match value {
+                Claimed::Number(n) if n.is_finite() => *n,
                 Claimed::Text(t) => t
                     .trim()
                     .parse::<f64>()
                     .ok()
                     .filter(|n| n.is_finite())
-                    .map(Target::Number)
-                    .ok_or_else(|| "expected a number".to_string()),
-                _ => Err("expected a number".into()),
+                    .ok_or_else(|| "expected a number".to_string())?,
+                _ => return Err("expected a number".into()),
             };
+            let bounds = self
+                .dataset
+                .manifest
+                .field(&claim.field)
+                .and_then(|f| f.bounds);
+            threshold_decides(claim.test, claim.over, n, bounds)?;
+            return Ok(Target::Number(n));
         }
         let text = match (value, column.field_type) {
             (Claimed::Text(t), FieldType::Integer) => t
@@ -1160,9 +1167,253 @@ impl ProductTable {
     }
 }
 
+/// What a subject identifier itself says about its holder: for an identity
+/// number the birth date, the sex (the sequence's parity) and the address
+/// region at three levels; for a credit code the registration authority
+/// and kind, and the region. Keys, one per feature, for one identifier.
+const CITIZEN_FEATURES: [&str; 5] = ["birth date", "sex", "province", "prefecture", "county"];
+const CREDIT_FEATURES: [&str; 5] = [
+    "registration authority",
+    "kind of organisation",
+    "province",
+    "prefecture",
+    "county",
+];
+
+fn identifier_features(kind: IdentifierKind, id: &str) -> Option<[String; 5]> {
+    use veil_policies::identifiers::{CitizenId, CreditCode};
+    match kind {
+        IdentifierKind::CitizenId => {
+            let c = CitizenId::parse(id).ok()?;
+            let code = format!("{:06}", c.address_code());
+            Some([
+                c.birth_date().format("%Y-%m-%d").to_string(),
+                format!("{:?}", c.sex()),
+                code[..2].to_owned(),
+                code[..4].to_owned(),
+                code,
+            ])
+        }
+        IdentifierKind::CreditCode => {
+            let c = CreditCode::parse(id).ok()?;
+            let text = c.as_str();
+            let code = format!("{:06}", c.division_code());
+            Some([
+                text[..1].to_owned(),
+                text[..2].to_owned(),
+                code[..2].to_owned(),
+                code[..4].to_owned(),
+                code,
+            ])
+        }
+        _ => None,
+    }
+}
+
+/// Refuses a product with an equality claim the subject identifier
+/// predicts. An unknown subject fails every claim, so a claim whose value a
+/// caller can guess from the identifier (its birth date, sex or region) or
+/// that most subjects share matches for most existing subjects and for no
+/// made-up one: each answer says whether a guessed identifier exists.
+/// Checked on the data: the claim is predicted when the best guess from one
+/// feature of the identifier (the most common value per key, where keys
+/// repeat at least ten times on average, so that a per-row unique field is
+/// not "predicted" by a per-row unique key) or the feature itself is right
+/// for half of the rows or more.
+pub fn determined_claims(product: &Product, dataset: &Dataset) -> Result<(), String> {
+    let manifest = &dataset.manifest;
+    let Some(kind) = manifest.field(&product.subject).and_then(|f| f.identifier) else {
+        return Ok(());
+    };
+    if !matches!(kind, IdentifierKind::CitizenId | IdentifierKind::CreditCode) {
+        return Ok(());
+    }
+    for claim in product.claims.iter().filter(|c| c.test == Test::Equals) {
+        // Per feature: key -> (value -> rows), and rows equal to the key.
+        let mut by_feature: Vec<HashMap<String, HashMap<String, u32>>> = vec![HashMap::new(); 5];
+        let mut equal = [0u64; 5];
+        let mut rows = 0u64;
+        crate::source::read_columns(
+            manifest,
+            dataset.path(),
+            &[product.subject.as_str(), claim.field.as_str()],
+            |batch| {
+                let ids = arrow::compute::cast(batch.column(0), &DataType::Utf8)
+                    .map_err(|e| e.to_string())?;
+                let values = arrow::compute::cast(batch.column(1), &DataType::Utf8)
+                    .map_err(|e| e.to_string())?;
+                for (id, value) in ids
+                    .as_string::<i32>()
+                    .iter()
+                    .zip(values.as_string::<i32>().iter())
+                {
+                    let (Some(id), Some(value)) = (id, value) else {
+                        continue;
+                    };
+                    let Some(features) = identifier_features(kind, &canonical_identifier(id))
+                    else {
+                        continue;
+                    };
+                    let value = match claim.compare {
+                        Compare::Date => parse_date(value)
+                            .map(|d| d.format("%Y-%m-%d").to_string())
+                            .unwrap_or_default(),
+                        _ => normalize_text(value),
+                    };
+                    rows += 1;
+                    for (i, key) in features.into_iter().enumerate() {
+                        if key == value {
+                            equal[i] += 1;
+                        }
+                        *by_feature[i]
+                            .entry(key)
+                            .or_default()
+                            .entry(value.clone())
+                            .or_default() += 1;
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+        if rows < 20 {
+            continue;
+        }
+        let names = match kind {
+            IdentifierKind::CitizenId => CITIZEN_FEATURES,
+            _ => CREDIT_FEATURES,
+        };
+        for (i, keys) in by_feature.iter().enumerate() {
+            let dominant: u64 = keys
+                .values()
+                .map(|values| u64::from(values.values().copied().max().unwrap_or(0)))
+                .sum();
+            let repeats = rows >= 10 * keys.len() as u64;
+            let function = repeats && dominant * 2 >= rows;
+            if function || equal[i] * 2 >= rows {
+                let feature = names[i];
+                return Err(format!(
+                    "claim `{}` is predicted by the subject's identifier (its {feature}) for most subjects: every answer would mostly say whether a guessed identifier exists; drop the claim",
+                    claim.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A threshold must decide something about the subject's value: inside the
+/// field's declared bounds, where some values pass and some do not. At a
+/// value every row passes (or none can), the answer only says whether the
+/// subject has rows: a membership test. Sums of several rows may exceed the
+/// upper bound, so only the lower one holds for them. The value is never
+/// repeated.
+fn threshold_decides(
+    test: Test,
+    over: Over,
+    n: f64,
+    bounds: Option<(f64, f64)>,
+) -> Result<(), String> {
+    let Some((lo, hi)) = bounds else {
+        return Err(
+            "this claim's field has no declared bounds: no threshold can be checked".into(),
+        );
+    };
+    let summed = matches!(over, Over::Sum | Over::Latest);
+    let hi = if summed { f64::INFINITY } else { hi };
+    let decides = match test {
+        // Some values in [lo, hi] pass and some fail.
+        Test::Above => lo <= n && n < hi,
+        Test::AtLeast => lo < n && n <= hi,
+        Test::Below => lo < n && n <= hi,
+        Test::AtMost => lo <= n && n < hi,
+        Test::Equals => true,
+    };
+    if decides {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a threshold inside the field's declared bounds [{lo}, {}], where it decides something",
+            if summed {
+                "no upper bound for a sum".to_owned()
+            } else {
+                hi.to_string()
+            }
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_decide_only_inside_the_declared_bounds() {
+        let bounds = Some((0.0, 20_000.0));
+        // Outside, or where every row passes or none can: a membership test.
+        for (test, n) in [
+            (Test::Above, -1.0),
+            (Test::Above, 20_000.0),
+            (Test::AtLeast, 0.0),
+            (Test::AtLeast, 20_001.0),
+            (Test::Below, 0.0),
+            (Test::AtMost, 20_000.0),
+            (Test::AtMost, -0.5),
+        ] {
+            let e = threshold_decides(test, Over::Max, n, bounds).unwrap_err();
+            assert!(e.contains("declared bounds"), "{e}");
+            assert!(
+                !e.contains(&format!("{n}")) || n == 0.0 || n == 20_000.0,
+                "{e}"
+            );
+        }
+        for (test, n) in [
+            (Test::Above, 0.0),
+            (Test::Above, 19_999.0),
+            (Test::AtLeast, 0.5),
+            (Test::Below, 20_000.0),
+            (Test::AtMost, 0.0),
+        ] {
+            threshold_decides(test, Over::Max, n, bounds).unwrap();
+        }
+        // A sum of rows may pass the upper bound; no bounds, no threshold.
+        threshold_decides(Test::Above, Over::Sum, 50_000.0, bounds).unwrap();
+        assert!(threshold_decides(Test::Above, Over::Sum, -1.0, bounds).is_err());
+        assert!(threshold_decides(Test::Above, Over::Max, 1.0, None).is_err());
+    }
+
+    #[test]
+    fn claims_the_identifier_determines_are_refused_on_the_data() {
+        let engine = crate::policy::testing::engine();
+        let population = engine.dataset("population").unwrap();
+        let product = |field: &str, compare: &str| {
+            let mut p = veil_policies::Policy::default_preset()
+                .product("person_identity")
+                .unwrap()
+                .clone();
+            p.claims = vec![Claim {
+                name: field.to_owned(),
+                field: field.to_owned(),
+                test: Test::Equals,
+                compare: compare.parse().unwrap(),
+                over: Over::Any,
+                by: None,
+            }];
+            p
+        };
+        // The birth date, the sex and the address region are in the number.
+        for (field, compare, feature) in [
+            ("birth_date", "date", "birth date"),
+            ("sex", "normalized", "sex"),
+            ("county_code", "exact", "county"),
+        ] {
+            let e = determined_claims(&product(field, compare), &population).expect_err(field);
+            assert!(e.contains(feature), "{field}: {e}");
+        }
+        // What the number does not say stays a claim.
+        for field in ["name", "phone"] {
+            determined_claims(&product(field, "normalized"), &population).unwrap();
+        }
+    }
 
     #[test]
     fn subject_keys_are_exact_and_case_blind() {

@@ -30,6 +30,10 @@ token_enum!(
     Answer, "answer" {
         Match = "match",
         Boolean = "boolean",
+        /// One `match` only when every claim matches, one `mismatch`
+        /// otherwise: one bit per subject, as identity verification
+        /// services answer (一致 / 不一致).
+        All = "all",
     }
 );
 
@@ -165,6 +169,15 @@ impl Product {
                 ),
                 _ => ty.is_numeric(),
             };
+            if c.test != Test::Equals && field.bounds.is_none() {
+                problems.push(Problem::new(
+                    &cloc,
+                    format!(
+                        "`{}` has no declared bounds: a threshold is checked to lie inside them (outside, the answer is a membership test)",
+                        c.field
+                    ),
+                ));
+            }
             if !fits {
                 let why = if c.test == Test::Equals {
                     "equality claims need a string, integer, boolean or date field (compare floats with a threshold test)"
@@ -326,7 +339,7 @@ impl RawProduct {
                     "claim `{claim_name}`: `compare` applies to equality claims only"
                 ));
             }
-            if answer == Some(Answer::Match) && test != Test::Equals {
+            if matches!(answer, Some(Answer::Match | Answer::All)) && test != Test::Equals {
                 push(format!(
                     "claim `{claim_name}`: a product that answers `match` has equality claims only; use `answer = \"boolean\"` for threshold tests"
                 ));

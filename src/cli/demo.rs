@@ -157,16 +157,15 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         .find(|(n, _, _)| n == "demo-modeler")
         .map(|(_, _, k)| k.clone())
         .unwrap_or_default();
-    // A verification anyone can check: the birth date an identity number
-    // encodes is true, the name almost certainly not.
+    // A verification of a real resident's number with a name that is almost
+    // certainly not theirs: one bit, `mismatch`.
     let verification = subject
         .as_deref()
         .and_then(|id| veil_policies::identifiers::CitizenId::parse(id).ok())
         .map(|id| {
             format!(
-                r#"{{"product": "person_identity", "subject": "{}", "claims": {{"name": "张三", "birth_date": "{}"}}}}"#,
-                id.as_str(),
-                id.birth_date().format("%Y-%m-%d")
+                r#"{{"product": "person_identity", "subject": "{}", "claims": {{"name": "张三"}}}}"#,
+                id.as_str()
             )
         });
     let banner = |addr: std::net::SocketAddr| {

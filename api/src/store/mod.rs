@@ -166,7 +166,22 @@ impl Store {
         let mut problems = Vec::new();
         for product in &policy.products {
             if let Some(d) = self.dataset(&product.dataset)? {
-                problems.extend(product.check_against(&d.manifest));
+                let found = product.check_against(&d.manifest);
+                if found.is_empty() {
+                    // On the data: no claim the subject's identifier decides.
+                    let dataset =
+                        veil_engine::Dataset::open(d.manifest.clone(), d.version, &d.data_path)
+                            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                    if let Err(why) =
+                        veil_engine::verification::determined_claims(product, &dataset)
+                    {
+                        problems.push(veil_policies::Problem::new(
+                            format!("product `{}`", product.name),
+                            why,
+                        ));
+                    }
+                }
+                problems.extend(found);
             }
         }
         if !problems.is_empty() {
