@@ -265,7 +265,31 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
         ]);
         assert!(out.status.success(), "{:?}", text(&out));
     }
+    // Issue 17's fourth attempt: revenue stays aggregate-only to a modeler
+    // under its grant, and a score gives it back (two scored rows give the
+    // line, the line inverts), so named subjects are not scored.
     let r = server.post_json(&score_path, Some(&dev), &subjects);
+    assert_eq!(r.code(), "policy_denied", "{}", r.text());
+    assert!(
+        r.text().contains("gives back its own values") && r.text().contains("`tax.revenue`"),
+        "{}",
+        r.text()
+    );
+    // A model of what the modeler may read row by row (registered capital,
+    // L2) scores named companies.
+    let capital = server.post_json(
+        "/v1/models",
+        Some(&dev),
+        &json!({"template": "linear_regression",
+                "features": ["legal_persons.registered_capital"],
+                "target": "tax.tax_paid", "epsilon": 0.5}),
+    );
+    assert_eq!(capital.status, 201, "{}", capital.text());
+    let capital_path = format!(
+        "/v1/models/{}/score",
+        capital.json()["id"].as_str().unwrap()
+    );
+    let r = server.post_json(&capital_path, Some(&dev), &subjects);
     assert_eq!(r.status, 200, "{}", r.text());
     let scores = r.json()["scores"].clone();
     assert!(scores[0].as_f64().is_some(), "{scores}");
@@ -279,7 +303,7 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
     );
     // A bad identifier is named by its place, never echoed.
     let r = server.post_json(
-        &score_path,
+        &capital_path,
         Some(&dev),
         &json!({"subjects": [company, "91530102XYZ"], "purpose": "credit"}),
     );
@@ -337,7 +361,7 @@ fn a_qualified_modeler_trains_lists_and_scores_inside() {
             .as_array()
             .unwrap()
             .len(),
-        3
+        4
     );
 }
 

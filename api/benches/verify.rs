@@ -108,7 +108,7 @@ fn main() {
     // The default preset, with the identity product's limits out of the way.
     let policy = veil_policies::policy::DEFAULT_PRESET.replacen(
         "per_minute = 12000\ndaily_per_subject = 10",
-        "per_minute = 10000000\ndaily_per_subject = 100000",
+        "per_minute = 10000000\ndaily_per_subject = 100000\ndaily_subjects = 100000000\ninstitution_daily_subjects = 100000000\ndaily_mismatches = 100000000\ninstitution_daily_mismatches = 100000000",
         1,
     );
     let key = {
@@ -243,6 +243,7 @@ fn main() {
             let principal = state.caller(&hash).unwrap().unwrap();
             let mut entries = Vec::with_capacity(n);
             let mut out = Vec::new();
+            let outcome = veil_api::verification::Outcome::default();
             let (mut check_ns, mut entry_ns, mut answer_ns) = (0u128, 0u128, 0u128);
             for body in &bodies {
                 let t = Instant::now();
@@ -250,11 +251,11 @@ fn main() {
                 let answers = v.checked.answer();
                 check_ns += t.elapsed().as_nanos();
                 let t = Instant::now();
-                entries.push(veil_api::verification::audit_entry(&principal.principal, "POST /v1/verify", Some(body), Some(&v), "ok".into()));
+                entries.push(veil_api::verification::audit_entry(&principal.principal, "POST /v1/verify", Some(body), Some((&v, &outcome)), "ok".into()));
                 entry_ns += t.elapsed().as_nanos();
                 let t = Instant::now();
                 out.clear();
-                serde_json::to_writer(&mut out, &veil_api::verification::AnswerBody::new(&v.checked, &answers, true, "v1", 1)).unwrap();
+                serde_json::to_writer(&mut out, &veil_api::verification::AnswerBody::new(&v.checked, &answers, true, &outcome, "v1", 1)).unwrap();
                 answer_ns += t.elapsed().as_nanos();
             }
             let mut store = Store::open(&dir).unwrap();

@@ -78,7 +78,11 @@ impl ErrorCode {
 impl ServiceError {
     /// The error as contract.md's JSON.
     pub fn to_json(&self) -> Value {
-        json!({"error": {"code": self.code.as_str(), "message": self.message}})
+        let mut error = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(seconds) = self.retry_after {
+            error["retry_after_seconds"] = json!(seconds);
+        }
+        json!({ "error": error })
     }
 }
 
@@ -86,6 +90,8 @@ impl ServiceError {
 pub struct ServiceError {
     pub code: ErrorCode,
     pub message: String,
+    /// For `rate_limited`: seconds until trying again can succeed.
+    pub retry_after: Option<u64>,
 }
 
 impl ServiceError {
@@ -95,7 +101,19 @@ impl ServiceError {
         } else {
             message.into()
         };
-        ServiceError { code, message }
+        ServiceError {
+            code,
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// `rate_limited`, with the seconds after which a retry can succeed.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> Self {
+        ServiceError {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(ErrorCode::RateLimited, message)
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

@@ -2,7 +2,7 @@
 //! per-principal quotas, and the request and answer JSON, shared by
 //! `POST /v1/verify` and `veil verify`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -12,12 +12,11 @@ use serde::ser::SerializeMap;
 use serde_json::{Value, json};
 use veil_engine::Engine;
 use veil_engine::verification::{Checked, Claimed, VerifyItem};
-use veil_policies::Product;
 use veil_policies::verification::Answer;
+use veil_policies::{Principal, Product};
 
 use crate::error::ServiceError;
 use crate::store::{AuditEntry, Store, StoreError};
-use crate::wire::ErrorCode;
 
 /// The audit log's endpoint names for verifications.
 pub const HTTP_ENDPOINT: &str = "POST /v1/verify";
@@ -45,8 +44,16 @@ impl SubjectDigest {
     }
 }
 
-/// Per-principal limits of each product: subjects per minute (a token
-/// bucket) and verifications of one subject per day.
+/// The limits of each product ([`Caps`] and the per-minute rate): what a
+/// principal and its institution verified today, by product.
+///
+/// Admission happens twice. Before the answer is computed, [`Quotas::admit`]
+/// takes the request as a whole (rate, times per subject, distinct subjects,
+/// mismatches already received) and reserves its counts or refuses all of
+/// it. After, [`Quotas::release`] walks the items in order and withholds an
+/// item once a mismatch cap is reached. Whether an item is withheld depends
+/// only on answers released before it, so a withheld item says nothing
+/// about its own answer.
 #[derive(Default)]
 pub struct Quotas {
     inner: Mutex<QuotaState>,
@@ -57,58 +64,122 @@ struct QuotaState {
     day: Option<NaiveDate>,
     /// By principal, then product.
     principals: HashMap<String, HashMap<String, Quota>>,
+    /// By institution (or `principal:NAME` for one without), then product.
+    institutions: HashMap<String, HashMap<String, InstitutionDay>>,
 }
 
 struct Quota {
     tokens: f64,
     updated: Instant,
-    /// Today's verifications per subject digest.
+    /// Today's verifications per subject digest: its length is the number
+    /// of distinct subjects.
     today: HashMap<u128, u32>,
+    mismatches: u32,
+}
+
+#[derive(Default)]
+struct InstitutionDay {
+    subjects: HashSet<u128>,
+    mismatches: u32,
+    /// Mismatching answers per subject digest.
+    per_subject: HashMap<u128, u32>,
+}
+
+/// The institution a principal's counts add up to.
+fn institution_of(principal: &Principal) -> String {
+    match &principal.org {
+        Some(org) => format!("org:{org}"),
+        None => format!("principal:{}", principal.name),
+    }
+}
+
+fn entry<'m, V>(
+    map: &'m mut HashMap<String, HashMap<String, V>>,
+    outer: &str,
+    inner: &str,
+    new: impl FnOnce() -> V,
+) -> &'m mut V {
+    if !map.contains_key(outer) {
+        map.insert(outer.to_owned(), HashMap::new());
+    }
+    let inners = map.get_mut(outer).expect("inserted");
+    if !inners.contains_key(inner) {
+        inners.insert(inner.to_owned(), new());
+    }
+    inners.get_mut(inner).expect("inserted")
+}
+
+/// Seconds until the next service day begins, for `Retry-After`.
+pub fn seconds_to_tomorrow(now: DateTime<Utc>) -> u64 {
+    use veil_policies::calendar::{service_day, service_day_start};
+    let tomorrow = service_day(now).succ_opt().unwrap_or(service_day(now));
+    let start = service_day_start(tomorrow);
+    u64::try_from((start - now).num_seconds())
+        .unwrap_or(0)
+        .max(1)
+}
+
+fn capped(what: String, now: DateTime<Utc>) -> ServiceError {
+    ServiceError::rate_limited(
+        format!("{what}; the counts start again at midnight China Standard Time"),
+        seconds_to_tomorrow(now),
+    )
 }
 
 impl QuotaState {
-    /// The quota of `principal` for `product`, today's counts cleared when
-    /// the day changed.
-    fn quota(&mut self, principal: &str, product: &Product, now: DateTime<Utc>) -> &mut Quota {
+    /// Clears the counts when the service day changed.
+    fn roll(&mut self, now: DateTime<Utc>) {
         let today = veil_policies::calendar::service_day(now);
         if self.day != Some(today) {
             self.day = Some(today);
             for products in self.principals.values_mut() {
                 for quota in products.values_mut() {
                     quota.today.clear();
+                    quota.mismatches = 0;
                 }
             }
+            self.institutions.clear();
         }
-        if !self.principals.contains_key(principal) {
-            self.principals.insert(principal.to_owned(), HashMap::new());
-        }
-        let products = self.principals.get_mut(principal).expect("inserted");
-        if !products.contains_key(&product.name) {
-            products.insert(
-                product.name.clone(),
-                Quota {
-                    tokens: f64::from(product.per_minute),
-                    updated: Instant::now(),
-                    today: HashMap::new(),
-                },
-            );
-        }
-        products.get_mut(&product.name).expect("inserted")
+    }
+
+    fn both(
+        &mut self,
+        principal: &str,
+        institution: &str,
+        product: &Product,
+    ) -> (&mut Quota, &mut InstitutionDay) {
+        let quota = entry(&mut self.principals, principal, &product.name, || Quota {
+            tokens: f64::from(product.per_minute),
+            updated: Instant::now(),
+            today: HashMap::new(),
+            mismatches: 0,
+        });
+        let day = entry(
+            &mut self.institutions,
+            institution,
+            &product.name,
+            InstitutionDay::default,
+        );
+        (quota, day)
     }
 }
 
 impl Quotas {
-    /// Admits `digests` (one per subject of a request) for `principal`, or
-    /// refuses the whole request without counting any of it.
+    /// Admits `digests` (one per item of a request, in order) for
+    /// `principal`, reserving their counts, or refuses the whole request
+    /// without counting any of it.
     pub fn admit(
         &self,
-        principal: &str,
+        principal: &Principal,
         product: &Product,
         digests: &[u128],
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
+        let caps = product.caps;
+        let institution = institution_of(principal);
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let quota = state.quota(principal, product, now);
+        state.roll(now);
+        let (quota, day) = state.both(&principal.name, &institution, product);
         let rate = f64::from(product.per_minute);
         let clock = Instant::now();
         let tokens = (quota.tokens
@@ -116,50 +187,123 @@ impl Quotas {
             .min(rate);
         let wanted = digests.len() as f64;
         if tokens < wanted {
-            return Err(ServiceError::new(
-                ErrorCode::RateLimited,
+            let short = (wanted - tokens) * 60.0 / rate;
+            return Err(ServiceError::rate_limited(
                 format!(
                     "product `{}` allows {} subjects a minute per principal; {} are available now",
                     product.name,
                     product.per_minute,
                     tokens.floor()
                 ),
+                short.ceil().max(1.0) as u64,
+            ));
+        }
+        if quota.mismatches >= caps.daily_mismatches {
+            return Err(capped(
+                format!(
+                    "{} answers through `{}` were mismatches today, this principal's daily limit",
+                    caps.daily_mismatches, product.name
+                ),
+                now,
+            ));
+        }
+        if day.mismatches >= caps.institution_daily_mismatches {
+            return Err(capped(
+                format!(
+                    "{} answers through `{}` to this institution were mismatches today, its daily limit",
+                    caps.institution_daily_mismatches, product.name
+                ),
+                now,
             ));
         }
         let cap = product.daily_per_subject;
-        let over = if digests.len() == 1 {
-            let seen = quota.today.get(&digests[0]).copied().unwrap_or(0);
-            (seen >= cap).then_some(0)
-        } else {
-            let mut counts: HashMap<u128, u32> = HashMap::with_capacity(digests.len());
-            digests.iter().position(|d| {
-                let count = counts
-                    .entry(*d)
-                    .or_insert_with(|| quota.today.get(d).copied().unwrap_or(0));
-                *count += 1;
-                *count > cap
-            })
-        };
-        if let Some(n) = over {
-            let which = if digests.len() > 1 {
-                format!("the subject of items[{n}]")
-            } else {
-                "this subject".to_owned()
-            };
-            return Err(ServiceError::new(
-                ErrorCode::RateLimited,
+        let mut counts: HashMap<u128, u32> = HashMap::with_capacity(digests.len());
+        let mut new_for_principal = 0u32;
+        let mut new_for_institution = 0u32;
+        for (n, d) in digests.iter().enumerate() {
+            let count = counts.entry(*d).or_insert_with(|| {
+                let seen = quota.today.get(d).copied().unwrap_or(0);
+                new_for_principal += u32::from(seen == 0);
+                new_for_institution += u32::from(!day.subjects.contains(d));
+                seen
+            });
+            *count += 1;
+            if *count > cap {
+                let which = if digests.len() > 1 {
+                    format!("the subject of items[{n}]")
+                } else {
+                    "this subject".to_owned()
+                };
+                return Err(capped(
+                    format!(
+                        "{which} was verified {cap} times today through `{}`, its daily limit per principal",
+                        product.name
+                    ),
+                    now,
+                ));
+            }
+        }
+        let distinct = quota.today.len() as u64 + u64::from(new_for_principal);
+        if distinct > u64::from(caps.daily_subjects) {
+            return Err(capped(
                 format!(
-                    "{which} was verified {cap} times today through `{}`, its daily limit per principal",
-                    product.name
+                    "`{}` answers about {} distinct subjects a day per principal; this request would make {distinct}",
+                    product.name, caps.daily_subjects
                 ),
+                now,
+            ));
+        }
+        let distinct = day.subjects.len() as u64 + u64::from(new_for_institution);
+        if distinct > u64::from(caps.institution_daily_subjects) {
+            return Err(capped(
+                format!(
+                    "`{}` answers about {} distinct subjects a day per institution; this request would make {distinct}",
+                    product.name, caps.institution_daily_subjects
+                ),
+                now,
             ));
         }
         quota.tokens = tokens - wanted;
         quota.updated = clock;
-        for d in digests {
-            *quota.today.entry(*d).or_insert(0) += 1;
+        for (d, count) in counts {
+            quota.today.insert(d, count);
+            day.subjects.insert(d);
         }
         Ok(())
+    }
+
+    /// Decides, item by item in order, which answers leave: an item whose
+    /// subject, principal or institution reached its mismatch cap is
+    /// withheld; each released mismatch counts. `matched[i]` is whether
+    /// every claim of item `i` held. Returns the withheld items' indices.
+    pub fn release(
+        &self,
+        principal: &Principal,
+        product: &Product,
+        digests: &[u128],
+        matched: &[bool],
+        now: DateTime<Utc>,
+    ) -> Vec<usize> {
+        let caps = product.caps;
+        let institution = institution_of(principal);
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state.roll(now);
+        let (quota, day) = state.both(&principal.name, &institution, product);
+        let mut withheld = Vec::new();
+        for (n, (d, matched)) in digests.iter().zip(matched).enumerate() {
+            let on_subject = day.per_subject.get(d).copied().unwrap_or(0);
+            if quota.mismatches >= caps.daily_mismatches
+                || day.mismatches >= caps.institution_daily_mismatches
+                || on_subject >= caps.daily_mismatches_per_subject
+            {
+                withheld.push(n);
+            } else if !matched {
+                quota.mismatches += 1;
+                day.mismatches += 1;
+                *day.per_subject.entry(*d).or_insert(0) += 1;
+            }
+        }
+        withheld
     }
 
     /// The quotas with today's verifications counted, read back from the
@@ -173,15 +317,37 @@ impl Quotas {
         let quotas = Quotas::default();
         let since = service_day_start(service_day(now))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut institutions: HashMap<String, String> = HashMap::new();
         let mut state = quotas.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state.roll(now);
         for (principal, request) in store.successes_since(&since, &[HTTP_ENDPOINT, CLI_ENDPOINT])? {
-            if let Some((name, digests)) = parse_audit_request(&request)
-                && let Some(product) = policy.product(&name)
+            let Some(audited) = parse_audit_request(&request) else {
+                continue;
+            };
+            let Some(product) = policy.product(&audited.product) else {
+                continue;
+            };
+            if !institutions.contains_key(&principal) {
+                let institution = match store.principal(&principal)? {
+                    Some(record) => institution_of(&record.principal),
+                    None => format!("principal:{principal}"),
+                };
+                institutions.insert(principal.clone(), institution);
+            }
+            let institution = &institutions[&principal];
+            let (quota, day) = state.both(&principal, institution, product);
+            for d in &audited.subjects {
+                *quota.today.entry(*d).or_insert(0) += 1;
+                day.subjects.insert(*d);
+            }
+            for d in audited
+                .mismatched
+                .iter()
+                .filter_map(|&i| audited.subjects.get(i))
             {
-                let quota = state.quota(&principal, product, now);
-                for d in digests {
-                    *quota.today.entry(d).or_insert(0) += 1;
-                }
+                quota.mismatches += 1;
+                day.mismatches += 1;
+                *day.per_subject.entry(*d).or_insert(0) += 1;
             }
         }
         drop(state);
@@ -307,10 +473,17 @@ impl VerifyBody {
 }
 
 /// The audit record's `request` for a verification: the product, the claims
-/// asked, and each subject's digest (never the identifier or a claimed value).
-pub fn audit_request(product: &str, claims: &[&str], digests: &[u128]) -> String {
+/// asked, each subject's digest (never the identifier or a claimed value),
+/// and by index the items whose answer was a mismatch and those withheld by
+/// a cap (what the daily caps are counted from after a restart).
+pub fn audit_request(
+    product: &str,
+    claims: &[&str],
+    digests: &[u128],
+    outcome: &Outcome,
+) -> String {
     use std::fmt::Write;
-    let mut text = String::with_capacity(64 + 35 * digests.len());
+    let mut text = String::with_capacity(96 + 35 * digests.len());
     text.push_str("{\"product\":");
     text.push_str(&Value::from(product).to_string());
     text.push_str(",\"claims\":");
@@ -320,33 +493,74 @@ pub fn audit_request(product: &str, claims: &[&str], digests: &[u128]) -> String
         let comma = if i == 0 { "" } else { "," };
         let _ = write!(text, "{comma}\"{d:032x}\"");
     }
-    text.push_str("]}");
+    text.push(']');
+    for (key, list) in [
+        ("mismatched", &outcome.mismatched),
+        ("withheld", &outcome.withheld),
+    ] {
+        if !list.is_empty() {
+            let _ = write!(text, ",\"{key}\":{}", json!(list));
+        }
+    }
+    text.push('}');
     text
 }
 
+/// Which items of a verification were mismatches and which were withheld.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub mismatched: Vec<usize>,
+    pub withheld: Vec<usize>,
+}
+
+/// A verification's audit `request`, read back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AuditedVerification {
+    pub product: String,
+    pub subjects: Vec<u128>,
+    pub mismatched: Vec<usize>,
+}
+
 /// Reads an audit `request` written by [`audit_request`] back.
-pub fn parse_audit_request(text: &str) -> Option<(String, Vec<u128>)> {
+pub fn parse_audit_request(text: &str) -> Option<AuditedVerification> {
     let value: Value = serde_json::from_str(text).ok()?;
     let product = value.get("product")?.as_str()?.to_owned();
-    let digests = value
+    let subjects = value
         .get("subjects")?
         .as_array()?
         .iter()
         .map(|s| s.as_str().and_then(|s| u128::from_str_radix(s, 16).ok()))
         .collect::<Option<Vec<_>>>()?;
-    Some((product, digests))
+    let mismatched = match value.get("mismatched") {
+        None => Vec::new(),
+        Some(list) => list
+            .as_array()?
+            .iter()
+            .map(|i| i.as_u64().and_then(|i| usize::try_from(i).ok()))
+            .collect::<Option<Vec<_>>>()?,
+    };
+    Some(AuditedVerification {
+        product,
+        subjects,
+        mismatched,
+    })
 }
 
 /// One item's answers: claim name to `match`/`mismatch` or true/false; or,
 /// for a product that answers `all`, one `all` entry that is `match` only
-/// when every claim matched.
+/// when every claim matched; or, for an item a cap withheld, the string
+/// `rate_limited`.
 struct ClaimResults<'a> {
     claims: &'a [(&'a str, bool)],
     answer: Answer,
+    withheld: bool,
 }
 
 impl Serialize for ClaimResults<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.withheld {
+            return s.serialize_str("rate_limited");
+        }
         let word = |passed: bool| if passed { "match" } else { "mismatch" };
         if self.answer == Answer::All {
             let mut map = s.serialize_map(Some(1))?;
@@ -371,6 +585,18 @@ enum Results<'a> {
     One(ClaimResults<'a>),
     Many(Vec<ClaimResults<'a>>),
 }
+
+/// Why some items of a batch were not answered.
+#[derive(Serialize)]
+struct WithheldBody<'a> {
+    items: &'a [usize],
+    reason: &'static str,
+    retry_after_seconds: u64,
+}
+
+/// Why an item is withheld; deliberately the same whichever cap it was, so
+/// that one principal does not learn what another of its institution asked.
+pub const WITHHELD: &str = "a daily limit on mismatching answers is reached for this subject, this principal or its institution; the counts start again at midnight China Standard Time";
 
 #[derive(Serialize)]
 struct VersionBody<'a> {
@@ -397,6 +623,8 @@ struct PrivacyBody {
 #[derive(Serialize)]
 pub struct AnswerBody<'a> {
     results: Results<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    withheld: Option<WithheldBody<'a>>,
     product: &'a str,
     provenance: ProvenanceBody<'a>,
     privacy: PrivacyBody,
@@ -409,18 +637,30 @@ impl<'a> AnswerBody<'a> {
         checked: &'a Checked<'_>,
         answers: &'a [Vec<(&'a str, bool)>],
         single: bool,
+        outcome: &'a Outcome,
         policy_version: &'a str,
         audit_seq: i64,
     ) -> Self {
         let answer = checked.product().answer;
-        let result = |claims: &'a Vec<(&'a str, bool)>| ClaimResults { claims, answer };
-        let results = match (single, answers.first()) {
-            (true, Some(first)) => Results::One(result(first)),
-            _ => Results::Many(answers.iter().map(result).collect()),
+        let mut withheld = outcome.withheld.iter().peekable();
+        let mut result = |(n, claims): (usize, &'a Vec<(&'a str, bool)>)| ClaimResults {
+            claims,
+            answer,
+            withheld: withheld.next_if_eq(&&n).is_some(),
         };
+        let results = match (single, answers.first()) {
+            (true, Some(first)) => Results::One(result((0, first))),
+            _ => Results::Many(answers.iter().enumerate().map(result).collect()),
+        };
+        let withheld = (!outcome.withheld.is_empty()).then(|| WithheldBody {
+            items: &outcome.withheld,
+            reason: WITHHELD,
+            retry_after_seconds: seconds_to_tomorrow(checked.provenance.retrieved_at),
+        });
         let p = &checked.provenance;
         AnswerBody {
             results,
+            withheld,
             product: &checked.product().name,
             provenance: ProvenanceBody {
                 datasets: &p.datasets,
@@ -514,7 +754,7 @@ pub fn audit_entry(
     principal: &veil_policies::Principal,
     endpoint: &str,
     body: Option<&VerifyBody>,
-    verification: Option<&Verification<'_>>,
+    verification: Option<(&Verification<'_>, &Outcome)>,
     outcome: String,
 ) -> AuditEntry {
     // A product name is a plain word; anything else the caller put there is
@@ -528,15 +768,15 @@ pub fn audit_entry(
         role: principal.role.name().to_owned(),
         purpose: body.and_then(|b| b.purpose.clone()).unwrap_or_default(),
         endpoint: endpoint.to_owned(),
-        request: audit_request(product, &[], &[]),
+        request: audit_request(product, &[], &[], &Outcome::default()),
         privacy: "{}".into(),
         outcome,
         ..AuditEntry::default()
     };
-    if let Some(v) = verification {
+    if let Some((v, released)) = verification {
         let p = v.checked.product();
         let claims = v.checked.claim_names();
-        entry.request = audit_request(&p.name, &claims, &v.digests);
+        entry.request = audit_request(&p.name, &claims, &v.digests, released);
         entry.datasets = vec![p.dataset.clone()];
         entry.fields = claims
             .iter()
@@ -552,6 +792,7 @@ pub fn audit_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ErrorCode;
 
     #[test]
     fn a_body_key_the_caller_made_up_is_not_repeated() {
@@ -565,5 +806,146 @@ mod tests {
             assert_eq!(e.code, ErrorCode::BadRequest);
             assert!(!e.message.contains("5301021990"), "{e}");
         }
+    }
+
+    fn product() -> Product {
+        let policy = veil_policies::Policy::parse(
+            r#"
+            format = 1
+            name = "p"
+            [[grade]]
+            name = "L1"
+            approver = "provider"
+            grant_days = 30
+            k = 5
+            epsilon = 1.0
+            levels = { consumer = "plain" }
+            [[product]]
+            name = "identity"
+            dataset = "d"
+            subject = "s"
+            per_minute = 1000000
+            daily_per_subject = 100
+            daily_subjects = 5
+            institution_daily_subjects = 8
+            daily_mismatches = 6
+            institution_daily_mismatches = 9
+            daily_mismatches_per_subject = 2
+            [[product.claim]]
+            field = "name"
+            "#,
+        )
+        .unwrap();
+        policy.products[0].clone()
+    }
+
+    fn principals() -> [Principal; 3] {
+        let mut a = Principal::new("a", veil_policies::Role::Consumer);
+        a.org = Some("bank".into());
+        let mut b = Principal::new("b", veil_policies::Role::Consumer);
+        b.org = Some("bank".into());
+        [a, b, Principal::new("c", veil_policies::Role::Consumer)]
+    }
+
+    type Request = (usize, Vec<(u128, bool)>);
+
+    /// Replays `requests`; per request, `None` when admission refused it,
+    /// else the withheld items.
+    fn replay(requests: &[Request]) -> Vec<Option<Vec<usize>>> {
+        let (quotas, product, principals) = (Quotas::default(), product(), principals());
+        let now = Utc::now();
+        requests
+            .iter()
+            .map(|(who, items)| {
+                let digests: Vec<u128> = items.iter().map(|i| i.0).collect();
+                let matched: Vec<bool> = items.iter().map(|i| i.1).collect();
+                let caller = &principals[*who];
+                quotas.admit(caller, &product, &digests, now).ok()?;
+                Some(quotas.release(caller, &product, &digests, &matched, now))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// The caps hold whatever is asked, and whether an item is withheld
+        /// never depends on its own answer (nor on any later one).
+        #[test]
+        fn caps_hold_and_withholding_says_nothing_of_the_answer(
+            requests in proptest::collection::vec(
+                (0usize..3, proptest::collection::vec((0u128..7, proptest::bool::ANY), 1..6)),
+                1..40,
+            ),
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let caps = product().caps;
+            let outcomes = replay(&requests);
+            let institution = |who: usize| if who < 2 { 0 } else { 1 };
+            let mut subjects = [HashSet::new(), HashSet::new(), HashSet::new()];
+            let mut institution_subjects = [HashSet::new(), HashSet::new()];
+            let mut mismatches = [0u32; 3];
+            let mut institution_mismatches = [0u32; 2];
+            let mut on_subject: HashMap<(usize, u128), u32> = HashMap::new();
+            for ((who, items), outcome) in requests.iter().zip(&outcomes) {
+                let Some(withheld) = outcome else { continue };
+                for (n, (d, matched)) in items.iter().enumerate() {
+                    subjects[*who].insert(*d);
+                    institution_subjects[institution(*who)].insert(*d);
+                    if !withheld.contains(&n) && !matched {
+                        mismatches[*who] += 1;
+                        institution_mismatches[institution(*who)] += 1;
+                        *on_subject.entry((institution(*who), *d)).or_default() += 1;
+                    }
+                }
+            }
+            for who in 0..3 {
+                proptest::prop_assert!(subjects[who].len() as u32 <= caps.daily_subjects);
+                proptest::prop_assert!(mismatches[who] <= caps.daily_mismatches);
+            }
+            for i in 0..2 {
+                proptest::prop_assert!(institution_subjects[i].len() as u32 <= caps.institution_daily_subjects);
+                proptest::prop_assert!(institution_mismatches[i] <= caps.institution_daily_mismatches);
+            }
+            proptest::prop_assert!(on_subject.values().all(|&n| n <= caps.daily_mismatches_per_subject));
+
+            // Flip one item's answer: the outcome of everything up to and
+            // including it stays the same.
+            let at = flip.index(requests.iter().map(|r| r.1.len()).sum());
+            let mut flipped = requests.clone();
+            let (mut r, mut j) = (0, at);
+            while j >= flipped[r].1.len() {
+                j -= flipped[r].1.len();
+                r += 1;
+            }
+            flipped[r].1[j].1 = !flipped[r].1[j].1;
+            let other = replay(&flipped);
+            proptest::prop_assert_eq!(&outcomes[..r], &other[..r]);
+            match (&outcomes[r], &other[r]) {
+                (None, None) => {}
+                (Some(x), Some(y)) => {
+                    let upto = |w: &Vec<usize>| w.iter().copied().filter(|&n| n <= j).collect::<Vec<_>>();
+                    proptest::prop_assert_eq!(upto(x), upto(y));
+                }
+                _ => proptest::prop_assert!(false, "admission depends on the answer"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_audit_request_reads_back() {
+        let outcome = Outcome {
+            mismatched: vec![1],
+            withheld: vec![2],
+        };
+        let text = audit_request("identity", &["name"], &[1, 2, 3], &outcome);
+        let back = parse_audit_request(&text).unwrap();
+        assert_eq!(
+            back,
+            AuditedVerification {
+                product: "identity".into(),
+                subjects: vec![1, 2, 3],
+                mismatched: vec![1],
+            }
+        );
+        assert!(text.contains(r#""withheld":[2]"#), "{text}");
     }
 }

@@ -601,26 +601,43 @@ fn scoring_through_the_unit_index_reads_only_the_subjects_rows_and_agrees_with_a
     let engine = &fixture.engine;
     let mut modeler = modeler();
     let now = Utc::now();
-    modeler.grants.push(Grant {
-        id: "g-tax".into(),
-        dataset: "tax".into(),
-        fields: None,
-        purpose: "credit".into(),
-        expires_at: now + chrono::Duration::days(1),
-    });
-    let mut sp = spec(
-        Template::LinearRegression,
-        &[("tax", "revenue")],
-        Some(("tax", "tax_paid")),
+    for dataset in ["tax", "legal_persons"] {
+        modeler.grants.push(Grant {
+            id: format!("g-{dataset}"),
+            dataset: dataset.into(),
+            fields: None,
+            purpose: "credit".into(),
+            expires_at: now + chrono::Duration::days(1),
+        });
+    }
+    let fit = |feature: (&str, &str)| {
+        let mut sp = spec(
+            Template::LinearRegression,
+            &[feature],
+            Some(("tax", "tax_paid")),
+        );
+        sp.epsilon = 1.0;
+        engine
+            .prepare_model(&request(&modeler, &sp))
+            .unwrap()
+            .fit(&mut Seeded(rand_chacha::ChaCha20Rng::seed_from_u64(9)))
+            .model
+    };
+    // Revenue is L3: even granted, a modeler sees it only generalised or in
+    // aggregates, and a score would give it back (two scored rows give the
+    // line). Registered capital is L2, plain to a modeler.
+    let secret = fit(("tax", "revenue"));
+    let err = engine
+        .score_subjects(&secret, &modeler, Some("credit"), &["x".into()], None, now)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("gives back its own values")
+            && err.to_string().contains("`tax.revenue`"),
+        "{err}"
     );
-    sp.epsilon = 1.0;
-    let model = engine
-        .prepare_model(&request(&modeler, &sp))
-        .unwrap()
-        .fit(&mut Seeded(rand_chacha::ChaCha20Rng::seed_from_u64(9)))
-        .model;
-    // Some companies from across the file, and one that pays no tax here.
-    let file = std::fs::File::open(fixture.dir.join("tax.parquet")).unwrap();
+    let model = fit(("legal_persons", "registered_capital"));
+    // Some companies from across the file, and one that is not registered.
+    let file = std::fs::File::open(fixture.dir.join("legal_persons.parquet")).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
         .build()
@@ -637,17 +654,17 @@ fn scoring_through_the_unit_index_reads_only_the_subjects_rows_and_agrees_with_a
     }
     let mut subjects: Vec<String> = codes.iter().step_by(997).cloned().collect();
     subjects.push("91110000600037341L".into());
-    let dataset = engine.dataset("tax").unwrap();
+    let dataset = engine.dataset("legal_persons").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tax-uscc.idx");
+    let path = dir.path().join("legal_persons-uscc.idx");
     SubjectIndex::build(&dataset, "uscc")
         .unwrap()
-        .save(&path, "tax:1:uscc")
+        .save(&path, "legal_persons:1:uscc")
         .unwrap();
-    let index = IndexFile::open(&path, "tax:1:uscc").unwrap();
+    let index = IndexFile::open(&path, "legal_persons:1:uscc").unwrap();
     let looked_up = std::cell::Cell::new(0);
     let finder = |d: &Dataset, subjects: &[String]| -> Option<Vec<u32>> {
-        assert_eq!(d.manifest.name, "tax");
+        assert_eq!(d.manifest.name, "legal_persons");
         looked_up.set(looked_up.get() + 1);
         let mut rows: Vec<u32> = subjects
             .iter()

@@ -109,7 +109,45 @@ pub struct Product {
     pub per_minute: u32,
     /// Times one principal may verify one subject through it per day.
     pub daily_per_subject: u32,
+    /// What guessing costs: the daily caps on distinct subjects and on
+    /// mismatching answers.
+    pub caps: Caps,
     pub claims: Vec<Claim>,
+}
+
+/// The daily caps that make enumeration cost more than it yields, counted
+/// per service day (China Standard Time) and product. A principal without an
+/// institution is its own institution.
+///
+/// Why mismatches: an honest caller verifies what its clients present and
+/// is mostly right; a caller guessing (a name for a known number, numbers
+/// for a masked row) is mostly wrong. Capping wrong answers per subject
+/// bounds the guesses at any one person; capping them per principal and per
+/// institution bounds sweeps over many people; capping distinct subjects
+/// bounds how much of the population one institution touches in a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Distinct subjects one principal may verify per day.
+    pub daily_subjects: u32,
+    /// Distinct subjects all principals of one institution may verify per day.
+    pub institution_daily_subjects: u32,
+    /// Mismatching answers (any claim false) one principal may receive per day.
+    pub daily_mismatches: u32,
+    /// Mismatching answers all principals of one institution may receive per day.
+    pub institution_daily_mismatches: u32,
+    /// Mismatching answers about one subject that one institution (all its
+    /// principals together) may receive per day.
+    pub daily_mismatches_per_subject: u32,
+}
+
+impl Caps {
+    pub const DEFAULT: Caps = Caps {
+        daily_subjects: 5_000,
+        institution_daily_subjects: 20_000,
+        daily_mismatches: 100,
+        institution_daily_mismatches: 500,
+        daily_mismatches_per_subject: 2,
+    };
 }
 
 impl Product {
@@ -225,6 +263,11 @@ pub(crate) struct RawProduct {
     purposes: Vec<String>,
     per_minute: Option<u32>,
     daily_per_subject: Option<u32>,
+    daily_subjects: Option<u32>,
+    institution_daily_subjects: Option<u32>,
+    daily_mismatches: Option<u32>,
+    institution_daily_mismatches: Option<u32>,
+    daily_mismatches_per_subject: Option<u32>,
     #[serde(default, rename = "claim")]
     claims: Vec<RawClaim>,
 }
@@ -304,6 +347,49 @@ impl RawProduct {
         if !(1..=100_000).contains(&daily_per_subject) {
             push("`daily_per_subject` must be between 1 and 100,000".into());
         }
+        let d = Caps::DEFAULT;
+        let caps = Caps {
+            daily_subjects: self.daily_subjects.unwrap_or(d.daily_subjects),
+            institution_daily_subjects: self
+                .institution_daily_subjects
+                .unwrap_or(d.institution_daily_subjects),
+            daily_mismatches: self.daily_mismatches.unwrap_or(d.daily_mismatches),
+            institution_daily_mismatches: self
+                .institution_daily_mismatches
+                .unwrap_or(d.institution_daily_mismatches),
+            daily_mismatches_per_subject: self
+                .daily_mismatches_per_subject
+                .unwrap_or(d.daily_mismatches_per_subject.min(daily_per_subject)),
+        };
+        for (name, value) in [
+            ("daily_subjects", caps.daily_subjects),
+            (
+                "institution_daily_subjects",
+                caps.institution_daily_subjects,
+            ),
+            ("daily_mismatches", caps.daily_mismatches),
+            (
+                "institution_daily_mismatches",
+                caps.institution_daily_mismatches,
+            ),
+            (
+                "daily_mismatches_per_subject",
+                caps.daily_mismatches_per_subject,
+            ),
+        ] {
+            if !(1..=100_000_000).contains(&value) {
+                push(format!("`{name}` must be between 1 and 100,000,000"));
+            }
+        }
+        if caps.daily_subjects > caps.institution_daily_subjects {
+            push("`daily_subjects` must not exceed `institution_daily_subjects`: a principal is part of its institution".into());
+        }
+        if caps.daily_mismatches > caps.institution_daily_mismatches {
+            push("`daily_mismatches` must not exceed `institution_daily_mismatches`: a principal is part of its institution".into());
+        }
+        if caps.daily_mismatches_per_subject > daily_per_subject {
+            push("`daily_mismatches_per_subject` must not exceed `daily_per_subject`".into());
+        }
         if self.claims.is_empty() {
             push("the product has no `[[product.claim]]`".into());
         }
@@ -372,6 +458,7 @@ impl RawProduct {
             purposes: self.purposes,
             per_minute,
             daily_per_subject,
+            caps,
             claims,
         })
     }
@@ -548,9 +635,35 @@ mod tests {
         assert_eq!(p.answer, Answer::Match);
         assert_eq!(p.roles, vec![Role::Consumer]);
         assert_eq!((p.per_minute, p.daily_per_subject), (600, 10));
+        assert_eq!(p.caps, Caps::DEFAULT);
         assert_eq!(p.claim("born").unwrap().field, "birth_date");
         assert_eq!(p.claim("name").unwrap().compare, Compare::Normalized);
         assert_eq!(p.fields(), ["id_number", "name", "birth_date"]);
+    }
+
+    #[test]
+    fn caps_are_read_and_must_nest() {
+        let claim = "[[product.claim]]\nfield = \"name\"\n";
+        let p = policy_with(&format!(
+            "[[product]]\nname = \"a\"\ndataset = \"d\"\nsubject = \"s\"\ndaily_per_subject = 1\ndaily_subjects = 7\n{claim}"
+        ))
+        .unwrap();
+        let caps = p.products[0].caps;
+        assert_eq!(caps.daily_subjects, 7);
+        // The default per-subject mismatch cap never exceeds the daily cap.
+        assert_eq!(caps.daily_mismatches_per_subject, 1);
+        let err = policy_with(&format!(
+            "[[product]]\nname = \"a\"\ndataset = \"d\"\nsubject = \"s\"\ndaily_subjects = 30000\ndaily_mismatches = 0\ndaily_mismatches_per_subject = 11\n{claim}"
+        ))
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "`daily_subjects` must not exceed `institution_daily_subjects`",
+            "`daily_mismatches` must be between 1",
+            "`daily_mismatches_per_subject` must not exceed `daily_per_subject`",
+        ] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
     }
 
     #[test]

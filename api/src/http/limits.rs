@@ -8,7 +8,6 @@ use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::service::ServiceError;
-use crate::wire::ErrorCode;
 
 pub struct Limits {
     per_minute: f64,
@@ -46,9 +45,10 @@ impl Limits {
             bucket.tokens = (bucket.tokens + refill).min(self.per_minute);
             bucket.updated = now;
             if bucket.tokens < 1.0 {
-                return Err(ServiceError::new(
-                    ErrorCode::RateLimited,
+                let wait = (1.0 - bucket.tokens) * 60.0 / self.per_minute;
+                return Err(ServiceError::rate_limited(
                     format!("more than {} requests a minute; slow down", self.per_minute),
+                    wait.ceil() as u64,
                 ));
             }
             bucket.tokens -= 1.0;
@@ -61,12 +61,12 @@ impl Limits {
             .or_insert_with(|| Arc::new(Semaphore::new(self.concurrency)))
             .clone();
         semaphore.try_acquire_owned().map_err(|_| {
-            ServiceError::new(
-                ErrorCode::RateLimited,
+            ServiceError::rate_limited(
                 format!(
                     "at most {} requests at once per principal",
                     self.concurrency
                 ),
+                1,
             )
         })
     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use veil_policies::Principal;
 
 use super::{Service, ServiceError};
-use crate::verification::{self as products, AnswerBody, VerifyBody};
+use crate::verification::{self as products, AnswerBody, Outcome, VerifyBody};
 
 /// A verification's answer as JSON text, serialised once: the hot path
 /// sends it as it is.
@@ -38,7 +38,7 @@ impl Service {
         let now = Utc::now();
         let checked = products::check(&engine, caller, &body, &self.digest, now).and_then(|v| {
             self.quotas
-                .admit(&caller.name, v.checked.product(), &v.digests, now)
+                .admit(caller, v.checked.product(), &v.digests, now)
                 .map(|()| v)
         });
         let verification = match checked {
@@ -49,11 +49,36 @@ impl Service {
             }
         };
         let answers = verification.checked.answer();
+        let matched: Vec<bool> = answers
+            .iter()
+            .map(|claims| claims.iter().all(|(_, held)| *held))
+            .collect();
+        let product = verification.checked.product();
+        let withheld = self
+            .quotas
+            .release(caller, product, &verification.digests, &matched, now);
+        if body.single && !withheld.is_empty() {
+            let e =
+                ServiceError::rate_limited(products::WITHHELD, products::seconds_to_tomorrow(now));
+            let entry = products::audit_entry(caller, endpoint, Some(&body), None, e.outcome());
+            return Err(self.refuse(entry, e).await);
+        }
+        let mut withheld_items = withheld.iter().copied().peekable();
+        let mismatched = matched
+            .iter()
+            .enumerate()
+            .filter(|&(n, matched)| withheld_items.next_if_eq(&n).is_none() && !matched)
+            .map(|(n, _)| n)
+            .collect();
+        let outcome = Outcome {
+            mismatched,
+            withheld,
+        };
         let entry = products::audit_entry(
             caller,
             endpoint,
             Some(&body),
-            Some(&verification),
+            Some((&verification, &outcome)),
             "ok".into(),
         );
         let seq = self.audit(entry).await?;
@@ -61,6 +86,7 @@ impl Service {
             &verification.checked,
             &answers,
             body.single,
+            &outcome,
             engine.policy_version(),
             seq,
         );

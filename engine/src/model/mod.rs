@@ -702,7 +702,8 @@ impl Engine {
     }
 
     /// Scores named subjects with a trained model, inside: the caller must
-    /// hold a live grant for `purpose` covering every field the model reads.
+    /// hold a live grant for `purpose` covering every field the model reads,
+    /// and see each of them plain under it.
     /// `subjects` are canonical identifiers; a subject with no rows in
     /// every dataset (or outside the caller's region) scores `None`. With
     /// `rows`, datasets with an index of their unit are read only where the
@@ -732,10 +733,22 @@ impl Engine {
                 .iter()
                 .any(|g| g.covers(&manifest.name, &field.name, purpose, now));
             let level = decide(self.policy(), manifest, field, principal, purpose, now).level;
-            if !granted || matches!(level, Level::Deny | Level::Compare) {
+            if !granted {
                 return Err(denied(format!(
                     "scoring named subjects reads their records: it needs a live grant on `{}` covering `{}` for the purpose you name",
                     manifest.name, field.name
+                )));
+            }
+            // A score is a function of the subject's own values: two scored
+            // rows give a linear model's line, and the line gives back the
+            // value. So a subject's score is released only to a caller who
+            // may read every feature of it as it is.
+            if level != Level::Plain {
+                return Err(denied(format!(
+                    "a named subject's score gives back its own values, and your grant shows `{}.{}` only as {}: score supplied rows instead, or ask for a grant that shows it plain",
+                    manifest.name,
+                    field.name,
+                    level.kind().name()
                 )));
             }
             columns.push(f);
