@@ -85,6 +85,17 @@ struct InstitutionDay {
     per_subject: HashMap<u128, u32>,
 }
 
+/// Whether every answer about a subject counts toward its per-subject cap,
+/// not only mismatches: so for a product with a threshold claim, where
+/// `true` tells as much as `false` (a search upwards meets one `false`
+/// only at the end).
+fn counts_every_answer(product: &Product) -> bool {
+    product
+        .claims
+        .iter()
+        .any(|c| c.test != veil_policies::verification::Test::Equals)
+}
+
 /// The institution a principal's counts add up to.
 fn institution_of(principal: &Principal) -> String {
     match &principal.org {
@@ -285,6 +296,7 @@ impl Quotas {
         now: DateTime<Utc>,
     ) -> Vec<usize> {
         let caps = product.caps;
+        let every_answer = counts_every_answer(product);
         let institution = institution_of(principal);
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         state.roll(now);
@@ -297,9 +309,13 @@ impl Quotas {
                 || on_subject >= caps.daily_mismatches_per_subject
             {
                 withheld.push(n);
-            } else if !matched {
+                continue;
+            }
+            if !matched {
                 quota.mismatches += 1;
                 day.mismatches += 1;
+            }
+            if !matched || every_answer {
                 *day.per_subject.entry(*d).or_insert(0) += 1;
             }
         }
@@ -340,6 +356,7 @@ impl Quotas {
                 *quota.today.entry(*d).or_insert(0) += 1;
                 day.subjects.insert(*d);
             }
+            let every_answer = counts_every_answer(product);
             for d in audited
                 .mismatched
                 .iter()
@@ -347,7 +364,16 @@ impl Quotas {
             {
                 quota.mismatches += 1;
                 day.mismatches += 1;
-                *day.per_subject.entry(*d).or_insert(0) += 1;
+                if !every_answer {
+                    *day.per_subject.entry(*d).or_insert(0) += 1;
+                }
+            }
+            if every_answer {
+                for (i, d) in audited.subjects.iter().enumerate() {
+                    if !audited.withheld.contains(&i) {
+                        *day.per_subject.entry(*d).or_insert(0) += 1;
+                    }
+                }
             }
         }
         drop(state);
@@ -519,6 +545,7 @@ pub struct AuditedVerification {
     pub product: String,
     pub subjects: Vec<u128>,
     pub mismatched: Vec<usize>,
+    pub withheld: Vec<usize>,
 }
 
 /// Reads an audit `request` written by [`audit_request`] back.
@@ -531,18 +558,21 @@ pub fn parse_audit_request(text: &str) -> Option<AuditedVerification> {
         .iter()
         .map(|s| s.as_str().and_then(|s| u128::from_str_radix(s, 16).ok()))
         .collect::<Option<Vec<_>>>()?;
-    let mismatched = match value.get("mismatched") {
-        None => Vec::new(),
-        Some(list) => list
-            .as_array()?
-            .iter()
-            .map(|i| i.as_u64().and_then(|i| usize::try_from(i).ok()))
-            .collect::<Option<Vec<_>>>()?,
+    let indices = |key: &str| -> Option<Vec<usize>> {
+        match value.get(key) {
+            None => Some(Vec::new()),
+            Some(list) => list
+                .as_array()?
+                .iter()
+                .map(|i| i.as_u64().and_then(|i| usize::try_from(i).ok()))
+                .collect(),
+        }
     };
     Some(AuditedVerification {
         product,
         subjects,
-        mismatched,
+        mismatched: indices("mismatched")?,
+        withheld: indices("withheld")?,
     })
 }
 
@@ -931,6 +961,50 @@ mod tests {
     }
 
     #[test]
+    fn a_threshold_answer_counts_whichever_way_it_goes() {
+        // A search upwards meets `false` only at its end: for a threshold
+        // product every answer about the subject counts.
+        let policy = veil_policies::Policy::parse(
+            r#"
+            format = 1
+            name = "p"
+            [[grade]]
+            name = "L1"
+            approver = "provider"
+            grant_days = 30
+            k = 5
+            epsilon = 1.0
+            levels = { consumer = "plain" }
+            [[product]]
+            name = "arrears"
+            dataset = "d"
+            subject = "s"
+            answer = "boolean"
+            [[product.claim]]
+            name = "above"
+            field = "arrears"
+            test = "above"
+            "#,
+        )
+        .unwrap();
+        let product = &policy.products[0];
+        let [a, b, _] = principals();
+        let quotas = Quotas::default();
+        let now = Utc::now();
+        let mut released = 0;
+        for caller in [&a, &b, &a, &b] {
+            quotas.admit(caller, product, &[7], now).unwrap();
+            if quotas
+                .release(caller, product, &[7], &[true], now)
+                .is_empty()
+            {
+                released += 1;
+            }
+        }
+        assert_eq!(released, product.caps.daily_mismatches_per_subject);
+    }
+
+    #[test]
     fn the_audit_request_reads_back() {
         let outcome = Outcome {
             mismatched: vec![1],
@@ -944,6 +1018,7 @@ mod tests {
                 product: "identity".into(),
                 subjects: vec![1, 2, 3],
                 mismatched: vec![1],
+                withheld: vec![2],
             }
         );
         assert!(text.contains(r#""withheld":[2]"#), "{text}");

@@ -19,6 +19,7 @@ pub mod protect;
 mod provenance;
 pub mod source;
 mod sql;
+pub use sql::{MAX_OPERATORS, MAX_TABLES, MAX_TOKENS};
 pub mod subject_access;
 mod tables;
 pub mod verification;

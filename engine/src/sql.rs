@@ -23,10 +23,116 @@ use crate::error::{QueryError, invalid};
 /// Nesting deeper than this is refused by the parser.
 const RECURSION_LIMIT: usize = 64;
 
+/// Operators (`+`, `=`, `AND`, `UNION`, `JOIN`, ...) a statement may hold.
+/// A chain of operators parses into a tree as deep as the chain is long,
+/// and the planner and DataFusion's rewrites recurse over it: with at most
+/// this many, and parentheses and subqueries nested at most
+/// [`RECURSION_LIMIT`] deep, no accepted statement is deeper than a few
+/// hundred levels, which the query threads' stacks hold many times over
+/// (`veil_api::service::pool`).
+pub const MAX_OPERATORS: usize = 256;
+
+/// Tokens a statement may hold (long `IN` lists are fine up to this).
+pub const MAX_TOKENS: usize = 50_000;
+
+/// Table references a statement may hold: a list of tables plans into a
+/// chain of joins as deep as it is long.
+pub const MAX_TABLES: usize = 64;
+
+/// Refuses a parsed statement that references more than [`MAX_TABLES`]
+/// tables (its depth is already bounded, so the walk is safe).
+fn check_tables(statement: &Statement) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::ast::visit_relations;
+    let mut tables = 0usize;
+    let _ = visit_relations(statement, |_| {
+        tables += 1;
+        if tables > MAX_TABLES {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    });
+    if tables > MAX_TABLES {
+        return Err(invalid(format!(
+            "the statement references more than {MAX_TABLES} tables, the most one statement may join; split it into smaller queries"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a statement too large or too deep to plan safely, before the
+/// parser builds anything from it. Counting is iterative and cheap; the
+/// error names the limit, never the text.
+fn check_size(sql: &str) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| {
+            invalid(format!(
+                "the SQL does not parse: {}",
+                strip_prefix(&e.to_string())
+            ))
+        })?;
+    let (mut count, mut operators) = (0usize, 0usize);
+    for token in &tokens {
+        match token {
+            Token::Whitespace(_) | Token::EOF => continue,
+            Token::Word(w) => {
+                if matches!(
+                    w.keyword,
+                    Keyword::AND
+                        | Keyword::OR
+                        | Keyword::NOT
+                        | Keyword::UNION
+                        | Keyword::INTERSECT
+                        | Keyword::EXCEPT
+                        | Keyword::JOIN
+                        | Keyword::BETWEEN
+                        | Keyword::LIKE
+                        | Keyword::ILIKE
+                        | Keyword::IS
+                ) && w.quote_style.is_none()
+                {
+                    operators += 1;
+                }
+            }
+            Token::Number(..)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::Period
+            | Token::SemiColon
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::Placeholder(_) => {}
+            // Every other token is an operator of some kind.
+            _ => operators += 1,
+        }
+        count += 1;
+    }
+    if count > MAX_TOKENS {
+        return Err(invalid(format!(
+            "the statement has more than {MAX_TOKENS} tokens; send a shorter one"
+        )));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(invalid(format!(
+            "the statement has more than {MAX_OPERATORS} operators (+, =, AND, OR, UNION, JOIN and the like), the most one statement may chain; split it into smaller queries"
+        )));
+    }
+    Ok(())
+}
+
 /// Parses `sql` and accepts exactly one query statement. Everything else is
 /// refused before planning: EXPLAIN (plans print exact statistics), DDL, DML,
-/// COPY, SET, SHOW and the like.
+/// COPY, SET, SHOW and the like. A statement over [`MAX_TOKENS`] tokens or
+/// [`MAX_OPERATORS`] operators is refused before it is parsed.
 pub fn parse_select(sql: &str) -> Result<Statement, QueryError> {
+    check_size(sql)?;
     let mut statements = DFParserBuilder::new(sql)
         .with_dialect(&GenericDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
@@ -46,7 +152,10 @@ pub fn parse_select(sql: &str) -> Result<Statement, QueryError> {
     }
     match statements.pop_front() {
         Some(DfStatement::Statement(statement)) => match *statement {
-            Statement::Query(_) => Ok(*statement),
+            Statement::Query(_) => {
+                check_tables(&statement)?;
+                Ok(*statement)
+            }
             Statement::Explain { .. } | Statement::ExplainTable { .. } => Err(invalid(
                 "EXPLAIN is not available: plans reveal exact statistics of the data",
             )),

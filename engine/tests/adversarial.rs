@@ -629,3 +629,94 @@ fn exact_amounts_leave_only_under_dp() {
         Err(QueryError::Denied(_))
     ));
 }
+
+/// Statements built to be deep or wide (issue 18's crash: a chain of 350
+/// additions overflowed a worker's stack): for every shape, at the limits
+/// and past them, the answer is a result or a clear `invalid_sql` naming
+/// the limit, and never the process going down. Run on a thread with the
+/// query pool's stack, as the service runs queries.
+#[test]
+fn deep_and_wide_statements_are_answered_or_refused_never_crash() {
+    type Shape = fn(usize) -> String;
+    let shapes: Vec<(&str, Shape)> = vec![
+        ("additions", |n| format!("SELECT 1{}", " + 1".repeat(n))),
+        ("ors", |n| {
+            format!(
+                "SELECT COUNT(*) FROM legal_persons WHERE industry = 'a'{}",
+                " OR industry = 'b'".repeat(n)
+            )
+        }),
+        ("unions", |n| {
+            format!("SELECT 1 AS x{}", " UNION ALL SELECT 1".repeat(n))
+        }),
+        ("parentheses", |n| {
+            format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n))
+        }),
+        ("functions", |n| {
+            format!("SELECT {}1{}", "abs(".repeat(n), ")".repeat(n))
+        }),
+        ("cases", |n| {
+            format!(
+                "SELECT {}1{}",
+                "CASE WHEN 1 = 1 THEN ".repeat(n),
+                " END".repeat(n)
+            )
+        }),
+        ("tables", |n| {
+            format!(
+                "SELECT COUNT(*) FROM legal_persons{}",
+                ", legal_persons".repeat(n)
+            )
+        }),
+        ("in list", |n| {
+            format!(
+                "SELECT COUNT(*) FROM legal_persons WHERE industry IN ('x'{})",
+                ", 'y'".repeat(n * 40)
+            )
+        }),
+    ];
+    let who = consumer();
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let f = fixture();
+            for (name, shape) in &shapes {
+                for n in [10, 100, 255, 257, 1_000, 5_000] {
+                    let sql = shape(n);
+                    let outcome = f
+                        .runtime
+                        .block_on(f.engine.query(&request(&who, &sql, None)));
+                    match outcome {
+                        Ok(_) | Err(QueryError::Denied(_)) => {}
+                        Err(QueryError::InvalidSql(message)) => {
+                            assert!(
+                                message.len() < 400 && !message.contains("1 + 1 + 1"),
+                                "{name} {n}: {message}"
+                            );
+                        }
+                        Err(other) => panic!("{name} {n}: {other}"),
+                    }
+                }
+            }
+            // Past the operator limit, the refusal names it.
+            let sql = format!("SELECT 1{}", " + 1".repeat(veil_engine::MAX_OPERATORS + 1));
+            let err = f
+                .runtime
+                .block_on(f.engine.query(&request(&who, &sql, None)))
+                .unwrap_err();
+            assert!(err.to_string().contains("operators"), "{err}");
+            // At it, the statement is answered.
+            let sql = format!("SELECT 1{}", " + 1".repeat(veil_engine::MAX_OPERATORS));
+            let (_, answer) = f
+                .runtime
+                .block_on(f.engine.query(&request(&who, &sql, None)))
+                .unwrap();
+            assert_eq!(
+                rows(&answer.batches),
+                [[(veil_engine::MAX_OPERATORS + 1).to_string()]]
+            );
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -1,6 +1,7 @@
 //! `veil query`: one query through the same policy stage as the API.
 
 use clap::Args;
+use veil_api::service::pool::QueryPool;
 use veil_api::service::query::{QueryInput, QueryOutcome, Release};
 use veil_api::service::{Service, ServiceError, active_principal};
 use veil_api::wire;
@@ -47,11 +48,12 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
         max_rows: args.epsilon.map(|_| args.max_rows),
         dry_run: args.dry_run,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let outcome = runtime.block_on(async {
-        let caller = active_principal(&service.store(), &args.principal)?;
+    // On the query pool's deep stacks, as in the server.
+    let pool = QueryPool::new()?;
+    let service = std::sync::Arc::new(service);
+    let principal = args.principal;
+    let outcome = pool.block_on(async move {
+        let caller = active_principal(&service.store(), &principal)?;
         let outcome = service
             .query(&caller.principal, ENDPOINT, &input, TIMEOUT)
             .await?;
@@ -60,7 +62,7 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
             QueryOutcome::Released(release) => collect(&service, *release).await,
         }
     });
-    super::print_answer(outcome)
+    super::print_answer(outcome.and_then(|answer| answer))
 }
 
 const ENDPOINT: &str = "veil query";

@@ -19,12 +19,27 @@ pub struct ServeArgs {
     /// Requests one principal may have in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Seconds a connection may take to send a request's head, or stay idle
+    /// between requests, before it is closed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout: u64,
+    /// Connections open at once (never more than the file descriptor limit
+    /// leaves room for); past it a connection is answered 503 and closed.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Connections open at once from one address.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_peer: u64,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let mut config = ServerConfig::new(args.dir.data_dir.clone(), args.listen);
     config.requests_per_minute = args.requests_per_minute;
     config.concurrency_per_principal = args.concurrency;
+    config.idle_timeout = std::time::Duration::from_secs(args.idle_timeout);
+    config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    config.max_connections_per_peer =
+        usize::try_from(args.max_connections_per_peer).unwrap_or(usize::MAX);
     run_server(config, None)
 }
 

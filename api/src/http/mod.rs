@@ -14,6 +14,7 @@ mod docs;
 mod docs_tests;
 mod error;
 mod limits;
+mod listener;
 mod metrics;
 mod models;
 mod query;
@@ -115,6 +116,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     }
     router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -131,8 +133,6 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    // A method outside the standard ones is the caller's text: counted,
-    // but not as its own series.
     // A method outside the standard ones is the caller's text: counted,
     // but not as its own series.
     let method = match request.method().as_str() {
@@ -166,6 +166,18 @@ async fn not_found() -> ServiceError {
     ServiceError::not_found("no such endpoint; see /openapi.json")
 }
 
+/// A path served with other methods: `405` in the contract's JSON, with
+/// the `Allow` header axum adds.
+async fn method_not_allowed() -> Response {
+    let mut response = ServiceError::new(
+        crate::wire::ErrorCode::BadRequest,
+        "this endpoint does not take this method; see /openapi.json",
+    )
+    .into_response();
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
 /// Refuses a declared body larger than the limit before reading it.
 async fn guard_body_size(
     State(state): State<Arc<AppState>>,
@@ -195,9 +207,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = app(state.clone());
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = listener::run(
+        listener,
+        router,
+        &state.config,
+        shutdown,
+        Duration::from_secs(10),
+    )
+    .await;
     state.close(Duration::from_secs(5));
     result
 }

@@ -49,10 +49,18 @@ pub async fn query(
     let permit = state.limits.admit(caller.name())?;
     let format = Format::negotiate(&headers)?;
     let input = QueryInput::from(body);
+    // Planned and run on the query pool: deep statements and long scans
+    // stay off the workers that serve connections.
+    let task = state.clone();
+    let principal = caller.0.principal.clone();
     let outcome = state
-        .service
-        .query(&caller.0.principal, ENDPOINT, &input, state.config.timeout)
-        .await?;
+        .queries
+        .run(async move {
+            task.service
+                .query(&principal, ENDPOINT, &input, task.config.timeout)
+                .await
+        })
+        .await??;
     let release = match outcome {
         QueryOutcome::DryRun(price) => return Ok(Json(price).into_response()),
         QueryOutcome::Released(r) => *r,
@@ -61,7 +69,7 @@ pub async fn query(
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let task_state = state.clone();
     let principal = caller.name().to_owned();
-    tokio::spawn(async move {
+    state.queries.spawn(async move {
         let _permit = permit;
         let mut writer = AnswerWriter::new(format, release.stream.schema(), sender);
         let mut stream = release.stream;

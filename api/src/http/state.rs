@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::limits::Limits;
 use super::metrics::Metrics;
+use crate::service::pool::QueryPool;
 use crate::service::{AuditMode, Service};
 use crate::store::{PrincipalRecord, StoreError};
 
@@ -28,6 +29,13 @@ pub struct ServerConfig {
     pub requests_per_minute: u32,
     /// Largest `POST /v1/verify` body: a batch of 10,000 subjects.
     pub verify_body_limit: usize,
+    /// How long a connection may take to send a request's head, and stay
+    /// idle between requests, before it is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once, in all (never more than the file
+    /// descriptor limit leaves room for) and from one address.
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
 }
 
 impl ServerConfig {
@@ -40,6 +48,9 @@ impl ServerConfig {
             concurrency_per_principal: 8,
             requests_per_minute: 6_000,
             verify_body_limit: 16 << 20,
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_peer: 256,
         }
     }
 }
@@ -47,6 +58,8 @@ impl ServerConfig {
 pub struct AppState {
     pub config: ServerConfig,
     pub service: Service,
+    /// Where queries are planned and run, off the connection workers.
+    pub queries: QueryPool,
     pub limits: Limits,
     pub metrics: Metrics,
     callers: Mutex<CallerCache>,
@@ -81,6 +94,7 @@ impl AppState {
             callers: Mutex::new(CallerCache::default()),
             limits: Limits::new(config.requests_per_minute, config.concurrency_per_principal),
             metrics: Metrics::default(),
+            queries: QueryPool::new()?,
             service,
             config,
         }))

@@ -16,6 +16,7 @@
 //! - [`principals`]: principals, keys and suspension.
 //! - [`audit_log`]: searching the audit log and checking its chain.
 //! - [`loading`]: the engine built from the store.
+//! - [`pool`]: the runtime queries are planned and run on.
 //!
 //! Reads go through [`Service::reader`], a connection per reader; writes
 //! through [`Service::store`], the one writer connection.
@@ -26,6 +27,7 @@ pub mod catalog;
 pub mod loading;
 pub mod models;
 pub mod policy;
+pub mod pool;
 pub mod principals;
 pub mod query;
 pub mod readers;
@@ -88,6 +90,28 @@ pub struct Service {
     engine_generation: AtomicI64,
     /// Datasets that could not be opened when the engine was first built.
     pub skipped: Vec<(String, String)>,
+    /// The verification lock, held while this service counts verifications.
+    _counting: Option<std::fs::File>,
+}
+
+/// Takes the data directory's verification lock: the daily caps are
+/// counted in memory by one process, so a second server, or `veil verify`
+/// beside a running server, would count apart and give every cap twice.
+/// The lock is released when the process ends, however it ends.
+fn lock_verification(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = data_dir.join("verification.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Conflict(
+            "another veil process verifies over this data directory (a server, or `veil verify`): the daily caps are counted in one process, so verify through it".into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }
 
 impl Service {
@@ -123,10 +147,17 @@ impl Service {
         };
         let digest = SubjectDigest::new(&store.data_dir().master_key()?);
         // Today's verifications count toward the quotas; a service without
-        // products verifies nothing and skips reading them.
-        let quotas = match products {
-            Products::None => Quotas::default(),
-            _ => Quotas::from_audit(&store, loaded.engine.policy(), chrono::Utc::now())?,
+        // products verifies nothing and skips reading them. The counts live
+        // in one process: the one holding the data directory's verification
+        // lock, which it takes before reading them back.
+        let (quotas, counting) = match products {
+            Products::None => (Quotas::default(), None),
+            _ => {
+                let lock = lock_verification(data_dir)?;
+                let quotas =
+                    Quotas::from_audit(&store, loaded.engine.policy(), chrono::Utc::now())?;
+                (quotas, Some(lock))
+            }
         };
         let generation = store.access_generation()?;
         Ok(Service {
@@ -142,6 +173,7 @@ impl Service {
             audit_entries: AtomicU64::new(0),
             signer,
             skipped: loaded.skipped,
+            _counting: counting,
         })
     }
 
