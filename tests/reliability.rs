@@ -37,6 +37,23 @@ fn no_statement_takes_the_server_down() {
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(server.get("/healthz", None).status, 200);
     }
+    // An ε too small for the noise's exact arithmetic is refused before
+    // anything is charged (it once overflowed in the release); the
+    // smallest allowed is answered.
+    let dp = |epsilon: f64| {
+        server.post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": "SELECT COUNT(*) FROM health_visits", "epsilon": epsilon}),
+        )
+    };
+    for tiny in [1e-20, 1e-300, 0.0009] {
+        let r = dp(tiny);
+        assert_eq!(r.code(), "bad_request", "{}", r.text());
+        assert!(r.text().contains("from 0.001 to 100"), "{}", r.text());
+    }
+    let r = dp(0.001);
+    assert_eq!(r.status, 200, "{}", r.text());
     // Statements up to the limits are answered.
     let sql = format!("SELECT 1{}", " + 1".repeat(200));
     let r = server.post_json("/v1/query", Some(&carol), &json!({ "sql": sql }));

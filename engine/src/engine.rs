@@ -666,10 +666,8 @@ impl Engine {
                 DpOptions::new(epsilon)
             }
         };
-        if !(options.epsilon.is_finite() && options.epsilon > 0.0 && options.epsilon <= 100.0) {
-            return Err(crate::error::invalid(
-                "`epsilon` must be a number above 0 and at most 100",
-            ));
+        if !crate::dp::epsilon_allowed(options.epsilon) {
+            return Err(crate::error::invalid(crate::dp::EPSILON_RANGE_TEXT));
         }
         for (what, v) in [
             ("max_groups", options.max_groups),

@@ -224,6 +224,33 @@ fn linear_error(engine: &Engine, epsilon: f64, seed: u64) -> f64 {
         + (coefficients[1] - TRUTH.2).abs()
 }
 
+/// Every template fits at the ends of the ε range, so nothing charged can
+/// fail to be released for want of precision in the noise.
+#[test]
+fn every_template_fits_at_the_ends_of_the_epsilon_range() {
+    let s = setup();
+    for template in [
+        Template::LinearRegression,
+        Template::LogisticRegression,
+        Template::Histogram,
+        Template::Quantiles,
+    ] {
+        for epsilon in [
+            *veil_engine::dp::EPSILON_RANGE.start(),
+            *veil_engine::dp::EPSILON_RANGE.end(),
+        ] {
+            let mut spec = match template {
+                Template::LinearRegression | Template::LogisticRegression => {
+                    two_features(template, "y")
+                }
+                _ => spec(template, &[("firms", "x1")], None),
+            };
+            spec.epsilon = epsilon;
+            train(&s.engine, &spec, 1).unwrap_or_else(|e| panic!("{template:?} at {epsilon}: {e}"));
+        }
+    }
+}
+
 #[test]
 fn linear_coefficients_approach_the_truth_as_epsilon_grows() {
     let s = setup();
@@ -517,6 +544,22 @@ fn every_refusal_names_its_reason() {
                 ..lin(&[("firms", "x1")], ("firms", "y"))
             },
             "`epsilon` must be",
+        ),
+        // Issue 18: these reached the fit, whose noise variance overflowed
+        // after the budget was charged.
+        (
+            ModelSpec {
+                epsilon: 1e-30,
+                ..lin(&[("firms", "x1")], ("firms", "y"))
+            },
+            "`epsilon` must be a number from 0.001 to 100",
+        ),
+        (
+            ModelSpec {
+                epsilon: 1e-300,
+                ..lin(&[("firms", "x1")], ("firms", "y"))
+            },
+            "`epsilon` must be a number from 0.001 to 100",
         ),
     ];
     for (sp, expect) in &cases {

@@ -235,7 +235,18 @@ fn train(
         let charged = lock(store).charge(&principal.name, &prepared.costs, &spec_text)?;
         let ledger = charged.ids;
         let lineage = wire::provenance(&prepared.provenance);
-        let trained = prepared.fit(&mut SecureEntropy::new());
+        // A fit that fails (it should not: the spec's ranges are checked)
+        // released nothing: the budget goes back, and the entry says so.
+        let fitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            prepared.fit(&mut SecureEntropy::new())
+        }));
+        let Ok(trained) = fitted else {
+            lock(store)
+                .refund(&ledger)
+                .map_err(ServiceError::internal)?;
+            tracing::error!("a model fit failed after the charge; refunded");
+            return Err(ServiceError::internal("the fit failed"));
+        };
         let privacy = privacy_json(&charged.left, &trained);
         audit.privacy = privacy.to_string();
         let record = ModelRecord {

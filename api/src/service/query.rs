@@ -43,10 +43,10 @@ impl QueryInput {
             return Err(ServiceError::bad_request("`sql` is empty"));
         }
         if let Some(e) = self.epsilon
-            && !(e.is_finite() && e > 0.0 && e <= 100.0)
+            && !veil_engine::dp::epsilon_allowed(e)
         {
             return Err(ServiceError::bad_request(
-                "`epsilon` must be a number above 0 and at most 100",
+                veil_engine::dp::EPSILON_RANGE_TEXT,
             ));
         }
         for (what, v) in [("max_groups", self.max_groups), ("max_rows", self.max_rows)] {

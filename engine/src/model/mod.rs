@@ -443,10 +443,8 @@ impl PreparedModel {
 /// Checks a spec's shape, before any dataset is looked at.
 fn check_shape(spec: &ModelSpec) -> Result<(), ModelError> {
     let p = &spec.params;
-    if !(spec.epsilon.is_finite() && spec.epsilon > 0.0 && spec.epsilon <= 100.0) {
-        return Err(invalid(
-            "`epsilon` must be a number above 0 and at most 100",
-        ));
+    if !crate::dp::epsilon_allowed(spec.epsilon) {
+        return Err(invalid(crate::dp::EPSILON_RANGE_TEXT));
     }
     match spec.template {
         Template::LinearRegression | Template::LogisticRegression => {
