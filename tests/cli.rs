@@ -166,7 +166,7 @@ fn pums_registers_and_broken_manifests_are_refused_with_a_message_per_problem() 
             vec![
                 "grade `L9`",
                 "no `privacy_unit`",
-                "unknown open attribute `half_open`",
+                "not a known open attribute",
             ],
         ),
     ];

@@ -392,7 +392,7 @@ fn data_that_is_not_open_is_never_developed() {
         (
             json!({"template": "deep_net", "features": [], "epsilon": 1.0}),
             "bad_request",
-            "unknown model template `deep_net`",
+            "not a known model template",
         ),
         (
             json!({"template": "histogram", "features": ["nowhere.x"], "epsilon": 1.0}),

@@ -192,6 +192,141 @@ fn every_wrong_method_is_answered_in_the_contract_json() {
     }
 }
 
+/// Sends raw bytes on a fresh connection; what comes back until close.
+fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    read_to_close(&mut stream).0
+}
+
+/// The JSON body of a raw response, which must be the contract's error.
+fn contract_error(response: &str, status: u16) -> serde_json::Value {
+    assert!(
+        response.starts_with(&format!("HTTP/1.1 {status} ")),
+        "{response}"
+    );
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(json["error"]["code"].is_string(), "{body}");
+    json
+}
+
+#[test]
+fn every_error_is_the_contract_json_and_repeats_nothing_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, carol, root) = deployment(tmp.path());
+    let approver = add_principal(&dir, "amy", "approver", &["--org", AUTHORITY]);
+    let modeler = add_principal(&dir, "dev", "modeler", &["--org", "a developer"]);
+    let subject = add_principal(&dir, "me", "subject", &["--subject", "11010519491231002X"]);
+    let server = Server::start(&dir, &[]);
+    let addr = server.addr.as_str();
+    // Requests hyper cannot read: a target that is not UTF-8, headers past
+    // the limit, a request line that is not HTTP, a bad second request on
+    // a kept-alive connection.
+    let r = raw(addr, b"GET /v1/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(contract_error(&r, 400)["error"]["code"], "bad_request");
+    let mut big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 1 << 20));
+    big.extend(b"\r\n\r\n");
+    contract_error(&raw(addr, &big), 431);
+    contract_error(&raw(addr, b"GARBAGE\r\n\r\n"), 400);
+    let two = raw(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
+    );
+    let second = two.find("HTTP/1.1 400").expect("the second answer");
+    assert!(two.starts_with("HTTP/1.1 200"), "{two}");
+    contract_error(&two[second..], 400);
+    // The server is still there.
+    assert_eq!(server.get("/healthz", None).status, 200);
+
+    // The auth scheme is case-insensitive.
+    let r = server.request(
+        "GET",
+        "/v1/budget",
+        None,
+        &[("Authorization", &format!("bearer {carol}"))],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Refusals that do not repeat what was sent: an identity number as a
+    // key, as a value of the wrong type, as a parameter.
+    let secret = "53010219491231002X";
+    let sent: Vec<(&str, &str, serde_json::Value)> = vec![
+        ("/v1/query", &carol, json!({"sql": "SELECT 1", secret: 1})),
+        (
+            "/v1/query",
+            &carol,
+            json!({"sql": "SELECT 1", "epsilon": secret}),
+        ),
+        (
+            "/v1/query",
+            &carol,
+            json!({"sql": "SELECT 1", "purpose": {secret: secret}}),
+        ),
+        (
+            "/v1/verify",
+            &carol,
+            json!({"product": "person_identity", secret: 1}),
+        ),
+        (
+            "/v1/verify",
+            &carol,
+            json!({"product": secret, "subject": secret, "claims": {"name": "x"}}),
+        ),
+        (
+            "/v1/verify",
+            &carol,
+            json!({"product": "person_identity", "subject": secret, "claims": {secret: 1}}),
+        ),
+        ("/v1/models", &modeler, json!({"template": secret})),
+        ("/v1/models", &root, json!({"template": secret})),
+        ("/v1/requests", &carol, json!({"kind": secret})),
+    ];
+    for (path, key, body) in &sent {
+        let r = server.post_json(path, Some(key), body);
+        assert!(r.status >= 400, "{path} {body}: {}", r.text());
+        assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
+        assert!(!r.text().contains(secret), "{path} {body}: {}", r.text());
+        assert!(!r.text().contains("1949"), "{path} {body}: {}", r.text());
+    }
+    let r = server.get(&format!("/v1/audit?since={secret}"), Some(&approver));
+    assert_eq!(r.code(), "bad_request", "{}", r.text());
+    assert!(!r.text().contains(secret), "{}", r.text());
+    let r = server.get(
+        "/v1/audit?since=2026-01-01T08:00:00%2B08:00",
+        Some(&approver),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = server.get(&format!("/v1/me/records?who={secret}"), Some(&subject));
+    assert_eq!(r.code(), "bad_request", "{}", r.text());
+    assert!(!r.text().contains(secret), "{}", r.text());
+    assert_eq!(server.get("/v1/me/records", Some(&subject)).status, 200);
+    // Nor does the audit log keep an unknown kind or template as typed.
+    drop(server);
+    let conn = rusqlite::Connection::open(dir.join("veil.db")).unwrap();
+    let typed: Vec<(String, String)> = conn
+        .prepare("SELECT endpoint, request FROM audit_log WHERE request LIKE ?1")
+        .unwrap()
+        .query_map([format!("%{secret}%")], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        typed.is_empty(),
+        "the audit log repeats what was sent: {typed:?}"
+    );
+}
+
 #[test]
 fn one_process_counts_the_verification_caps() {
     let tmp = tempfile::tempdir().unwrap();

@@ -186,6 +186,7 @@ impl From<&QueryError> for ServiceError {
             QueryError::InvalidSql(_) => ErrorCode::InvalidSql,
             QueryError::UnknownTable(_) => ErrorCode::NotFound,
             QueryError::Denied(_) => ErrorCode::PolicyDenied,
+            QueryError::Limit(_) => ErrorCode::BadRequest,
             QueryError::Internal { detail } => return Self::internal(detail),
         };
         Self::new(code, e.to_string())

@@ -1,7 +1,10 @@
 //! veil-api: the service around the engine. The only crate that knows HTTP
 //! and the store.
 //!
+//! - [`backup`]: backups of a deployment and their restore.
 //! - [`datadir`]: the data directory and its secrets.
+//! - [`heads`]: where the audit log and the ledger end, signed outside
+//!   the store.
 //! - [`http`]: the HTTP service: router, auth, limits, streaming answers,
 //!   metrics, OpenAPI.
 //! - [`store`]: the embedded SQLite store: policies, catalog, principals,
@@ -13,9 +16,11 @@
 //!   digests, quotas, the request and answer JSON.
 //! - [`wire`]: answers and errors as contract.md's JSON; the one body reader.
 
+pub mod backup;
 pub mod datadir;
 pub mod diff;
 pub mod error;
+pub mod heads;
 pub mod http;
 pub mod indexes;
 pub mod receipt;

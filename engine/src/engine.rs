@@ -209,6 +209,36 @@ pub struct Engine {
     products: BTreeMap<String, Result<Arc<crate::verification::ProductTable>, String>>,
     /// Datasets no one may use now, with the reason (a complaint, a seal).
     blocked: BTreeMap<String, String>,
+    /// The memory one query's operators may hold at once.
+    query_memory: usize,
+}
+
+/// The memory the operators of one query (hash tables, sorts, joins, the
+/// per-unit pre-aggregation of DP) may hold at once, unless set otherwise:
+/// past it the query fails with [`QueryError::Limit`], and the process
+/// does not grow without bound.
+pub const QUERY_MEMORY: usize = 2 << 30;
+
+/// How a failure while running is answered: a memory limit reached is
+/// said, naming the limit; anything else is internal (its detail may echo a
+/// value).
+fn execution_error(e: datafusion::error::DataFusionError, limit: usize) -> QueryError {
+    if matches!(
+        e.find_root(),
+        datafusion::error::DataFusionError::ResourcesExhausted(_)
+    ) {
+        let size = if limit >= 1 << 20 {
+            format!("{} MiB", limit >> 20)
+        } else {
+            format!("{} KiB", limit >> 10)
+        };
+        return QueryError::Limit(format!(
+            "the query needs more memory than one query may hold ({size}); nothing was released and nothing was spent: filter first, or group by fewer keys"
+        ));
+    }
+    QueryError::Internal {
+        detail: e.to_string(),
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -244,7 +274,28 @@ impl Engine {
             master_key,
             products: BTreeMap::new(),
             blocked: BTreeMap::new(),
+            query_memory: QUERY_MEMORY,
         }
+    }
+
+    /// Sets the memory one query's operators may hold at once.
+    pub fn set_query_memory(&mut self, bytes: usize) {
+        self.query_memory = bytes;
+    }
+
+    /// A task context for one query: the session's, with a memory pool of
+    /// the query's own, so that one query's limit is not another's.
+    fn query_task_ctx(&self) -> Arc<datafusion::execution::TaskContext> {
+        let shared = self.state.runtime_env();
+        let runtime = datafusion::execution::runtime_env::RuntimeEnv {
+            memory_pool: Arc::new(datafusion::execution::memory_pool::GreedyMemoryPool::new(
+                self.query_memory,
+            )),
+            ..shared.as_ref().clone()
+        };
+        Arc::new(
+            datafusion::execution::TaskContext::from(&self.state).with_runtime(Arc::new(runtime)),
+        )
     }
 
     pub fn add_dataset(&mut self, dataset: Dataset) {
@@ -815,11 +866,9 @@ impl Engine {
             detail: "not a DP query".into(),
         })?;
         let physical = self.physical_plan(&query.checked.plan).await?;
-        let batches = datafusion::physical_plan::collect(physical, self.state.task_ctx())
+        let batches = datafusion::physical_plan::collect(physical, self.query_task_ctx())
             .await
-            .map_err(|e| QueryError::Internal {
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| execution_error(e, self.query_memory))?;
         Ok((batches, &dp.release))
     }
 
@@ -882,10 +931,8 @@ impl Engine {
             }
         }
         let physical = self.physical_plan(&query.checked.plan).await?;
-        let exact =
-            execute_stream(physical, self.state.task_ctx()).map_err(|e| QueryError::Internal {
-                detail: e.to_string(),
-            })?;
+        let exact = execute_stream(physical, self.query_task_ctx())
+            .map_err(|e| execution_error(e, self.query_memory))?;
         let Some(dp) = &query.dp else {
             return Ok(exact);
         };
@@ -902,9 +949,7 @@ impl Engine {
         let batches = exact
             .try_collect::<Vec<_>>()
             .await
-            .map_err(|e| QueryError::Internal {
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| execution_error(e, self.query_memory))?;
         let mut entropy = crate::dp::sample::SecureEntropy::new();
         let batch = crate::dp::release::release(&dp.release, &key_types, &batches, &mut entropy)?;
         let schema = batch.schema();
@@ -923,9 +968,7 @@ impl Engine {
         let batches = stream
             .try_collect::<Vec<_>>()
             .await
-            .map_err(|e| QueryError::Internal {
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| execution_error(e, self.query_memory))?;
         Ok(Answer { schema, batches })
     }
 

@@ -15,6 +15,10 @@ pub enum QueryError {
     /// The policy stage refused the query.
     #[error("{0}")]
     Denied(Refusal),
+    /// The query went past a limit one query has (its memory, its time):
+    /// the message names the limit and nothing of the data.
+    #[error("{0}")]
+    Limit(String),
     /// Execution failed. `detail` is for the service's log only: it may
     /// echo a value, so it never reaches a caller.
     #[error("the query failed while running; nothing was released")]

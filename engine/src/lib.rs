@@ -26,7 +26,7 @@ pub mod verification;
 
 pub use engine::{
     Answer, BudgetLeft, DpBudget, DpCost, DpOptions, DpPrepared, Engine, PreparedQuery, Privacy,
-    Provenance, QueryRequest,
+    Provenance, QUERY_MEMORY, QueryRequest,
 };
 pub use error::{QueryError, Refusal};
 

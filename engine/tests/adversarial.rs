@@ -720,3 +720,38 @@ fn deep_and_wide_statements_are_answered_or_refused_never_crash() {
         .join()
         .unwrap();
 }
+
+/// A query whose operators need more memory than one query may hold fails
+/// with a clear `Limit` naming the limit, plain or under DP, and the same
+/// engine answers the next query: the limit is the query's own.
+#[test]
+fn a_query_past_its_memory_is_refused_by_name_and_the_next_is_answered() {
+    let f = fixture();
+    let mut engine = build_engine(&f.dir, veil_policies::Policy::default_preset());
+    engine.set_query_memory(256 << 10);
+    let who = consumer();
+    let heavy = [
+        "SELECT a.industry, COUNT(*) FROM legal_persons a JOIN legal_persons b ON a.industry = b.industry GROUP BY a.industry",
+        "SELECT name, COUNT(*) FROM legal_persons GROUP BY name ORDER BY name",
+        "SELECT industry, COUNT(*) FROM legal_persons GROUP BY industry",
+    ];
+    let mut refused = 0;
+    for sql in heavy {
+        match f.runtime.block_on(engine.query(&request(&who, sql, None))) {
+            Err(QueryError::Limit(message)) => {
+                assert!(message.contains("(256 KiB)"), "{message}");
+                refused += 1;
+            }
+            Err(QueryError::Denied(_)) => {}
+            Ok(_) => {}
+            Err(other) => panic!("{sql}: {other}"),
+        }
+    }
+    assert!(refused > 0, "no query reached a 256 KiB limit");
+    let small = f.runtime.block_on(engine.query(&request(
+        &who,
+        "SELECT COUNT(*) FROM legal_persons",
+        None,
+    )));
+    assert!(small.is_ok(), "{:?}", small.err());
+}

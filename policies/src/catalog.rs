@@ -37,7 +37,7 @@ macro_rules! token_enum {
                     $($text => Ok($name::$variant),)+
                     _ => {
                         let all: Vec<&str> = vec![$($text),+];
-                        Err(format!("unknown {} `{s}` (expected one of {})", $what, all.join(", ")))
+                        Err(format!("not a known {} (expected one of {})", $what, all.join(", ")))
                     }
                 }
             }

@@ -503,7 +503,7 @@ mod tests {
         );
         let problems = Policy::parse(&text).unwrap_err().to_string();
         for expect in [
-            "models.population: unknown model template `neural_net`",
+            "models.population: not a known model template",
             "models.population: `histogram` is listed twice",
             "models.Bad-Name: a dataset name",
         ] {

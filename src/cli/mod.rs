@@ -1,6 +1,7 @@
 //! The command line: one module per command group.
 
 mod audit;
+mod backup;
 mod calendar;
 mod datasets;
 mod demo;
@@ -65,6 +66,10 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Back up a deployment, while it runs, into one file (store, keys, signed heads).
+    Backup(backup::BackupArgs),
+    /// Rebuild a data directory from a backup, after checking all of it.
+    Restore(backup::RestoreArgs),
     /// Check receipts offline.
     #[command(subcommand)]
     Receipt(audit::ReceiptCommand),
@@ -108,6 +113,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Model(cmd) => model::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
         Command::Receipt(cmd) => audit::run_receipt(cmd),
         Command::Calendar(cmd) => calendar::run(cmd),
     }

@@ -35,9 +35,11 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ServiceError>
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    // The scheme is case-insensitive (RFC 9110 §11.1); the key is not.
     let Some(key) = header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
     else {
         return Err(ServiceError::new(
             ErrorCode::Unauthenticated,

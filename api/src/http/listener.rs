@@ -4,7 +4,9 @@
 //! [`ServerConfig::max_connections`] are open at once and at most
 //! [`ServerConfig::max_connections_per_peer`] from one address, and a
 //! connection past either cap is answered `503` in the contract's JSON and
-//! closed before it can use up file descriptors. Accept errors (such as
+//! closed before it can use up file descriptors. The errors hyper answers
+//! itself (a request it cannot read) leave in the contract's JSON too
+//! ([`super::wire_errors`]). Accept errors (such as
 //! running out of descriptors anyway) pause accepting briefly instead of
 //! spinning.
 
@@ -173,7 +175,10 @@ async fn connection(
         // a slow head and an idle kept-alive connection both end here.
         .header_read_timeout(idle)
         .max_buf_size(256 << 10);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let conn = builder.serve_connection(
+        TokioIo::new(super::wire_errors::ContractErrors::new(stream)),
+        TowerToHyperService::new(router),
+    );
     let mut conn = std::pin::pin!(conn);
     let stop = async move {
         // The guard `wait_for` returns is not kept across an await.

@@ -25,6 +25,7 @@ mod route_tests;
 pub mod routes;
 mod state;
 mod verification;
+mod wire_errors;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -25,6 +25,22 @@ impl Service {
                 "only an approver reads the audit log",
             ));
         }
+        // Times are compared as the log writes them (UTC, milliseconds), so
+        // one given with an offset is converted, and one that is not a time
+        // is refused rather than matching everything or nothing.
+        let since = query
+            .since
+            .as_deref()
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t.trim())
+                    .map(|t| crate::store::time_text(t.with_timezone(&chrono::Utc)))
+                    .map_err(|_| {
+                        ServiceError::bad_request(
+                            "since: not an RFC 3339 time, such as 2026-12-01T08:00:00+08:00",
+                        )
+                    })
+            })
+            .transpose()?;
         let store = self.reader()?;
         let org = caller.org.clone().unwrap_or_default();
         let authority = super::requests::is_authority(&store, caller)?;
@@ -37,7 +53,7 @@ impl Service {
         let filter = AuditFilter {
             principal: query.principal.as_deref(),
             dataset: query.dataset.as_deref(),
-            since: query.since.as_deref(),
+            since: since.as_deref(),
             outcome: query.outcome.as_deref(),
             limit: query.limit.unwrap_or(100),
             // A provider's page is made of its own entries: the limit

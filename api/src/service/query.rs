@@ -275,9 +275,12 @@ impl Service {
         }
         let stream = tokio::time::timeout(timeout, engine.stream(&prepared))
             .await
-            .unwrap_or(Err(veil_engine::QueryError::Internal {
-                detail: "planning timed out".into(),
-            }));
+            .unwrap_or_else(|_| {
+                Err(veil_engine::QueryError::Limit(format!(
+                    "the query ran past the {} s one query may take; nothing was released and nothing was spent: filter first, or group by fewer keys",
+                    timeout.as_secs()
+                )))
+            });
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {

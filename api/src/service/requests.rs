@@ -541,11 +541,20 @@ impl super::Service {
         endpoint: &str,
     ) -> super::Audited<Value> {
         let outcome = open(&mut self.store(), principal, body, Utc::now());
+        // A refused request is recorded by what it is, never as typed: an
+        // unknown kind or dataset name could be anything the caller holds.
         let what = match &outcome {
             Ok((r, _)) => format!("open {} {}", r.kind, r.id),
-            Err(_) => format!("open {}", body.kind),
+            Err(_) => match body.kind.parse::<Kind>() {
+                Ok(kind) => format!("open {kind}"),
+                Err(_) => "open (a kind that does not exist)".to_owned(),
+            },
         };
-        let entry = audit_entry(principal, endpoint, what, body.dataset.as_deref(), &outcome);
+        let dataset = body.dataset.as_deref().filter(|d| {
+            self.reader()
+                .is_ok_and(|r| r.dataset(d).is_ok_and(|found| found.is_some()))
+        });
+        let entry = audit_entry(principal, endpoint, what, dataset, &outcome);
         super::Audited::new(entry, self.follow(outcome))
     }
 

@@ -9,6 +9,9 @@
 //!
 //! Appends run in `BEGIN IMMEDIATE` transactions that read the head inside
 //! the lock, so several processes (the server and the CLI) extend one chain.
+//! After each commit, and before it returns, the new head is signed into
+//! `DIR/audit.head` ([`crate::heads`]): an entry acknowledged is an entry
+//! the log must still reach.
 
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -48,8 +51,19 @@ pub struct AuditRecord {
 /// The result of checking the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainReport {
-    Intact { entries: i64, checkpoints: i64 },
-    Broken { seq: i64, reason: String },
+    /// `head`: the entry the signed head names, which the log reaches;
+    /// `ledger_rows`: the privacy ledger's rows, chained and reaching its
+    /// signed head too.
+    Intact {
+        entries: i64,
+        checkpoints: i64,
+        head: i64,
+        ledger_rows: i64,
+    },
+    Broken {
+        seq: i64,
+        reason: String,
+    },
 }
 
 const GENESIS: [u8; 32] = [0u8; 32];
@@ -147,6 +161,11 @@ impl Store {
         entries: &[AuditEntry],
         signer: &Signer,
     ) -> Result<Vec<i64>, StoreError> {
+        if self.cut {
+            return Err(StoreError::Integrity(
+                "the audit log was cut below its signed head: nothing more is acknowledged".into(),
+            ));
+        }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -196,7 +215,57 @@ impl Store {
             }
         }
         tx.commit()?;
+        if !seqs.is_empty() {
+            let heads = crate::heads::advance(
+                self.dir.root(),
+                signer,
+                crate::heads::Advance::Audit { seq, hash: &prev },
+            )
+            .map_err(|e| StoreError::Integrity(e.to_string()))?;
+            if heads.audit_seq != seq {
+                // Another writer signed a later head; the log must hold it,
+                // or these sequence numbers were handed out before.
+                let held: Option<Vec<u8>> = self
+                    .conn
+                    .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
+                    .query_row(params![heads.audit_seq], |r| r.get(0))
+                    .optional()?;
+                if held.as_deref() != Some(heads.audit_hash.as_slice()) {
+                    self.cut = true;
+                    tracing::error!(
+                        head = heads.audit_seq,
+                        "the audit log was cut below its signed head while the service ran"
+                    );
+                    return Err(StoreError::Integrity(format!(
+                        "the audit log does not reach its signed head, entry {}: entries were removed, and these are not acknowledged",
+                        heads.audit_seq
+                    )));
+                }
+            }
+        }
         Ok(seqs)
+    }
+
+    /// Entry `seq`'s hash recomputed from what it holds now (and its stored
+    /// link), or `None` when there is no such entry.
+    pub(super) fn entry_hash_now(&self, seq: i64) -> Result<Option<[u8; 32]>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CHAIN_COLUMNS} FROM audit_log WHERE seq = ?1"
+            ))?
+            .query_row(params![seq], ChainRow::read)
+            .optional()?;
+        Ok(row.map(|r| {
+            entry_hash(
+                &r.prev_hash,
+                r.seq,
+                &r.time,
+                &r.entry,
+                &r.datasets,
+                &r.fields,
+            )
+        }))
     }
 
     /// Signs the current head, if it is not signed yet (at shutdown, say).
@@ -223,8 +292,17 @@ impl Store {
 
     /// Recomputes the chain and checks every checkpoint signature: any edited,
     /// deleted, inserted or reordered entry breaks it, and the first bad
-    /// entry is named.
+    /// entry is named. Then the log must reach the head it signed last in
+    /// `DIR/audit.head` (so a cut end, even past the last checkpoint, or an
+    /// emptied log, is broken), and the privacy ledger must be intact and
+    /// reach its head too.
     pub fn verify_audit(&self, public_key: &[u8]) -> Result<ChainReport, StoreError> {
+        match self.check_pages() {
+            Err(StoreError::Integrity(reason)) => {
+                return Ok(ChainReport::Broken { seq: 0, reason });
+            }
+            other => other?,
+        }
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {CHAIN_COLUMNS} FROM audit_log ORDER BY rowid"
         ))?;
@@ -302,9 +380,28 @@ impl Store {
                 });
             }
         }
+        if let Some((seq, reason)) = self.heads_problem()? {
+            return Ok(ChainReport::Broken { seq, reason });
+        }
+        let ledger_rows = match self.verify_ledger()? {
+            super::LedgerReport::Intact { rows } => rows,
+            super::LedgerReport::Broken { id, reason } => {
+                return Ok(ChainReport::Broken {
+                    seq: 0,
+                    reason: format!("the privacy ledger is broken at row {id}: {reason}"),
+                });
+            }
+        };
+        let public = self.dir.public_key()?;
+        let head = crate::heads::read(self.dir.root(), &public)
+            .ok()
+            .flatten()
+            .map_or(0, |h| h.audit_seq);
         Ok(ChainReport::Intact {
             entries,
             checkpoints: checkpoints.len() as i64,
+            head,
+            ledger_rows,
         })
     }
 
@@ -531,7 +628,9 @@ mod tests {
             store.verify_audit(&public).unwrap(),
             ChainReport::Intact {
                 entries: 130,
-                checkpoints: 2
+                checkpoints: 2,
+                head: 130,
+                ledger_rows: 0,
             }
         );
         store.checkpoint_audit(&signer).unwrap();
@@ -539,7 +638,9 @@ mod tests {
             store.verify_audit(&public).unwrap(),
             ChainReport::Intact {
                 entries: 130,
-                checkpoints: 3
+                checkpoints: 3,
+                head: 130,
+                ledger_rows: 0,
             }
         );
         let found = store
@@ -572,6 +673,14 @@ mod tests {
                 1000,
             ),
             ("DELETE FROM audit_log WHERE seq > 100", 128),
+            // The unsigned tail, past the last checkpoint: the signed head
+            // still names entry 130.
+            ("DELETE FROM audit_log WHERE seq > 128", 130),
+            (
+                "DELETE FROM audit_log WHERE seq > 100; DELETE FROM audit_checkpoints WHERE seq > 100",
+                130,
+            ),
+            ("DELETE FROM audit_log; DELETE FROM audit_checkpoints", 130),
         ];
         for (sql, first_bad) in cases {
             let (tmp, store, _, public) = filled(130);
@@ -580,7 +689,37 @@ mod tests {
                 ChainReport::Broken { seq, .. } => assert_eq!(seq, first_bad, "{sql}"),
                 intact => panic!("{sql}: {intact:?}"),
             }
+            // And nothing is served over a log cut short of its head.
+            drop(store);
+            if first_bad == 130 {
+                let err = Store::open(tmp.path()).err().expect("refused");
+                assert!(matches!(err, StoreError::Integrity(_)), "{sql}: {err}");
+                assert!(err.to_string().contains("entry 130"), "{err}");
+                assert!(Store::open_for_inspection(tmp.path()).is_ok());
+            }
         }
+    }
+
+    #[test]
+    fn sequence_numbers_are_never_handed_out_twice() {
+        // A writer that opened the store before the cut got past the start
+        // check, but entries 9 and 10 are not acknowledged twice.
+        let (tmp, mut store, signer, _) = filled(10);
+        tamper(&tmp, "DELETE FROM audit_log WHERE seq > 8");
+        let err = store.append_audit(&[entry(9)], &signer).unwrap_err();
+        assert!(matches!(err, StoreError::Integrity(_)), "{err}");
+        assert!(err.to_string().contains("entry 10"), "{err}");
+        // Nor is anything after: the head is never moved past the cut.
+        assert!(store.append_audit(&[entry(12)], &signer).is_err());
+        assert!(matches!(
+            store.verify_audit(&signer.public_key()).unwrap(),
+            ChainReport::Broken { seq: 10, .. }
+        ));
+        drop(store);
+        assert!(matches!(
+            Store::open(tmp.path()),
+            Err(StoreError::Integrity(_))
+        ));
     }
 
     #[test]

@@ -1,8 +1,19 @@
 //! Privacy budgets: what each principal has spent of each dataset's budget,
 //! charged atomically before an answer is released.
+//!
+//! The ledger is append-only and hash-chained: row hash = SHA-256 over the
+//! previous row's hash, then `id`, `refunds` (-1 for none) and the four
+//! amounts as 8 bytes big endian each (amounts as IEEE bits, zero
+//! unsigned), then principal, dataset, request and time each as a 4-byte
+//! length and UTF-8. After every charge or refund the last row's id and
+//! hash are signed into `DIR/audit.head` ([`crate::heads`]), so an edited,
+//! removed or added row, or a cut end, shows in [`Store::verify_ledger`].
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
 use veil_engine::dp::accounting::epsilon_of;
 use veil_engine::{BudgetLeft, DpBudget, DpCost};
 
@@ -71,9 +82,111 @@ pub fn fits(spent: Spent, cost: &DpCost) -> bool {
 }
 
 /// What was spent since `?3`: ledger times are RFC 3339 UTC with
-/// milliseconds, so they order as text.
+/// milliseconds, so they order as text. A refund is a negating row at its
+/// charge's time, so it falls in the same period and cancels in the sum.
 const SPENT: &str = "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta0), 0)
-     FROM dp_ledger WHERE principal = ?1 AND dataset = ?2 AND refunded = 0 AND time >= ?3";
+     FROM dp_ledger WHERE principal = ?1 AND dataset = ?2 AND time >= ?3";
+
+const GENESIS: [u8; 32] = [0u8; 32];
+
+/// One ledger row as it is chained.
+#[derive(Debug, Clone, PartialEq)]
+struct LedgerRow {
+    id: i64,
+    refunds: Option<i64>,
+    principal: String,
+    dataset: String,
+    amounts: [f64; 4],
+    request: String,
+    time: String,
+}
+
+const LEDGER_COLUMNS: &str =
+    "id, refunds, principal, dataset, epsilon, delta, rho, delta0, request, time, prev_hash, hash";
+
+/// A row as stored: the row, its stored link to the previous row's hash,
+/// and its stored hash.
+type StoredRow = (LedgerRow, Option<Vec<u8>>, Option<Vec<u8>>);
+
+impl LedgerRow {
+    /// The row and its stored links.
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+        Ok((
+            LedgerRow {
+                id: r.get(0)?,
+                refunds: r.get(1)?,
+                principal: r.get(2)?,
+                dataset: r.get(3)?,
+                amounts: [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
+                request: r.get(8)?,
+                time: r.get(9)?,
+            },
+            r.get(10)?,
+            r.get(11)?,
+        ))
+    }
+
+    fn hash(&self, prev: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(prev);
+        h.update(self.id.to_be_bytes());
+        h.update(self.refunds.unwrap_or(-1).to_be_bytes());
+        for a in self.amounts {
+            // SQLite may keep a whole REAL as an integer: -0.0 reads back 0.
+            let a = if a == 0.0 { 0.0 } else { a };
+            h.update(a.to_bits().to_be_bytes());
+        }
+        for text in [&self.principal, &self.dataset, &self.request, &self.time] {
+            h.update((text.len() as u32).to_be_bytes());
+            h.update(text.as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// Appends the row after the ledger's last one, chained to it; returns
+    /// its hash.
+    fn append(&self, tx: &rusqlite::Transaction<'_>) -> Result<[u8; 32], StoreError> {
+        let prev = ledger_end(tx)?.1;
+        let hash = self.hash(&prev);
+        let [epsilon, delta, rho, delta0] = self.amounts;
+        tx.prepare_cached(
+            "INSERT INTO dp_ledger (id, refunds, principal, dataset, epsilon, delta, rho, delta0, request, time, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            self.id,
+            self.refunds,
+            self.principal,
+            self.dataset,
+            epsilon,
+            delta,
+            rho,
+            delta0,
+            self.request,
+            self.time,
+            prev,
+            hash.as_slice()
+        ])?;
+        Ok(hash)
+    }
+}
+
+/// The ledger's last row: its id (0 when empty) and hash.
+pub(super) fn ledger_end(conn: &rusqlite::Connection) -> Result<(i64, Vec<u8>), StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id, hash FROM dp_ledger ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))
+        .optional()?
+        .map(|(id, hash)| (id, hash.unwrap_or_default()))
+        .unwrap_or((0, GENESIS.to_vec())))
+}
+
+/// The result of checking the ledger's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerReport {
+    Intact { rows: i64 },
+    Broken { id: i64, reason: String },
+}
 
 /// Where a budget's current period began; the epoch when it never renews.
 fn period_start(budget: &DpBudget, now: DateTime<Utc>) -> String {
@@ -89,11 +202,13 @@ pub struct Charged {
 }
 
 fn spent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Spent> {
+    // A refund cancels its charge up to rounding; nothing spent is nothing.
+    let sum = |i| r.get::<_, f64>(i).map(|v| if v < 1e-15 { 0.0 } else { v });
     Ok(Spent {
-        epsilon: r.get(0)?,
-        delta: r.get(1)?,
-        rho: r.get(2)?,
-        delta0: r.get(3)?,
+        epsilon: sum(0)?,
+        delta: sum(1)?,
+        rho: sum(2)?,
+        delta0: sum(3)?,
     })
 }
 
@@ -136,6 +251,7 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut charged = Charged::default();
+        let mut end = (0, [0u8; 32]);
         for cost in costs {
             let since = period_start(&cost.budget, now);
             let spent = tx.query_row(SPENT, params![principal, cost.dataset, since], spent_row)?;
@@ -150,11 +266,17 @@ impl Store {
                     cost.dataset, cost.budget.epsilon, cost.budget.delta
                 )));
             }
-            tx.execute(
-                "INSERT INTO dp_ledger (principal, dataset, epsilon, delta, rho, delta0, request, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![principal, cost.dataset, cost.epsilon, cost.delta, cost.rho, cost.delta0, request, time_text(now)],
-            )?;
-            charged.ids.push(tx.last_insert_rowid());
+            let row = LedgerRow {
+                id: ledger_end(&tx)?.0 + 1,
+                refunds: None,
+                principal: principal.to_owned(),
+                dataset: cost.dataset.clone(),
+                amounts: [cost.epsilon, cost.delta, cost.rho, cost.delta0],
+                request: request.to_owned(),
+                time: time_text(now),
+            };
+            end = (row.id, row.append(&tx)?);
+            charged.ids.push(row.id);
             charged.left.push(BudgetLeft {
                 dataset: cost.dataset.clone(),
                 budget: cost.budget,
@@ -163,20 +285,189 @@ impl Store {
             });
         }
         tx.commit()?;
+        if !charged.ids.is_empty() {
+            self.advance_ledger(end)?;
+        }
         Ok(charged)
     }
 
-    /// Gives back what a failed query was charged: it released nothing.
+    /// Gives back what a failed query was charged: it released nothing. A
+    /// refund is a row that negates the charge, at the charge's time; a
+    /// charge is given back once.
     pub fn refund(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        for id in ids {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut end = None;
+        for &id in ids {
+            let charge = tx
+                .prepare_cached(&format!(
+                    "SELECT {LEDGER_COLUMNS} FROM dp_ledger WHERE id = ?1 AND refunds IS NULL"
+                ))?
+                .query_row(params![id], LedgerRow::read)
+                .optional()?;
+            let Some((charge, _, _)) = charge else {
+                return Err(StoreError::NotFound(format!("no charge {id} to refund")));
+            };
+            let given_back: bool = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM dp_ledger WHERE refunds = ?1)")?
+                .query_row(params![id], |r| r.get(0))?;
+            if given_back {
+                continue;
+            }
+            let row = LedgerRow {
+                id: ledger_end(&tx)?.0 + 1,
+                refunds: Some(id),
+                amounts: charge.amounts.map(|a| -a),
+                ..charge
+            };
+            end = Some((row.id, row.append(&tx)?));
+        }
+        tx.commit()?;
+        if let Some(end) = end {
+            self.advance_ledger(end)?;
+        }
+        Ok(())
+    }
+
+    /// Signs the ledger's new end; when another writer signed a later one,
+    /// the ledger must hold it, or rows were removed under this one.
+    fn advance_ledger(&self, (id, hash): (i64, [u8; 32])) -> Result<(), StoreError> {
+        let heads = crate::heads::advance(
+            self.dir.root(),
+            self.signer()?,
+            crate::heads::Advance::Ledger { id, hash: &hash },
+        )
+        .map_err(|e| StoreError::Integrity(e.to_string()))?;
+        if heads.ledger_id != id
+            && self
+                .ledger_hash_now(heads.ledger_id)?
+                .as_ref()
+                .map(|h| h.as_slice())
+                != Some(heads.ledger_hash.as_slice())
+        {
+            return Err(StoreError::Integrity(format!(
+                "the privacy ledger does not reach its signed head, row {}: charges were removed under a running service",
+                heads.ledger_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Row `id`'s hash recomputed from what it holds now (and its stored
+    /// link), or `None` when there is no such row.
+    pub(super) fn ledger_hash_now(&self, id: i64) -> Result<Option<[u8; 32]>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM dp_ledger WHERE id = ?1"
+            ))?
+            .query_row(params![id], LedgerRow::read)
+            .optional()?;
+        Ok(row.map(|(row, prev, _)| row.hash(&prev.unwrap_or_default())))
+    }
+
+    /// Chains the rows of a ledger written before rows were chained (a
+    /// store from before schema 9), in id order.
+    pub(super) fn chain_old_ledger(&mut self) -> Result<(), StoreError> {
+        let unchained: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM dp_ledger WHERE hash IS NULL)",
+            [],
+            |r| r.get(0),
+        )?;
+        if !unchained {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let chained: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM dp_ledger WHERE hash IS NOT NULL)",
+            [],
+            |r| r.get(0),
+        )?;
+        if chained {
+            return Ok(());
+        }
+        let rows: Vec<LedgerRow> = tx
+            .prepare(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM dp_ledger ORDER BY id"
+            ))?
+            .query_map([], |r| LedgerRow::read(r).map(|(row, _, _)| row))?
+            .collect::<Result<_, _>>()?;
+        let mut prev = GENESIS.to_vec();
+        for row in rows {
+            let hash = row.hash(&prev);
             tx.execute(
-                "UPDATE dp_ledger SET refunded = 1 WHERE id = ?1",
-                params![id],
+                "UPDATE dp_ledger SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
+                params![prev, hash.as_slice(), row.id],
             )?;
+            prev = hash.to_vec();
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Recomputes the ledger's chain: every row unchanged and in place,
+    /// every refund the exact negation of one earlier charge, given once.
+    /// Where the chain must reach (the signed head) is checked by the
+    /// caller.
+    pub fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM dp_ledger ORDER BY id"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut prev = GENESIS.to_vec();
+        let mut last_id = 0;
+        let mut count = 0;
+        let mut charges: HashMap<i64, LedgerRow> = HashMap::new();
+        let mut refunded = HashSet::new();
+        while let Some(r) = rows.next()? {
+            let (row, stored_prev, stored_hash) = LedgerRow::read(r)?;
+            let broken = |reason: &str| {
+                Ok(LedgerReport::Broken {
+                    id: row.id,
+                    reason: reason.to_owned(),
+                })
+            };
+            if row.id <= last_id {
+                return broken("the ledger's rows are out of order");
+            }
+            if stored_prev.as_deref() != Some(prev.as_slice()) {
+                return broken(
+                    "its link to the previous row does not match: rows were removed or inserted",
+                );
+            }
+            let hash = row.hash(&prev);
+            if stored_hash.as_deref() != Some(hash.as_slice()) {
+                return broken("its contents were changed after it was written");
+            }
+            match row.refunds {
+                None => {
+                    if row.amounts.iter().any(|a| !a.is_finite() || *a < 0.0) {
+                        return broken("a charge that is not a cost");
+                    }
+                }
+                Some(of) => {
+                    let Some(charge) = charges.get(&of) else {
+                        return broken("a refund of no earlier charge");
+                    };
+                    let negates = charge.amounts.iter().zip(row.amounts).all(|(c, r)| r == -c)
+                        && (&charge.principal, &charge.dataset, &charge.time)
+                            == (&row.principal, &row.dataset, &row.time);
+                    if !negates || !refunded.insert(of) {
+                        return broken("a refund that does not give back exactly one charge");
+                    }
+                }
+            }
+            prev = hash.to_vec();
+            last_id = row.id;
+            count += 1;
+            if row.refunds.is_none() {
+                charges.insert(row.id, row);
+            }
+        }
+        Ok(LedgerReport::Intact { rows: count })
     }
 }
 
@@ -320,5 +611,70 @@ mod tests {
             .collect();
         let answered: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(answered, capacity, "80 racing queries, {capacity} fit");
+    }
+
+    /// A ledger of charges and refunds under several principals.
+    fn ledger() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        let rho = veil_engine::dp::accounting::rho_for(0.3, 0.5e-7);
+        for who in ["alice", "bob", "carol"] {
+            let c = store.charge(who, &[cost(rho)], "q").unwrap();
+            store.charge(who, &[cost(rho)], "q").unwrap();
+            store.refund(&c.ids).unwrap();
+            store.refund(&c.ids).unwrap();
+        }
+        assert_eq!(
+            store.verify_ledger().unwrap(),
+            LedgerReport::Intact { rows: 9 },
+            "a charge is given back once"
+        );
+        (tmp, store)
+    }
+
+    #[test]
+    fn an_edited_removed_or_forged_ledger_row_is_caught() {
+        let rho = veil_engine::dp::accounting::rho_for(0.3, 0.5e-7);
+        let (_tmp, store) = ledger();
+        let spent = store
+            .spent("alice", "health_visits", &cost(0.0).budget, Utc::now())
+            .unwrap();
+        assert!((spent.rho - rho).abs() < 1e-12, "one of two charges left");
+        let cases = [
+            "UPDATE dp_ledger SET epsilon = 0, rho = 0 WHERE id = 2",
+            "UPDATE dp_ledger SET principal = 'mallory' WHERE id = 5",
+            "UPDATE dp_ledger SET time = '1970-01-01T00:00:00.000Z' WHERE id = 4",
+            "DELETE FROM dp_ledger WHERE id = 5",
+            // A refund that was never made, or of more than was charged.
+            "INSERT INTO dp_ledger (id, refunds, principal, dataset, epsilon, delta, rho, delta0, request, time, prev_hash, hash)
+                 SELECT 100, 2, principal, dataset, -epsilon, -delta, -rho, -delta0, request, time, X'00', X'00' FROM dp_ledger WHERE id = 2",
+            "UPDATE dp_ledger SET rho = 2 * rho WHERE id = 3",
+        ];
+        for sql in cases {
+            let (tmp, store) = ledger();
+            store.conn.execute_batch(sql).unwrap();
+            assert!(
+                matches!(store.verify_ledger().unwrap(), LedgerReport::Broken { .. }),
+                "{sql}"
+            );
+            drop(store);
+            let err = crate::service::Service::open(tmp.path(), crate::service::AuditMode::Direct)
+                .err()
+                .expect("refused");
+            assert!(matches!(err, StoreError::Integrity(_)), "{sql}: {err}");
+        }
+        // The end cut: the chain that is left is whole, but does not reach
+        // the head it signed.
+        for sql in [
+            "DELETE FROM dp_ledger WHERE id >= 8",
+            "DELETE FROM dp_ledger",
+        ] {
+            let (tmp, store) = ledger();
+            store.conn.execute_batch(sql).unwrap();
+            assert!(store.heads_problem().unwrap().is_some(), "{sql}");
+            drop(store);
+            let err = Store::open(tmp.path()).err().expect("refused");
+            assert!(err.to_string().contains("privacy ledger"), "{sql}: {err}");
+        }
     }
 }

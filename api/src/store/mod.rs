@@ -7,18 +7,20 @@
 mod audit;
 mod budget;
 mod catalog;
+mod integrity;
 mod models;
 mod principals;
 mod requests;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use veil_policies::{Policy, Problem, Problems};
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
-pub use budget::{Charged, Spent, fits};
+pub use budget::{Charged, LedgerReport, Spent, fits};
 pub use catalog::RegisteredDataset;
 pub use models::ModelRecord;
 pub use principals::{
@@ -39,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v6.sql"),
     include_str!("schema_v7.sql"),
     include_str!("schema_v8.sql"),
+    include_str!("schema_v9.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -57,33 +60,81 @@ pub enum StoreError {
     BudgetExhausted(String),
     #[error("the store was written by a newer veil (schema {found}, this build knows {known})")]
     TooNew { found: i64, known: i64 },
+    /// The data directory is not the deployment it was: a store missing or
+    /// emptied, a chain cut short, a key swapped. Nothing is served over it.
+    #[error("{0}")]
+    Integrity(String),
 }
 
 pub struct Store {
     conn: Connection,
     dir: DataDir,
+    /// The service's signing key; `None` on a read-only connection.
+    signer: Option<Arc<crate::signing::Signer>>,
+    /// Set when this connection found the audit log cut below its signed
+    /// head while it ran: it acknowledges nothing more.
+    cut: bool,
 }
 
 impl Store {
     /// Opens the store of a data directory, creating and initialising both
-    /// when they do not exist yet: the schema, a master secret, and the
-    /// default policy preset as policy version 1.
+    /// when they do not exist yet: the schema, a master secret, the
+    /// deployment's identity and signed heads, and the default policy
+    /// preset as policy version 1.
+    ///
+    /// An existing deployment is checked first, and refused with
+    /// [`StoreError::Integrity`] when it is not what it was: its store
+    /// missing or empty, its signing key not the published one, its store
+    /// another deployment's, or its audit log or ledger ending before the
+    /// heads it signed.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let dir = DataDir::open(dir)?;
+        Store::open_checked(dir, true)
+    }
+
+    /// Opens an existing deployment's store for inspection (`veil audit
+    /// verify`, `veil restore`) without refusing a cut chain, so that the
+    /// check can say where it is cut. A missing or empty store, or the wrong
+    /// key, is still refused.
+    pub fn open_for_inspection(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_checked(dir, false)
+    }
+
+    fn open_checked(root: &Path, check_heads: bool) -> Result<Store, StoreError> {
+        // Before anything is created: does a deployment live here?
+        let existing = crate::datadir::holds_deployment(root);
+        if existing && !root.join("veil.db").exists() {
+            return Err(StoreError::Integrity(integrity::missing_store(root)));
+        }
+        let dir = DataDir::open(root)?;
         let fresh = !dir.store_path().exists();
         let mut conn = Connection::open(dir.store_path())?;
         if fresh {
             crate::datadir::set_mode(&dir.store_path(), 0o600)?;
         }
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if existing && version == 0 {
+            return Err(StoreError::Integrity(integrity::missing_store(root)));
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
-        let mut store = Store { conn, dir };
+        let signer = Arc::new(dir.signer()?);
+        let mut store = Store {
+            conn,
+            dir,
+            signer: Some(signer),
+            cut: false,
+        };
+        // A ledger from before schema 9 (or an upgrade that stopped before
+        // this step) has no hash at all and is chained here; the signed
+        // head, checked next, catches a chained ledger edited and re-chained.
+        store.chain_old_ledger()?;
         if store.active_policy()?.is_none() {
             store.load_policy(veil_policies::policy::DEFAULT_PRESET, "veil")?;
         }
+        store.establish_identity(check_heads)?;
         Ok(store)
     }
 
@@ -97,7 +148,19 @@ impl Store {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(Store { conn, dir })
+        Ok(Store {
+            conn,
+            dir,
+            signer: None,
+            cut: false,
+        })
+    }
+
+    /// The service's signing key, which this connection's writes sign with.
+    pub fn signer(&self) -> Result<&crate::signing::Signer, StoreError> {
+        self.signer
+            .as_deref()
+            .ok_or_else(|| StoreError::Conflict("a read-only connection signs nothing".into()))
     }
 
     /// Stops this connection from copying the write-ahead log into the
@@ -118,6 +181,16 @@ impl Store {
 
     pub fn data_dir(&self) -> &DataDir {
         &self.dir
+    }
+
+    /// Writes a consistent snapshot of the whole store to a new file at
+    /// `path` (`VACUUM INTO`: one read transaction, so writers go on).
+    pub fn vacuum_into(&self, path: &Path) -> Result<(), StoreError> {
+        let target = path
+            .to_str()
+            .ok_or_else(|| StoreError::Conflict("the backup's path is not UTF-8".into()))?;
+        self.conn.execute("VACUUM INTO ?1", params![target])?;
+        Ok(())
     }
 
     pub fn path(&self) -> PathBuf {

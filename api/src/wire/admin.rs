@@ -403,6 +403,12 @@ pub struct ChainView {
     pub entries: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoints: Option<i64>,
+    /// The entry the signed head (`DIR/audit.head`) names: the log reaches it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_head: Option<i64>,
+    /// The privacy ledger's rows, chained and reaching their signed head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_rows: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_bad_entry: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -415,10 +421,14 @@ impl From<ChainReport> for ChainView {
             ChainReport::Intact {
                 entries,
                 checkpoints,
+                head,
+                ledger_rows,
             } => ChainView {
                 intact: true,
                 entries: Some(entries),
                 checkpoints: Some(checkpoints),
+                signed_head: Some(head),
+                ledger_rows: Some(ledger_rows),
                 first_bad_entry: None,
                 reason: None,
             },
@@ -426,6 +436,8 @@ impl From<ChainReport> for ChainView {
                 intact: false,
                 entries: None,
                 checkpoints: None,
+                signed_head: None,
+                ledger_rows: None,
                 first_bad_entry: Some(seq),
                 reason: Some(reason),
             },

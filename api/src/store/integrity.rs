@@ -1,0 +1,197 @@
+//! The deployment's identity and the checks made before anything is served
+//! over a data directory.
+//!
+//! A deployment is born with its store: a random deployment id and the
+//! public key go into the store's settings, and the first signed heads
+//! ([`crate::heads`]) into `DIR/audit.head`. Every open then checks that
+//! the signing key is the one `public.key` publishes, that the store is
+//! this deployment's (same id, same key), and that the audit log and the
+//! ledger reach the heads last signed. [`Store::check_pages`] runs SQLite's
+//! own check of every page, once per process.
+
+use std::path::Path;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError, now_text};
+use crate::heads::{self, Heads};
+use crate::signing::hex;
+
+/// How to say that a deployment's store is gone.
+pub(super) fn missing_store(root: &Path) -> String {
+    format!(
+        "{} holds a deployment (its keys and signed heads) but its store veil.db is missing or empty: it is not started as a new one. Restore the directory from a backup (`veil restore`); if it was never used, remove it and start again",
+        root.display()
+    )
+}
+
+fn restore_hint() -> &'static str {
+    "nothing is served over it: restore the data directory from a backup (`veil restore`)"
+}
+
+impl Store {
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// This deployment's id.
+    pub fn deployment(&self) -> Result<String, StoreError> {
+        self.setting("deployment")?
+            .ok_or_else(|| StoreError::Integrity("the store has no deployment id".into()))
+    }
+
+    /// Makes a new deployment's identity, or checks an existing one's.
+    pub(super) fn establish_identity(&mut self, check_heads: bool) -> Result<(), StoreError> {
+        let signer = self.signer()?;
+        let public = self.dir.public_key()?;
+        if signer.public_key() != public {
+            return Err(StoreError::Integrity(format!(
+                "secrets/signing.key is not the key public.key publishes: receipts and checkpoints would not verify; {}",
+                restore_hint()
+            )));
+        }
+        if self.setting("deployment")?.is_none() {
+            // A new store, or one from before deployments had an identity.
+            let signer = self.signer.clone().expect("a writer has its key");
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM settings WHERE key = 'deployment')",
+                [],
+                |r| r.get(0),
+            )?;
+            if !taken {
+                let mut id = [0u8; 16];
+                SystemRandom::new()
+                    .fill(&mut id)
+                    .map_err(|_| StoreError::Conflict("the system random source failed".into()))?;
+                let id = hex(&id);
+                for (key, value) in [("deployment", id.as_str()), ("public_key", &hex(&public))] {
+                    tx.execute(
+                        "INSERT INTO settings (key, value, set_at) VALUES (?1, ?2, ?3)",
+                        params![key, value, now_text()],
+                    )?;
+                }
+                let (audit_seq, audit_hash) = audit_end(&tx)?;
+                let (ledger_id, ledger_hash) = super::budget::ledger_end(&tx)?;
+                heads::create(
+                    self.dir.root(),
+                    &signer,
+                    &Heads {
+                        deployment: id,
+                        audit_seq,
+                        audit_hash,
+                        ledger_id,
+                        ledger_hash,
+                        ..Heads::default()
+                    },
+                )?;
+            }
+            tx.commit()?;
+            return Ok(());
+        }
+        if self.setting("public_key")?.as_deref() != Some(hex(&public).as_str()) {
+            return Err(StoreError::Integrity(format!(
+                "the store was made for another signing key than this directory's: it is another deployment's store; {}",
+                restore_hint()
+            )));
+        }
+        if check_heads && let Some((_, reason)) = self.heads_problem()? {
+            return Err(StoreError::Integrity(format!(
+                "{reason}; {}",
+                restore_hint()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the audit log and the ledger reach their signed heads: the
+    /// place and reason of the first problem, or `None`.
+    pub fn heads_problem(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let public = self.dir.public_key()?;
+        let heads = match heads::read(self.dir.root(), &public) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                return Ok(Some((
+                    0,
+                    format!(
+                        "{} is missing: where the audit log and the ledger end cannot be checked",
+                        heads::FILE
+                    ),
+                )));
+            }
+            Err(e) => return Ok(Some((0, e.to_string()))),
+        };
+        if heads.deployment != self.deployment()? {
+            return Ok(Some((
+                0,
+                format!("{} is another deployment's", heads::FILE),
+            )));
+        }
+        // The entries the heads name, as they are now: an entry removed,
+        // or its contents changed (its hash recomputed or not), shows here.
+        if heads.audit_seq > 0 {
+            let now = self.entry_hash_now(heads.audit_seq)?;
+            if now.as_ref().map(|h| h.as_slice()) != Some(heads.audit_hash.as_slice()) {
+                let end = audit_end(&self.conn)?.0;
+                let reason = match now {
+                    None => format!(
+                        "the audit log ends at entry {end} but its signed head is entry {}: acknowledged entries were removed",
+                        heads.audit_seq
+                    ),
+                    Some(_) => format!(
+                        "audit entry {} is not the one its signed head names: the log was rewritten",
+                        heads.audit_seq
+                    ),
+                };
+                return Ok(Some((heads.audit_seq, reason)));
+            }
+        }
+        if heads.ledger_id > 0 {
+            let now = self.ledger_hash_now(heads.ledger_id)?;
+            if now.as_ref().map(|h| h.as_slice()) != Some(heads.ledger_hash.as_slice()) {
+                return Ok(Some((
+                    heads.ledger_id,
+                    format!(
+                        "the privacy ledger does not reach its signed head, row {}: charges were removed or rewritten",
+                        heads.ledger_id
+                    ),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// SQLite's check of every page and index of the store (`PRAGMA
+    /// quick_check`): a damaged page is reported before it is served from.
+    pub fn check_pages(&self) -> Result<(), StoreError> {
+        let problems: Vec<String> = self
+            .conn
+            .prepare("PRAGMA quick_check(5)")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if problems.iter().all(|p| p == "ok") {
+            return Ok(());
+        }
+        tracing::error!(?problems, "the store's pages do not check");
+        Err(StoreError::Integrity(format!(
+            "the store veil.db is damaged (SQLite's page check fails); {}",
+            restore_hint()
+        )))
+    }
+}
+
+/// The audit log's last entry: its sequence number (0 when empty) and hash.
+pub(super) fn audit_end(conn: &rusqlite::Connection) -> Result<(i64, Vec<u8>), StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, vec![0u8; 32])))
+}
