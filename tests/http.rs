@@ -372,6 +372,31 @@ fn keys_roles_and_administration_take_effect_on_the_next_request() {
         "unauthenticated"
     );
 
+    // An admin does not lock the administration out: not itself, and not
+    // the last active admin; with a second admin, one may suspend the other.
+    let status = |key: &str, name: &str, to: &str| {
+        server.request(
+            "PUT",
+            &format!("/v1/principals/{name}/status"),
+            Some(key),
+            &[("Content-Type", "application/json")],
+            Some(format!(r#"{{"status": "{to}"}}"#).as_bytes()),
+        )
+    };
+    assert_eq!(status(&root, "root", "suspended").code(), "conflict");
+    let revoke_self = server.request("DELETE", "/v1/principals/root/keys", Some(&root), &[], None);
+    assert_eq!(revoke_self.code(), "conflict");
+    let other = server.post_json(
+        "/v1/principals",
+        Some(&root),
+        &json!({"name": "root2", "role": "admin"}),
+    );
+    let root2 = other.json()["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(status(&root2, "root", "suspended").status, 200);
+    assert_eq!(status(&root2, "root2", "suspended").code(), "conflict");
+    assert_eq!(status(&root2, "root", "active").status, 200);
+    assert_eq!(server.get("/v1/principals", Some(&root)).status, 200);
+
     // Revoking from the CLI, while the server runs, takes effect at once too.
     assert_eq!(query(&server, &carol, "SELECT 1").status, 200);
     assert!(

@@ -42,6 +42,11 @@ fn sql(dir: &Path, statements: &str) {
     conn.execute_batch(statements).unwrap();
 }
 
+fn sql_file(file: &Path, statements: &str) {
+    let conn = rusqlite::Connection::open(file).unwrap();
+    conn.execute_batch(statements).unwrap();
+}
+
 fn one(dir: &Path, query: &str) -> i64 {
     let conn = rusqlite::Connection::open(dir.join("veil.db")).unwrap();
     conn.query_row(query, [], |r| r.get(0)).unwrap()
@@ -174,10 +179,10 @@ fn a_lost_replaced_or_damaged_store_or_key_is_not_a_new_deployment() {
             let _ = std::fs::remove_file(d.join(f));
         }
     };
-    // What was done, and what the refusal says. Every command that serves
-    // (a server, a query) refuses each; the last two are found by the
-    // full checks a service runs at start, so a command that reads only
-    // the principals may still run over them.
+    // What was done, and what the refusal says. Every command refuses
+    // each; the last, a damaged page, is found by the page check a service
+    // runs at start (and `audit verify`), so a command that reads only the
+    // principals may still run over it.
     type Tamper<'a> = Box<dyn Fn(&Path) + 'a>;
     let cases: Vec<(&str, Tamper, &str)> = vec![
         (
@@ -215,6 +220,47 @@ fn a_lost_replaced_or_damaged_store_or_key_is_not_a_new_deployment() {
                 }
             }),
             "another deployment's store",
+        ),
+        (
+            "the newest head damaged and the entry it names removed",
+            Box::new(|d: &Path| {
+                let mut bytes = std::fs::read(d.join("audit.head")).unwrap();
+                // Whichever slot is newer; damaging both is no better.
+                for at in [20, 512 + 20] {
+                    bytes[at] ^= 1;
+                    std::fs::write(d.join("audit.head"), &bytes).unwrap();
+                    bytes[at] ^= 1;
+                    if veil(&["principal", "list", "--data-dir", s(d)])
+                        .status
+                        .success()
+                    {
+                        panic!("a damaged head slot was skipped");
+                    }
+                }
+                bytes[20] ^= 1;
+                std::fs::write(d.join("audit.head"), &bytes).unwrap();
+                sql(
+                    d,
+                    "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)",
+                );
+            }),
+            "audit.head does not hold two heads",
+        ),
+        (
+            "the signing key removed",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("secrets/signing.key")).unwrap()),
+            "secrets/signing.key is missing",
+        ),
+        (
+            "the master secret swapped",
+            Box::new(|d: &Path| {
+                std::fs::copy(
+                    other.join("secrets/master.key"),
+                    d.join("secrets/master.key"),
+                )
+                .unwrap();
+            }),
+            "master.key is not this deployment's",
         ),
         (
             "heads removed",
@@ -258,9 +304,10 @@ fn a_lost_replaced_or_damaged_store_or_key_is_not_a_new_deployment() {
             "",
         ),
     ];
-    let full_checks_only = cases.len() - 2;
+    let full_checks_only = cases.len() - 1;
     for (i, (what, tamper, says)) in cases.iter().enumerate() {
         let copy = fresh(&format!("case{i}"));
+        let published = std::fs::read(copy.join("public.key")).unwrap();
         tamper(&copy);
         let stderr = refused_start(&copy);
         assert!(stderr.contains(says), "{what}: {stderr}");
@@ -284,6 +331,15 @@ fn a_lost_replaced_or_damaged_store_or_key_is_not_a_new_deployment() {
         }
         let (ok, report) = audit_verify(&copy);
         assert!(!ok, "{what}: {report}");
+        assert!(!report.contains("entry 0"), "{what}: {report}");
+        // A refused directory keeps the key it published.
+        if !what.contains("swapped") {
+            assert_eq!(
+                std::fs::read(copy.join("public.key")).unwrap(),
+                published,
+                "{what}"
+            );
+        }
         if i < 2 {
             let len = std::fs::metadata(copy.join("veil.db")).map_or(0, |m| m.len());
             assert_eq!(len, 0, "{what}: a store was made");
@@ -365,6 +421,32 @@ fn a_backup_taken_under_load_restores_with_its_chain_budgets_and_receipts() {
     let restored = tmp.path().join("restored");
     let refused = veil(&["restore", "--from", s(&file), "--data-dir", s(&dir)]);
     assert!(!refused.status.success());
+    // What is not a whole backup is said so, and a backup whose store was
+    // edited does not check.
+    let not_backup = tmp.path().join("not-a-backup");
+    std::fs::write(&not_backup, b"hello").unwrap();
+    let truncated = tmp.path().join("truncated.veil");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let forged = tmp.path().join("forged.veil");
+    std::fs::copy(&file, &forged).unwrap();
+    sql_file(
+        &forged,
+        "UPDATE dp_ledger SET epsilon = 0, rho = 0 WHERE id = 1",
+    );
+    for (bad, says) in [
+        (&not_backup, "is not a whole veil backup"),
+        (&truncated, "backup"),
+        (&forged, "the backup does not check: the privacy ledger"),
+    ] {
+        let target = tmp.path().join("nowhere");
+        let out = veil(&["restore", "--from", s(bad), "--data-dir", s(&target)]);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{}", bad.display());
+        assert!(stderr.contains(says), "{}: {stderr}", bad.display());
+        assert!(!stderr.contains("veil restore"), "{stderr}{stdout}");
+        assert!(!target.exists(), "a refused restore left a directory");
+    }
     let out = veil(&["restore", "--from", s(&file), "--data-dir", s(&restored)]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");

@@ -197,11 +197,38 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<RestoreReport, StoreError
             data_dir.display()
         )));
     }
+    if fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(conflict(format!(
+            "{} is not empty: restore into a new directory",
+            data_dir.display()
+        )));
+    }
     let bad = |why: String| StoreError::Integrity(format!("the backup does not check: {why}"));
+    let not_a_backup = || {
+        StoreError::Integrity(format!(
+            "{} is not a whole veil backup (`veil backup` writes one)",
+            from.display()
+        ))
+    };
+    if !from.is_file() {
+        return Err(not_a_backup());
+    }
     let conn = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let pages: String = conn.query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))?;
+    let pages: String = conn
+        .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
+        .map_err(|_| not_a_backup())?;
     if pages != "ok" {
         return Err(bad("its pages are damaged".into()));
+    }
+    let is_backup: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'veil_backup_manifest')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|_| not_a_backup())?;
+    if !is_backup {
+        return Err(not_a_backup());
     }
     let format = manifest(&conn, "format")?;
     if format != FORMAT {
@@ -245,7 +272,14 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<RestoreReport, StoreError
         Ok(found) => found,
         Err(e) => {
             let _ = fs::remove_dir_all(&staged);
-            return Err(e);
+            // What a start would say, without its advice to restore.
+            return Err(match e {
+                StoreError::Integrity(m) => bad(m
+                    .replace(crate::store::RESTORE_HINT, "")
+                    .trim_end_matches([';', ' '])
+                    .to_owned()),
+                other => other,
+            });
         }
     };
 

@@ -39,6 +39,19 @@ impl DataDir {
         }
         let root = root.canonicalize()?;
         let dir = DataDir { root };
+        // A deployment's secrets are never made again: a new key would
+        // overwrite what the old one published.
+        let existing = dir.root.join("public.key").exists()
+            || dir.root.join(crate::heads::FILE).exists()
+            || fs::metadata(dir.store_path()).is_ok_and(|m| m.len() > 0);
+        for secret in ["signing.key", "master.key"] {
+            if existing && !dir.secrets_dir().join(secret).exists() {
+                return Err(std::io::Error::other(format!(
+                    "{} holds a deployment but secrets/{secret} is missing: it is not made again (a new one would not be the deployment's); restore it, or the directory, from a backup (`veil restore`)",
+                    dir.root.display()
+                )));
+            }
+        }
         let secrets = dir.secrets_dir();
         if !secrets.exists() {
             fs::create_dir_all(&secrets)?;
@@ -50,6 +63,14 @@ impl DataDir {
             write_private(&signing, &pkcs8)?;
             let signer =
                 crate::signing::Signer::from_pkcs8(&pkcs8).map_err(std::io::Error::other)?;
+            fs::write(
+                dir.root.join("public.key"),
+                format!("{}\n", crate::signing::hex(&signer.public_key())),
+            )?;
+        }
+        if !dir.root.join("public.key").exists() {
+            // Derived from the signing key, so it can always be written again.
+            let signer = dir.signer()?;
             fs::write(
                 dir.root.join("public.key"),
                 format!("{}\n", crate::signing::hex(&signer.public_key())),

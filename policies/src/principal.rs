@@ -33,6 +33,17 @@ impl Role {
             Role::Subject => "subject",
         }
     }
+
+    /// The role with its article, for sentences: "a consumer", "an admin".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Role::Consumer => "a consumer",
+            Role::Modeler => "a modeler",
+            Role::Approver => "an approver",
+            Role::Admin => "an admin",
+            Role::Subject => "a subject",
+        }
+    }
 }
 
 impl FromStr for Role {

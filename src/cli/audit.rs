@@ -55,6 +55,9 @@ pub fn run(cmd: AuditCommand) -> Result<(), Failure> {
                     );
                     Ok(())
                 }
+                ChainReport::Broken { seq: 0, reason } => Err(Failure::Refused(format!(
+                    "the audit chain is broken: {reason}"
+                ))),
                 ChainReport::Broken { seq, reason } => Err(Failure::Refused(format!(
                     "the audit chain is broken at entry {seq}: {reason}"
                 ))),

@@ -89,11 +89,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if !roles.contains(&caller.role()) {
             let allowed: Vec<&str> = roles.iter().map(|r| r.name()).collect();
             return Err(ServiceError::forbidden(format!(
-                "{} {} is for {}; you are a {}",
+                "{} {} is for {}; you are {}",
                 route.method.to_uppercase(),
                 route.path,
                 allowed.join(" or "),
-                caller.role()
+                caller.role().with_article()
             )));
         }
         Ok(caller)

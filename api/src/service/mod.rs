@@ -126,17 +126,11 @@ impl Service {
         mode: AuditMode,
         products: Products<'_>,
     ) -> Result<Service, StoreError> {
-        // Store::open checked the deployment's identity and that the audit
-        // log and the ledger reach their signed heads; here, once per
-        // process, every page, and every ledger row, since a budget is
-        // decided by sums over them.
+        // Store::open checked the deployment's identity, the ledger, and
+        // that the audit log and the ledger reach their signed heads; here,
+        // once per process, every page.
         let store = Store::open(data_dir)?;
         store.check_pages()?;
-        if let crate::store::LedgerReport::Broken { id, reason } = store.verify_ledger()? {
-            return Err(StoreError::Integrity(format!(
-                "the privacy ledger is broken at row {id}: {reason}; nothing is served over it: restore the data directory from a backup (`veil restore`)"
-            )));
-        }
         let mut loaded = load_engine(&store)?;
         match products {
             Products::All => install_products(&store, &mut loaded.engine, None, None)?,

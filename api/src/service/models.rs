@@ -135,8 +135,8 @@ fn require_modeler(principal: &Principal) -> Result<(), ServiceError> {
     Err(ServiceError::new(
         ErrorCode::Forbidden,
         format!(
-            "models are trained and scored by modelers; you are a {}",
-            principal.role
+            "models are trained and scored by modelers; you are {}",
+            principal.role.with_article()
         ),
     ))
 }

@@ -36,6 +36,32 @@ fn not_an_authority_approver(
 }
 
 impl Service {
+    /// An admin over the network does not lock the service out of its own
+    /// administration: it does not suspend itself or revoke its own keys,
+    /// and nobody suspends or revokes the last active admin. The operator
+    /// still can, on the host (`veil principal`).
+    fn keeps_an_admin(&self, caller: &Principal, name: &str) -> Result<(), ServiceError> {
+        if name == caller.name {
+            return Err(ServiceError::conflict(
+                "an admin does not suspend itself or revoke its own keys: another admin, or the operator (`veil principal`), does",
+            ));
+        }
+        let principals = self.reader()?.principals()?;
+        let active_admin = |r: &&crate::store::PrincipalRecord| {
+            r.principal.role == Role::Admin && r.status == PrincipalStatus::Active
+        };
+        let target_is_admin = principals
+            .iter()
+            .filter(active_admin)
+            .any(|r| r.principal.name == name);
+        if target_is_admin && principals.iter().filter(active_admin).count() < 2 {
+            return Err(ServiceError::conflict(
+                "this is the last active admin: make another admin first",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn principals(&self, caller: &Principal) -> Result<Principals, ServiceError> {
         require_admin(caller)?;
         let records = self.reader()?.principals()?;
@@ -103,6 +129,7 @@ impl Service {
         endpoint: &str,
     ) -> Audited<KeysRevoked> {
         let result = require_admin(caller).and_then(|()| {
+            self.keeps_an_admin(caller, name)?;
             let revoked = self.store().revoke_keys(name)?;
             Ok(KeysRevoked {
                 name: name.to_owned(),
@@ -134,6 +161,9 @@ impl Service {
                     ));
                 }
             };
+            if status == PrincipalStatus::Suspended {
+                self.keeps_an_admin(caller, name)?;
+            }
             self.store().set_status(name, status)?;
             Ok(StatusSet {
                 name: name.to_owned(),

@@ -206,8 +206,8 @@ fn require_querier(caller: &Principal, what: &str) -> Result<(), ServiceError> {
         return Ok(());
     }
     Err(ServiceError::forbidden(format!(
-        "{what} are for consumers and modelers; you are a {}",
-        caller.role
+        "{what} are for consumers and modelers; you are {}",
+        caller.role.with_article()
     )))
 }
 

@@ -48,8 +48,8 @@ async fn own_records(
 ) -> Result<(Value, AuditEntry), ServiceError> {
     if principal.role != Role::Subject {
         return Err(ServiceError::forbidden(format!(
-            "own records are for subject principals; you are a {}",
-            principal.role
+            "own records are for subject principals; you are {}",
+            principal.role.with_article()
         )));
     }
     let Some(subject) = principal.subject.as_deref() else {

@@ -137,9 +137,9 @@ fn open(
         return Err(ServiceError::new(
             ErrorCode::Forbidden,
             format!(
-                "{kind} requests are for {}; you are a {}",
+                "{kind} requests are for {}; you are {}",
                 names.join(" or "),
-                principal.role
+                principal.role.with_article()
             ),
         ));
     }

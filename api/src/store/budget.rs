@@ -1,19 +1,20 @@
 //! Privacy budgets: what each principal has spent of each dataset's budget,
 //! charged atomically before an answer is released.
 //!
-//! The ledger is append-only and hash-chained: row hash = SHA-256 over the
-//! previous row's hash, then `id`, `refunds` (-1 for none) and the four
-//! amounts as 8 bytes big endian each (amounts as IEEE bits, zero
-//! unsigned), then principal, dataset, request and time each as a 4-byte
-//! length and UTF-8. After every charge or refund the last row's id and
-//! hash are signed into `DIR/audit.head` ([`crate::heads`]), so an edited,
-//! removed or added row, or a cut end, shows in [`Store::verify_ledger`].
+//! The ledger is append-only and chained with a key only the service
+//! holds: row hash = HMAC-SHA256, under a key derived from
+//! `secrets/master.key`, over the previous row's hash, then `id`,
+//! `refunds` (-1 for none) and the four amounts as 8 bytes big endian each
+//! (amounts as IEEE bits, zero unsigned), then principal, dataset, request
+//! and time each as a 4-byte length and UTF-8. So no row can be made, or
+//! remade after an edit, without the secret; and after every charge or
+//! refund the last row's id and hash are signed into `DIR/audit.head`
+//! ([`crate::heads`]), so a cut end shows too ([`Store::verify_ledger`]).
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
-use sha2::{Digest, Sha256};
 use veil_engine::dp::accounting::epsilon_of;
 use veil_engine::{BudgetLeft, DpBudget, DpCost};
 
@@ -126,28 +127,35 @@ impl LedgerRow {
         ))
     }
 
-    fn hash(&self, prev: &[u8]) -> [u8; 32] {
-        let mut h = Sha256::new();
+    fn hash(&self, key: &LedgerKey, prev: &[u8]) -> [u8; 32] {
+        let mut h = ring::hmac::Context::with_key(&key.0);
         h.update(prev);
-        h.update(self.id.to_be_bytes());
-        h.update(self.refunds.unwrap_or(-1).to_be_bytes());
+        h.update(&self.id.to_be_bytes());
+        h.update(&self.refunds.unwrap_or(-1).to_be_bytes());
         for a in self.amounts {
             // SQLite may keep a whole REAL as an integer: -0.0 reads back 0.
             let a = if a == 0.0 { 0.0 } else { a };
-            h.update(a.to_bits().to_be_bytes());
+            h.update(&a.to_bits().to_be_bytes());
         }
         for text in [&self.principal, &self.dataset, &self.request, &self.time] {
-            h.update((text.len() as u32).to_be_bytes());
+            h.update(&(text.len() as u32).to_be_bytes());
             h.update(text.as_bytes());
         }
-        h.finalize().into()
+        h.sign()
+            .as_ref()
+            .try_into()
+            .expect("HMAC-SHA256 is 32 bytes")
     }
 
     /// Appends the row after the ledger's last one, chained to it; returns
     /// its hash.
-    fn append(&self, tx: &rusqlite::Transaction<'_>) -> Result<[u8; 32], StoreError> {
+    fn append(
+        &self,
+        key: &LedgerKey,
+        tx: &rusqlite::Transaction<'_>,
+    ) -> Result<[u8; 32], StoreError> {
         let prev = ledger_end(tx)?.1;
-        let hash = self.hash(&prev);
+        let hash = self.hash(key, &prev);
         let [epsilon, delta, rho, delta0] = self.amounts;
         tx.prepare_cached(
             "INSERT INTO dp_ledger (id, refunds, principal, dataset, epsilon, delta, rho, delta0, request, time, prev_hash, hash)
@@ -168,6 +176,20 @@ impl LedgerRow {
             hash.as_slice()
         ])?;
         Ok(hash)
+    }
+}
+
+/// The key ledger rows are chained with, derived from the master secret.
+pub(super) struct LedgerKey(ring::hmac::Key);
+
+impl LedgerKey {
+    pub(super) fn of(dir: &crate::datadir::DataDir) -> Result<LedgerKey, StoreError> {
+        let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &dir.master_key()?);
+        let derived = ring::hmac::sign(&root, b"veil privacy ledger v1");
+        Ok(LedgerKey(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            derived.as_ref(),
+        )))
     }
 }
 
@@ -250,6 +272,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let key = LedgerKey::of(&self.dir)?;
         let mut charged = Charged::default();
         let mut end = (0, [0u8; 32]);
         for cost in costs {
@@ -275,7 +298,7 @@ impl Store {
                 request: request.to_owned(),
                 time: time_text(now),
             };
-            end = (row.id, row.append(&tx)?);
+            end = (row.id, row.append(&key, &tx)?);
             charged.ids.push(row.id);
             charged.left.push(BudgetLeft {
                 dataset: cost.dataset.clone(),
@@ -295,6 +318,7 @@ impl Store {
     /// refund is a row that negates the charge, at the charge's time; a
     /// charge is given back once.
     pub fn refund(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        let key = LedgerKey::of(&self.dir)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -321,7 +345,7 @@ impl Store {
                 amounts: charge.amounts.map(|a| -a),
                 ..charge
             };
-            end = Some((row.id, row.append(&tx)?));
+            end = Some((row.id, row.append(&key, &tx)?));
         }
         tx.commit()?;
         if let Some(end) = end {
@@ -364,7 +388,8 @@ impl Store {
             ))?
             .query_row(params![id], LedgerRow::read)
             .optional()?;
-        Ok(row.map(|(row, prev, _)| row.hash(&prev.unwrap_or_default())))
+        let key = LedgerKey::of(&self.dir)?;
+        Ok(row.map(|(row, prev, _)| row.hash(&key, &prev.unwrap_or_default())))
     }
 
     /// Chains the rows of a ledger written before rows were chained (a
@@ -395,9 +420,10 @@ impl Store {
             ))?
             .query_map([], |r| LedgerRow::read(r).map(|(row, _, _)| row))?
             .collect::<Result<_, _>>()?;
+        let key = LedgerKey::of(&self.dir)?;
         let mut prev = GENESIS.to_vec();
         for row in rows {
-            let hash = row.hash(&prev);
+            let hash = row.hash(&key, &prev);
             tx.execute(
                 "UPDATE dp_ledger SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
                 params![prev, hash.as_slice(), row.id],
@@ -417,6 +443,7 @@ impl Store {
             "SELECT {LEDGER_COLUMNS} FROM dp_ledger ORDER BY id"
         ))?;
         let mut rows = stmt.query([])?;
+        let key = LedgerKey::of(&self.dir)?;
         let mut prev = GENESIS.to_vec();
         let mut last_id = 0;
         let mut count = 0;
@@ -438,7 +465,7 @@ impl Store {
                     "its link to the previous row does not match: rows were removed or inserted",
                 );
             }
-            let hash = row.hash(&prev);
+            let hash = row.hash(&key, &prev);
             if stored_hash.as_deref() != Some(hash.as_slice()) {
                 return broken("its contents were changed after it was written");
             }
@@ -649,6 +676,17 @@ mod tests {
             "INSERT INTO dp_ledger (id, refunds, principal, dataset, epsilon, delta, rho, delta0, request, time, prev_hash, hash)
                  SELECT 100, 2, principal, dataset, -epsilon, -delta, -rho, -delta0, request, time, X'00', X'00' FROM dp_ledger WHERE id = 2",
             "UPDATE dp_ledger SET rho = 2 * rho WHERE id = 3",
+            // Every charge given back, and the chain left to be made again.
+            "INSERT INTO dp_ledger (principal, dataset, epsilon, delta, rho, delta0, request, time, refunds)
+                 SELECT principal, dataset, -epsilon, -delta, -rho, -delta0, request, time, id
+                 FROM dp_ledger WHERE refunds IS NULL AND id NOT IN (SELECT refunds FROM dp_ledger WHERE refunds IS NOT NULL);
+             UPDATE dp_ledger SET hash = NULL, prev_hash = NULL",
+            // A refund past the signed head, linked to the last row, with a
+            // hash anyone can compute: the key is not anyone's.
+            "INSERT INTO dp_ledger (id, refunds, principal, dataset, epsilon, delta, rho, delta0, request, time, prev_hash, hash)
+                 SELECT 10, 2, principal, dataset, -epsilon, -delta, -rho, -delta0, request, time,
+                        (SELECT hash FROM dp_ledger WHERE id = 9), randomblob(32)
+                 FROM dp_ledger WHERE id = 2",
         ];
         for sql in cases {
             let (tmp, store) = ledger();
@@ -662,6 +700,11 @@ mod tests {
                 .err()
                 .expect("refused");
             assert!(matches!(err, StoreError::Integrity(_)), "{sql}: {err}");
+            // Any command that opens the store refuses it too.
+            assert!(
+                matches!(Store::open(tmp.path()), Err(StoreError::Integrity(_))),
+                "{sql}"
+            );
         }
         // The end cut: the chain that is left is whole, but does not reach
         // the head it signed.

@@ -26,8 +26,12 @@ pub(super) fn missing_store(root: &Path) -> String {
     )
 }
 
+/// What every refusal of a deployment's directory advises.
+pub const RESTORE_HINT: &str =
+    "nothing is served over it: restore the data directory from a backup (`veil restore`)";
+
 fn restore_hint() -> &'static str {
-    "nothing is served over it: restore the data directory from a backup (`veil restore`)"
+    RESTORE_HINT
 }
 
 impl Store {
@@ -57,7 +61,20 @@ impl Store {
         }
         if self.setting("deployment")?.is_none() {
             // A new store, or one from before deployments had an identity.
+            // Signed heads beside a store without an identity mean the store
+            // is not the one they were signed for.
+            if heads::path(self.dir.root()).exists() {
+                return Err(StoreError::Integrity(format!(
+                    "the store has no deployment identity, but {} beside it was signed for one: it is not that deployment's store; {}",
+                    heads::FILE,
+                    restore_hint()
+                )));
+            }
+            // Only here, before there are heads, is a ledger without hashes
+            // (schema 8 or older) chained: with heads, rows are never remade.
+            self.chain_old_ledger()?;
             let signer = self.signer.clone().expect("a writer has its key");
+            let master_id = master_key_id(&self.dir)?;
             let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -66,13 +83,18 @@ impl Store {
                 [],
                 |r| r.get(0),
             )?;
+            let mut made = None;
             if !taken {
                 let mut id = [0u8; 16];
                 SystemRandom::new()
                     .fill(&mut id)
                     .map_err(|_| StoreError::Conflict("the system random source failed".into()))?;
                 let id = hex(&id);
-                for (key, value) in [("deployment", id.as_str()), ("public_key", &hex(&public))] {
+                for (key, value) in [
+                    ("deployment", id.as_str()),
+                    ("public_key", &hex(&public)),
+                    ("master_key_id", &master_id),
+                ] {
                     tx.execute(
                         "INSERT INTO settings (key, value, set_at) VALUES (?1, ?2, ?3)",
                         params![key, value, now_text()],
@@ -80,20 +102,19 @@ impl Store {
                 }
                 let (audit_seq, audit_hash) = audit_end(&tx)?;
                 let (ledger_id, ledger_hash) = super::budget::ledger_end(&tx)?;
-                heads::create(
-                    self.dir.root(),
-                    &signer,
-                    &Heads {
-                        deployment: id,
-                        audit_seq,
-                        audit_hash,
-                        ledger_id,
-                        ledger_hash,
-                        ..Heads::default()
-                    },
-                )?;
+                made = Some(Heads {
+                    deployment: id,
+                    audit_seq,
+                    audit_hash,
+                    ledger_id,
+                    ledger_hash,
+                    ..Heads::default()
+                });
             }
             tx.commit()?;
+            if let Some(first) = made {
+                heads::create(self.dir.root(), &signer, &first)?;
+            }
             return Ok(());
         }
         if self.setting("public_key")?.as_deref() != Some(hex(&public).as_str()) {
@@ -102,11 +123,26 @@ impl Store {
                 restore_hint()
             )));
         }
-        if check_heads && let Some((_, reason)) = self.heads_problem()? {
+        if self.setting("master_key_id")?.as_deref() != Some(master_key_id(&self.dir)?.as_str()) {
             return Err(StoreError::Integrity(format!(
-                "{reason}; {}",
+                "secrets/master.key is not this deployment's master secret: pseudonyms, digests and the ledger would not be its own; {}",
                 restore_hint()
             )));
+        }
+        if check_heads {
+            if let Some((_, reason)) = self.heads_problem()? {
+                return Err(StoreError::Integrity(format!(
+                    "{reason}; {}",
+                    restore_hint()
+                )));
+            }
+            // Every row, since a budget is decided by sums over all of them.
+            if let super::LedgerReport::Broken { id, reason } = self.verify_ledger()? {
+                return Err(StoreError::Integrity(format!(
+                    "the privacy ledger is broken at row {id}: {reason}; {}",
+                    restore_hint()
+                )));
+            }
         }
         Ok(())
     }
@@ -157,7 +193,7 @@ impl Store {
             let now = self.ledger_hash_now(heads.ledger_id)?;
             if now.as_ref().map(|h| h.as_slice()) != Some(heads.ledger_hash.as_slice()) {
                 return Ok(Some((
-                    heads.ledger_id,
+                    0,
                     format!(
                         "the privacy ledger does not reach its signed head, row {}: charges were removed or rewritten",
                         heads.ledger_id
@@ -185,6 +221,15 @@ impl Store {
             restore_hint()
         )))
     }
+}
+
+/// A short identifier of the master secret, kept in the settings so that a
+/// swapped secret is found at start.
+fn master_key_id(dir: &crate::datadir::DataDir) -> Result<String, StoreError> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &dir.master_key()?);
+    Ok(hex(
+        &ring::hmac::sign(&key, b"veil master key id v1").as_ref()[..16]
+    ))
 }
 
 /// The audit log's last entry: its sequence number (0 when empty) and hash.

@@ -22,6 +22,7 @@ use veil_policies::{Policy, Problem, Problems};
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
 pub use budget::{Charged, LedgerReport, Spent, fits};
 pub use catalog::RegisteredDataset;
+pub use integrity::RESTORE_HINT;
 pub use models::ModelRecord;
 pub use principals::{
     ApiKey, NewPrincipal, PrincipalRecord, PrincipalStatus, check_principal_name, key_hash,
@@ -127,10 +128,6 @@ impl Store {
             signer: Some(signer),
             cut: false,
         };
-        // A ledger from before schema 9 (or an upgrade that stopped before
-        // this step) has no hash at all and is chained here; the signed
-        // head, checked next, catches a chained ledger edited and re-chained.
-        store.chain_old_ledger()?;
         if store.active_policy()?.is_none() {
             store.load_policy(veil_policies::policy::DEFAULT_PRESET, "veil")?;
         }
@@ -468,6 +465,60 @@ mod tests {
         assert!(matches!(
             Store::open(tmp.path()),
             Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn a_store_from_before_chained_ledgers_is_upgraded_with_its_refunds() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A data directory as an earlier build left it: schema 8, keys, no
+        // deployment identity or heads, a charge refunded by its flag.
+        DataDir::open(tmp.path()).unwrap();
+        let mut conn = Connection::open(tmp.path().join("veil.db")).unwrap();
+        for (i, sql) in MIGRATIONS[..8].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        let tx = conn.transaction().unwrap();
+        for (who, refunded) in [("alice", 0), ("alice", 1), ("bob", 0)] {
+            tx.execute(
+                "INSERT INTO dp_ledger (principal, dataset, epsilon, delta, rho, delta0, request, time, refunded)
+                 VALUES (?1, 'health_visits', 0.3, 0, 0.045, 0, 'q', '2026-11-30T00:00:00.000Z', ?2)",
+                params![who, refunded],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        drop(conn);
+        let _ = std::fs::remove_file(tmp.path().join(crate::heads::FILE));
+
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(
+            store.verify_ledger().unwrap(),
+            LedgerReport::Intact { rows: 4 },
+            "three charges and the refund that was a flag"
+        );
+        let budget = veil_engine::DpBudget {
+            epsilon: 1.0,
+            delta: 1e-7,
+            period: None,
+        };
+        let spent = store
+            .spent("alice", "health_visits", &budget, Utc::now())
+            .unwrap();
+        assert!((spent.epsilon - 0.3).abs() < 1e-12, "{spent:?}");
+        assert!(store.heads_problem().unwrap().is_none());
+        let first = store.deployment().unwrap();
+        drop(store);
+        // Opened again, it is the same deployment, and the heads hold.
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(store.deployment().unwrap(), first);
+        assert!(matches!(
+            store
+                .verify_audit(&store.data_dir().public_key().unwrap())
+                .unwrap(),
+            ChainReport::Intact { ledger_rows: 4, .. }
         ));
     }
 }
