@@ -24,9 +24,9 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::sync::Mutex;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,9 +37,12 @@ pub const FILE: &str = "audit.head";
 
 const SLOT: usize = 512;
 
-/// Per heads file, the bytes this process last wrote to it, the slot of
+/// What this process last wrote to a heads file: its bytes, the slot of
 /// the newest head in them, and that head.
-static KNOWN: std::sync::LazyLock<Mutex<HashMap<PathBuf, (Vec<u8>, usize, Heads)>>> =
+type Written = (Vec<u8>, usize, Heads);
+
+/// Per heads file, what this process last wrote to it.
+static KNOWN: std::sync::LazyLock<Mutex<HashMap<PathBuf, Written>>> =
     std::sync::LazyLock::new(Default::default);
 
 /// Where the two chains end, as last signed.

@@ -40,19 +40,30 @@ pub fn document() -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
     let mut paths = Map::new();
     for r in ROUTES {
-        let success = if r.method == "post" && r.answer.is_some() {
-            "201"
-        } else {
-            "200"
+        let success = r
+            .success
+            .unwrap_or(if r.method == "post" && r.answer.is_some() {
+                "201"
+            } else {
+                "200"
+            });
+        let content = match r.media {
+            Some(media) => json!({ media: {"schema": {"type": "string"}} }),
+            None if r.path == "/v1/query" => json!({
+                "application/json": {"schema": {"type": "object"}},
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.arrow.stream": {"schema": {"type": "string", "contentMediaType": "application/vnd.apache.arrow.stream"}},
+            }),
+            None => json_content(
+                r.answer
+                    .as_ref()
+                    .map_or_else(|| json!({"type": "object"}), |s| reference(s, &mut schemas)),
+            ),
         };
-        let answer = r
-            .answer
-            .as_ref()
-            .map_or_else(|| json!({"type": "object"}), |s| reference(s, &mut schemas));
         let mut responses = Map::new();
         responses.insert(
             success.into(),
-            json!({"description": "success", "content": json_content(answer)}),
+            json!({"description": "success", "content": content}),
         );
         for (code, what) in ERRORS {
             responses.insert(

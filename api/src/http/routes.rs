@@ -18,7 +18,7 @@ use crate::wire::admin::{
     Principals, RegisterBody, Registered, StatusBody, StatusSet,
 };
 use crate::wire::models::{ScoreBody, TrainBody};
-use crate::wire::query::{BudgetQuery, DeadlineQuery, QueryBody};
+use crate::wire::query::{BudgetQuery, DeadlineQuery, QueryBody, VerifyBodyDoc};
 use crate::wire::requests::{OpenBody, StepBody};
 
 /// Who may call an endpoint.
@@ -106,6 +106,11 @@ pub struct Route {
     pub answer: Option<Shape>,
     /// The query parameters it takes.
     pub params: Option<fn() -> Vec<Parameter>>,
+    /// The success status, when not the usual one (200; 201 for a POST
+    /// that answers a created thing).
+    pub success: Option<&'static str>,
+    /// What it answers with, when not JSON.
+    pub media: Option<&'static str>,
 }
 
 const fn route(
@@ -122,6 +127,8 @@ const fn route(
         body: None,
         answer: None,
         params: None,
+        success: None,
+        media: None,
     }
 }
 
@@ -147,12 +154,6 @@ impl Route {
         self
     }
 
-    /// A body read by hand (a verification's claims are of any name).
-    const fn takes_json(mut self, example: &'static str) -> Route {
-        self.body = Some((None, example));
-        self
-    }
-
     const fn answers(mut self, shape: Shape) -> Route {
         self.answer = Some(shape);
         self
@@ -162,15 +163,25 @@ impl Route {
         self.params = Some(params);
         self
     }
+
+    const fn succeeds_with(mut self, status: &'static str) -> Route {
+        self.success = Some(status);
+        self
+    }
+
+    const fn serves(mut self, media: &'static str) -> Route {
+        self.media = Some(media);
+        self
+    }
 }
 
 pub const ROUTES: &[Route] = &[
     get("/healthz", PUBLIC, "Liveness."),
-    get("/metrics", PUBLIC, "Prometheus metrics."),
+    get("/metrics", PUBLIC, "Prometheus metrics.").serves("text/plain"),
     get("/openapi.json", PUBLIC, "This document."),
-    get("/docs", PUBLIC, "Swagger UI over this document: try each endpoint with your key."),
-    get("/docs/swagger-ui.css", PUBLIC, "Swagger UI's style sheet, built in."),
-    get("/docs/swagger-ui-bundle.js", PUBLIC, "Swagger UI's script, built in."),
+    get("/docs", PUBLIC, "Swagger UI over this document: try each endpoint with your key.").serves("text/html"),
+    get("/docs/swagger-ui.css", PUBLIC, "Swagger UI's style sheet, built in.").serves("text/css"),
+    get("/docs/swagger-ui-bundle.js", PUBLIC, "Swagger UI's script, built in.").serves("text/javascript"),
     get("/v1/catalog", EVERYONE, "The datasets visible to the caller, each field with its category, grade and the caller's disclosure level.")
         .answers(shape::<Catalog>())
         .params(params::<CatalogQuery>),
@@ -185,10 +196,11 @@ pub const ROUTES: &[Route] = &[
     get("/v1/budget", ANALYSTS, "Per dataset queryable under differential privacy: the budget, what was spent (basic composition and zCDP) and the ε left.")
         .params(params::<BudgetQuery>),
     post("/v1/verify", CONSUMERS, "Verify claims about a subject against data you never see: `match`/`mismatch` (or true/false for predicate products) per claim and nothing else; an unknown subject fails every claim. One `subject` with `claims`, or `items`: up to 10,000 of them. Identifiers are checked before any lookup; per-principal limits per minute and per subject per day; every verification is audited with a keyed digest of the subject.")
-        .takes_json(r#"{"product": "person_identity", "subject": "53010219900101001X", "claims": {"name": "张三", "phone": "13800000000"}}"#),
+        .takes(shape::<VerifyBodyDoc>(), r#"{"product": "person_identity", "subject": "53010219900101001X", "claims": {"name": "张三", "phone": "13800000000"}}"#),
     get("/v1/verify/products", EVERYONE, "The verification products: dataset, claims and how each compares, limits, and whether you may use it."),
     post("/v1/requests", PARTIES, "Open a request: `sharing` and `open_data` (dataset, purpose, fields, days), `correction` (detail.record, detail.correction; `via_authority`), `complaint` (detail.complaint: its provider verifies it and may suspend the opening at once), `emergency_data`, `catalog_change` (detail.manifest), `qualification` (detail.organisation, detail.scope), `policy_change` (detail.text; as `PUT /v1/policy`). Unconditional data is granted at once; not-shared or not-open data is refused with the article.")
-        .takes(shape::<OpenBody>(), r#"{"kind": "sharing", "dataset": "social_insurance", "purpose": "social-assistance", "fields": ["month", "paid"]}"#),
+        .takes(shape::<OpenBody>(), r#"{"kind": "sharing", "dataset": "social_insurance", "purpose": "social-assistance", "fields": ["month", "paid"]}"#)
+        .succeeds_with("201"),
     get("/v1/requests", PARTIES, "The requests you opened and those you act on as provider, collector or data authority, with their deadlines and next steps."),
     get("/v1/requests/overdue", STEWARDS, "Open requests past their working-day deadline, for the data authority."),
     get("/v1/requests/{id}", PARTIES, "One request and every step taken on it, for its parties."),
@@ -196,7 +208,8 @@ pub const ROUTES: &[Route] = &[
         .takes(shape::<StepBody>(), r#"{"notes": {"legal_basis": "Art. 27: ..."}}"#),
     get("/v1/me/records", SUBJECTS, "A subject principal's own records (Art. 24): in every dataset whose privacy unit is its identifier, the rows about it, with every field its grade lets out in any form; provenance per dataset; audited."),
     post("/v1/models", MODELERS, "Train a model inside (Art. 32, 39), for a modeler holding a development qualification: `template` linear_regression, logistic_regression (with `above`), histogram or quantiles; `features` and `target` as `dataset.field` or {dataset, field, per_unit: mean|min|max}, datasets joined on their privacy unit; `epsilon`; `params` (iterations, learning_rate, l2, bins, quantiles). Only datasets that are open (Art. 38) and have the template enabled by the policy. Charges the budget, then releases parameters and metrics under differential privacy, with the noise, the provenance and the policy version.")
-        .takes(shape::<TrainBody>(), r#"{"template": "linear_regression", "features": ["tax.revenue", "utility_usage.usage"], "target": "tax.tax_paid", "epsilon": 1.0}"#),
+        .takes(shape::<TrainBody>(), r#"{"template": "linear_regression", "features": ["tax.revenue", "utility_usage.usage"], "target": "tax.tax_paid", "epsilon": 1.0}"#)
+        .succeeds_with("201"),
     get("/v1/models", MODELERS, "Your models: spec, released parameters and metrics, privacy spent, lineage and policy version."),
     get("/v1/models/{id}", MODELERS, "One of your models."),
     post("/v1/models/{id}/score", MODELERS, "Score inside with one of your regression models: `subjects` (identifiers of the privacy unit; needs a live grant for `purpose` covering every feature; a subject with no records scores null) or `rows` (feature values you supply, in the features' order, clamped to the bounds). Answers carry provenance; subjects are audited as keyed digests.")
@@ -206,7 +219,8 @@ pub const ROUTES: &[Route] = &[
     get("/v1/policy", STEWARDS, "The active policy and its text.")
         .answers(shape::<PolicyView>()),
     put("/v1/policy", APPROVERS, "Propose a policy, checked as `veil policy check` checks it, for approvers of the data authority: it opens a `policy_change` request (202) that a second approver of the authority approves (`POST /v1/requests/{id}/approve`) to make it the active version; the audit keeps both names and the diff.")
-        .takes(shape::<PolicyBody>(), r#"{"text": "format = 1\nname = \"default\"\n..."}"#),
+        .takes(shape::<PolicyBody>(), r#"{"text": "format = 1\nname = \"default\"\n..."}"#)
+        .succeeds_with("202"),
     get("/v1/policy/versions", STEWARDS, "Every policy version.")
         .answers(shape::<PolicyVersions>()),
     get("/v1/principals", ADMINS, "Principals (never their keys).")

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +66,15 @@ impl AuditSink for GroupCommit {
     }
 }
 
-type Pending = (AuditEntry, oneshot::Sender<Result<i64, String>>);
+type Reply = oneshot::Sender<Result<i64, String>>;
+type Pending = (AuditEntry, Reply);
+
+/// A committed batch waiting for its head to be signed.
+struct Signing {
+    seq: i64,
+    hash: [u8; 32],
+    replies: Vec<(Reply, i64)>,
+}
 
 /// Appends audit entries on its own thread with group commit: entries that
 /// arrive while a transaction commits go into the next one, so one fsync
@@ -82,7 +91,12 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn start(mut store: Store, checkpoints: Store, signer: Arc<Signer>) -> GroupCommit {
+    pub fn start(
+        mut store: Store,
+        checkpoints: Store,
+        mut heads: Store,
+        signer: Arc<Signer>,
+    ) -> GroupCommit {
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("wal-checkpoint".into())
@@ -99,6 +113,41 @@ impl GroupCommit {
             .expect("the checkpoint thread starts");
         let (sender, receiver) = mpsc::channel::<Pending>();
         let (done_tx, done_rx) = mpsc::channel();
+        // Committed batches wait here for their head to be signed. The
+        // signer takes every batch waiting, signs the last one's head
+        // once, and only then answers them: the store's commit of the next
+        // batch and the signing of this one overlap, and each entry is
+        // acknowledged only once a head at or past it is durable.
+        let (committed, to_sign) = mpsc::channel::<Signing>();
+        let cut = Arc::new(AtomicBool::new(false));
+        let signing = {
+            let (signer, cut) = (signer.clone(), cut.clone());
+            std::thread::Builder::new()
+                .name("audit-head".into())
+                .spawn(move || {
+                    while let Ok(first) = to_sign.recv() {
+                        let mut batches = vec![first];
+                        batches.extend(to_sign.try_iter());
+                        let (seq, hash) = {
+                            let last = batches.last().expect("one batch at least");
+                            (last.seq, last.hash)
+                        };
+                        let signed = heads.sign_audit_head(seq, &hash, &signer);
+                        if let Err(StoreError::Integrity(_)) = &signed {
+                            cut.store(true, Ordering::SeqCst);
+                        }
+                        for batch in batches {
+                            for (reply, seq) in batch.replies {
+                                let _ = reply.send(match &signed {
+                                    Ok(()) => Ok(seq),
+                                    Err(e) => Err(e.to_string()),
+                                });
+                            }
+                        }
+                    }
+                })
+                .expect("the audit head thread starts")
+        };
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
@@ -113,11 +162,19 @@ impl GroupCommit {
                             Err(_) => break,
                         }
                     }
-                    match store.append_audit(&entries, &signer) {
-                        Ok(seqs) => {
-                            for (reply, seq) in replies.into_iter().zip(seqs) {
-                                let _ = reply.send(Ok(seq));
-                            }
+                    if cut.load(Ordering::SeqCst) {
+                        for reply in replies {
+                            let _ = reply.send(Err(
+                                "the audit log was cut below its signed head: nothing more is acknowledged".into(),
+                            ));
+                        }
+                        continue;
+                    }
+                    match store.append_audit_unsigned(&entries, &signer) {
+                        Ok((seqs, hash)) => {
+                            let seq = seqs.last().copied().unwrap_or_default();
+                            let replies = replies.into_iter().zip(seqs).collect();
+                            let _ = committed.send(Signing { seq, hash, replies });
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "the audit log could not be written");
@@ -127,6 +184,8 @@ impl GroupCommit {
                         }
                     }
                 }
+                drop(committed);
+                let _ = signing.join();
                 if let Err(e) = store.checkpoint_audit(&signer) {
                     tracing::error!(error = %e, "the audit head could not be signed at shutdown");
                 }

@@ -142,6 +142,7 @@ impl Service {
             AuditMode::GroupCommit => Box::new(audit_sink::GroupCommit::start(
                 Store::open(data_dir)?.without_autocheckpoint()?,
                 Store::open(data_dir)?,
+                Store::open(data_dir)?,
                 signer.clone(),
             )),
             AuditMode::Direct => Box::new(audit_sink::Direct::new(

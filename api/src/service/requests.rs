@@ -121,6 +121,11 @@ fn open(
     now: DateTime<Utc>,
 ) -> Result<(RequestRecord, Effect), ServiceError> {
     let kind: Kind = body.kind.parse().map_err(ServiceError::bad_request)?;
+    if body.days.is_some_and(|d| !(1..=3660).contains(&d)) {
+        return Err(ServiceError::bad_request(
+            "`days` is from 1 to 3660 (a grant lasts at most its grades' grant length)",
+        ));
+    }
     let policy = store
         .active_policy()?
         .ok_or_else(|| ServiceError::new(ErrorCode::Internal, ""))?

@@ -161,6 +161,22 @@ impl Store {
         entries: &[AuditEntry],
         signer: &Signer,
     ) -> Result<Vec<i64>, StoreError> {
+        let (seqs, hash) = self.append_audit_unsigned(entries, signer)?;
+        if let Some(&seq) = seqs.last() {
+            self.sign_audit_head(seq, &hash, signer)?;
+        }
+        Ok(seqs)
+    }
+
+    /// [`Store::append_audit`] without signing the new head: the entries
+    /// are durable but not acknowledged until [`Store::sign_audit_head`]
+    /// has signed a head at or past them. Returns their sequence numbers
+    /// and the last one's hash.
+    pub fn append_audit_unsigned(
+        &mut self,
+        entries: &[AuditEntry],
+        signer: &Signer,
+    ) -> Result<(Vec<i64>, [u8; 32]), StoreError> {
         if self.cut {
             return Err(StoreError::Integrity(
                 "the audit log was cut below its signed head: nothing more is acknowledged".into(),
@@ -215,35 +231,46 @@ impl Store {
             }
         }
         tx.commit()?;
-        if !seqs.is_empty() {
-            let heads = crate::heads::advance(
-                self.dir.root(),
-                signer,
-                crate::heads::Advance::Audit { seq, hash: &prev },
-            )
-            .map_err(|e| StoreError::Integrity(e.to_string()))?;
-            if heads.audit_seq != seq {
-                // Another writer signed a later head; the log must hold it,
-                // or these sequence numbers were handed out before.
-                let held: Option<Vec<u8>> = self
-                    .conn
-                    .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
-                    .query_row(params![heads.audit_seq], |r| r.get(0))
-                    .optional()?;
-                if held.as_deref() != Some(heads.audit_hash.as_slice()) {
-                    self.cut = true;
-                    tracing::error!(
-                        head = heads.audit_seq,
-                        "the audit log was cut below its signed head while the service ran"
-                    );
-                    return Err(StoreError::Integrity(format!(
-                        "the audit log does not reach its signed head, entry {}: entries were removed, and these are not acknowledged",
-                        heads.audit_seq
-                    )));
-                }
+        let last: [u8; 32] = prev.as_slice().try_into().unwrap_or([0; 32]);
+        Ok((seqs, last))
+    }
+
+    /// Signs `seq` (whose hash is `hash`) as the audit log's head in
+    /// `DIR/audit.head`, durably. When another writer signed a later head,
+    /// the log must hold it: otherwise the log was cut below it while this
+    /// connection ran, these sequence numbers were handed out before, and
+    /// nothing more is acknowledged through this connection.
+    pub fn sign_audit_head(
+        &mut self,
+        seq: i64,
+        hash: &[u8],
+        signer: &Signer,
+    ) -> Result<(), StoreError> {
+        let heads = crate::heads::advance(
+            self.dir.root(),
+            signer,
+            crate::heads::Advance::Audit { seq, hash },
+        )
+        .map_err(|e| StoreError::Integrity(e.to_string()))?;
+        if heads.audit_seq != seq {
+            let held: Option<Vec<u8>> = self
+                .conn
+                .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
+                .query_row(params![heads.audit_seq], |r| r.get(0))
+                .optional()?;
+            if held.as_deref() != Some(heads.audit_hash.as_slice()) {
+                self.cut = true;
+                tracing::error!(
+                    head = heads.audit_seq,
+                    "the audit log was cut below its signed head while the service ran"
+                );
+                return Err(StoreError::Integrity(format!(
+                    "the audit log does not reach its signed head, entry {}: entries were removed, and these are not acknowledged",
+                    heads.audit_seq
+                )));
             }
         }
-        Ok(seqs)
+        Ok(())
     }
 
     /// Entry `seq`'s hash recomputed from what it holds now (and its stored

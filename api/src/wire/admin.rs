@@ -324,6 +324,7 @@ pub struct KeysRevoked {
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
     /// `active` or `suspended`.
+    #[schema(pattern = "^(active|suspended)$")]
     pub status: String,
 }
 
@@ -342,6 +343,7 @@ pub struct AuditQuery {
     pub principal: Option<String>,
     pub dataset: Option<String>,
     /// Entries at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// `ok`, `refused:...`, ...
     pub outcome: Option<String>,

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainBody {
+    #[schema(pattern = "^(linear_regression|logistic_regression|histogram|quantiles)$")]
     pub template: String,
     #[serde(default)]
     pub features: Vec<ColumnBody>,
@@ -15,6 +16,7 @@ pub struct TrainBody {
     /// Logistic regression: the label is 1 when the target is above this.
     #[serde(default)]
     pub above: Option<f64>,
+    #[schema(minimum = 0.001, maximum = 100.0)]
     pub epsilon: f64,
     #[serde(default)]
     pub purpose: Option<String>,
@@ -33,6 +35,7 @@ pub enum ColumnBody {
         dataset: String,
         field: String,
         #[serde(default)]
+        #[schema(pattern = "^(mean|min|max)$")]
         per_unit: Option<String>,
         #[serde(default)]
         clamp: Option<[f64; 2]>,
@@ -45,6 +48,7 @@ pub struct ParamsBody {
     pub iterations: Option<u32>,
     pub learning_rate: Option<f64>,
     pub l2: Option<f64>,
+    #[schema(minimum = 1)]
     pub bins: Option<u32>,
     pub quantiles: Option<Vec<f64>>,
 }

@@ -9,6 +9,9 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenBody {
+    #[schema(
+        pattern = "^(sharing|open_data|correction|complaint|emergency_data|catalog_change|qualification|policy_change)$"
+    )]
     pub kind: String,
     #[serde(default)]
     pub dataset: Option<String>,
@@ -16,7 +19,10 @@ pub struct OpenBody {
     pub purpose: Option<String>,
     #[serde(default)]
     pub fields: Option<Vec<String>>,
+    /// Days a grant lasts, at most the shortest grant length of the
+    /// fields' grades (the answer says what was granted).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3660)]
     pub days: Option<u32>,
     /// What the applicant writes: the record and the correction, the
     /// complaint, the manifest of a catalog change, the organisation.
