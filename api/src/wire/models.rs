@@ -45,11 +45,15 @@ pub enum ColumnBody {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParamsBody {
+    #[schema(minimum = 1, maximum = 25)]
     pub iterations: Option<u32>,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub learning_rate: Option<f64>,
+    #[schema(minimum = 0.0, maximum = 10.0)]
     pub l2: Option<f64>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub bins: Option<u32>,
+    #[schema(max_items = 99)]
     pub quantiles: Option<Vec<f64>>,
 }
 

@@ -472,23 +472,25 @@ fn check_shape(spec: &ModelSpec) -> Result<(), ModelError> {
                 "a logistic regression needs `above`: the label is 1 when the target is above it",
             ));
         }
-        // Newton converges in a handful of steps; the cap bounds the work
-        // one request can ask for (each step is a pass over the frame).
-        if !(1..=25).contains(&p.iterations) {
-            return Err(invalid(
-                "`iterations` (Newton steps) must be between 1 and 25",
-            ));
-        }
-        if !(p.learning_rate.is_finite() && p.learning_rate > 0.0 && p.learning_rate <= 1.0) {
-            return Err(invalid(
-                "`learning_rate` (the share of a Newton step) must be above 0 and at most 1",
-            ));
-        }
-        if !(p.l2.is_finite() && (0.0..=10.0).contains(&p.l2)) {
-            return Err(invalid("`l2` must be between 0 and 10"));
-        }
     } else if spec.above.is_some() {
         return Err(invalid("`above` belongs to logistic regression only"));
+    }
+    // The optimiser's settings are checked whatever the template, so that
+    // a value out of range is never silently ignored. Newton converges in
+    // a handful of steps; the cap bounds the work one request can ask for
+    // (each step is a pass over the frame).
+    if !(1..=25).contains(&p.iterations) {
+        return Err(invalid(
+            "`iterations` (Newton steps) must be between 1 and 25",
+        ));
+    }
+    if !(p.learning_rate.is_finite() && p.learning_rate > 0.0 && p.learning_rate <= 1.0) {
+        return Err(invalid(
+            "`learning_rate` (the share of a Newton step) must be above 0 and at most 1",
+        ));
+    }
+    if !(p.l2.is_finite() && (0.0..=10.0).contains(&p.l2)) {
+        return Err(invalid("`l2` must be between 0 and 10"));
     }
     if !(1..=10_000).contains(&p.bins) {
         return Err(invalid("`bins` must be between 1 and 10,000"));
