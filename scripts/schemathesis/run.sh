@@ -38,6 +38,8 @@ print(tomllib.load(open(sys.argv[1], "rb"))[sys.argv[2]]["key"])
 PY
 }
 failed=0
+# schemathesis keeps its cache in the working directory: not the checkout.
+cd "$work"
 # The admin runs last: it may suspend or revoke the others.
 for who in none demo-consumer demo-kunming demo-modeler demo-approver demo-reviewer demo-subject demo-admin; do
     auth=()
