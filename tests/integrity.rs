@@ -345,6 +345,27 @@ fn a_lost_replaced_or_damaged_store_or_key_is_not_a_new_deployment() {
             assert_eq!(len, 0, "{what}: a store was made");
         }
     }
+    // Settings removed over a cut log, with the heads: refused, never a new
+    // identity. Settings removed alone (or a first start that stopped
+    // between its heads and its settings): the store reaches the heads,
+    // and their identity is taken back.
+    let cut = fresh("settings-and-heads");
+    sql(
+        &cut,
+        "DROP TRIGGER settings_no_delete; DELETE FROM settings WHERE key IN ('deployment', 'public_key', 'master_key_id'); DELETE FROM audit_log WHERE seq > 10",
+    );
+    std::fs::remove_file(cut.join("audit.head")).unwrap();
+    let stderr = refused_start(&cut);
+    assert!(stderr.contains("no deployment identity"), "{stderr}");
+    let mended = fresh("settings-only");
+    sql(
+        &mended,
+        "DROP TRIGGER settings_no_delete; DELETE FROM settings WHERE key IN ('deployment', 'public_key', 'master_key_id')",
+    );
+    let out = veil(&["principal", "list", "--data-dir", s(&mended)]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(audit_verify(&mended).0);
+
     // A new, empty directory is still made into a deployment.
     let new = tmp.path().join("new");
     let out = veil(&["principal", "list", "--data-dir", s(&new)]);

@@ -105,13 +105,22 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupReport, StoreError> {
     let dir = DataDir::open(data_dir)?;
     // The heads first: everything they name is committed, so the snapshot
     // taken after them holds it.
+    // Read once, under the heads' shared lock: the bytes kept are the
+    // bytes whose heads were checked.
+    let (heads, head_bytes) = crate::heads::read_with_bytes(dir.root(), &dir.public_key()?)
+        .map_err(crate::store::heads_error)?
+        .ok_or_else(|| StoreError::Integrity(format!("{} is missing", crate::heads::FILE)))?;
     let files: Vec<(&str, u32, Vec<u8>)> = FILES
         .iter()
-        .map(|(name, mode)| Ok((*name, *mode, fs::read(dir.root().join(name))?)))
+        .map(|(name, mode)| {
+            let bytes = if *name == crate::heads::FILE {
+                head_bytes.clone()
+            } else {
+                fs::read(dir.root().join(name))?
+            };
+            Ok((*name, *mode, bytes))
+        })
         .collect::<std::io::Result<_>>()?;
-    let heads = crate::heads::read(dir.root(), &dir.public_key()?)
-        .map_err(|e| StoreError::Integrity(e.to_string()))?
-        .ok_or_else(|| StoreError::Integrity(format!("{} is missing", crate::heads::FILE)))?;
     let store = Store::open_reader(data_dir)?;
     let datasets = store.datasets()?;
     let partial = out.with_extension("partial");

@@ -63,18 +63,13 @@ impl DataDir {
             write_private(&signing, &pkcs8)?;
             let signer =
                 crate::signing::Signer::from_pkcs8(&pkcs8).map_err(std::io::Error::other)?;
-            fs::write(
-                dir.root.join("public.key"),
-                format!("{}\n", crate::signing::hex(&signer.public_key())),
-            )?;
+            dir.write_public_key(&signer)?;
         }
-        if !dir.root.join("public.key").exists() {
-            // Derived from the signing key, so it can always be written again.
-            let signer = dir.signer()?;
-            fs::write(
-                dir.root.join("public.key"),
-                format!("{}\n", crate::signing::hex(&signer.public_key())),
-            )?;
+        if dir.public_key().is_err() {
+            // Missing, or not a key at all (a first start stopped while
+            // writing it): derived from the signing key, so it can always
+            // be written again. Another key there is left, and refused.
+            dir.write_public_key(&dir.signer()?)?;
         }
         let master = secrets.join("master.key");
         if !master.exists() {
@@ -85,6 +80,17 @@ impl DataDir {
             write_private(&master, &key)?;
         }
         Ok(dir)
+    }
+
+    /// Publishes the signing key's public half in `public.key`, atomically.
+    fn write_public_key(&self, signer: &crate::signing::Signer) -> std::io::Result<()> {
+        let path = self.root.join("public.key");
+        write_private(
+            &path,
+            format!("{}\n", crate::signing::hex(&signer.public_key())).as_bytes(),
+        )?;
+        set_mode(&path, 0o644)?;
+        sync_dir(&self.root)
     }
 
     pub fn root(&self) -> &Path {

@@ -12,9 +12,11 @@
 //! is refused, so sequence numbers are never handed out twice.
 //!
 //! The file has two fixed-size slots written in turn, each a JSON record
-//! signed whole with a counter: a write torn by a crash leaves the other
-//! slot, one head older, and the valid slot with the highest counter is the
-//! head. Writers take an exclusive lock on the file, so heads from several
+//! signed whole with a counter; both must verify and be one write apart,
+//! and the newer is the head. A slot that does not is refused, never
+//! skipped: falling back to the older slot would let the newest commit be
+//! cut (a write torn by a crash, one 512-byte write, is refused the same
+//! way). Readers take the file's shared lock. Writers take an exclusive lock on the file, so heads from several
 //! processes (the server and a CLI command) only move forward.
 //!
 //! What this does not stop: someone holding the signing key, or someone who
@@ -97,6 +99,10 @@ pub enum HeadsError {
         "{FILE} does not hold two heads signed by this deployment's key, one write apart: it was damaged or replaced (a crash while it was written would also do this)"
     )]
     Unsigned,
+    #[error("the chain does not hold the head signed in {FILE}: it was cut below it")]
+    Cut,
+    #[error("{0}")]
+    Check(String),
 }
 
 pub fn path(dir: &Path) -> PathBuf {
@@ -145,15 +151,29 @@ fn best(bytes: &[u8], public_key: &[u8]) -> Option<(usize, Heads)> {
 
 /// The heads as last signed, or `None` when the file does not exist.
 pub fn read(dir: &Path, public_key: &[u8]) -> Result<Option<Heads>, HeadsError> {
+    Ok(read_with_bytes(dir, public_key)?.map(|(h, _)| h))
+}
+
+/// [`read`], with the file's bytes the heads were read from. The read
+/// takes the file's shared lock, so it never sees a slot half written.
+pub fn read_with_bytes(
+    dir: &Path,
+    public_key: &[u8],
+) -> Result<Option<(Heads, Vec<u8>)>, HeadsError> {
     let mut bytes = Vec::new();
     match File::open(path(dir)) {
-        Ok(mut f) => f.read_to_end(&mut bytes)?,
+        Ok(mut f) => {
+            f.lock_shared()?;
+            f.read_to_end(&mut bytes)?;
+            f.unlock()?;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    best(&bytes, public_key)
-        .map(|(_, h)| Some(h))
-        .ok_or(HeadsError::Unsigned)
+    match best(&bytes, public_key) {
+        Some((_, h)) => Ok(Some((h, bytes))),
+        None => Err(HeadsError::Unsigned),
+    }
 }
 
 fn slot_bytes(heads: &Heads, signer: &Signer) -> Vec<u8> {
@@ -186,11 +206,18 @@ pub fn create(dir: &Path, signer: &Signer, heads: &Heads) -> std::io::Result<()>
     crate::datadir::sync_dir(dir)
 }
 
-/// Moves one chain's head forward and makes it durable before returning
-/// the heads now signed. A head that is not beyond the signed one (another
-/// process went first) changes nothing; the caller then checks that its
-/// chain holds the signed head, or it would be writing over a cut end.
-pub fn advance(dir: &Path, signer: &Signer, to: Advance<'_>) -> Result<Heads, HeadsError> {
+/// Moves one chain's head forward and makes it durable before returning.
+/// Under the file's lock, before anything is written, `holds` is asked
+/// whether the caller's chain still holds the head signed now: a chain cut
+/// below it (entries removed, numbers given out again) is
+/// [`HeadsError::Cut`], and nothing is signed over it. A head that is not
+/// beyond the signed one (another process went first) changes nothing.
+pub fn advance(
+    dir: &Path,
+    signer: &Signer,
+    to: Advance<'_>,
+    holds: &dyn Fn(&Heads) -> Result<bool, String>,
+) -> Result<Heads, HeadsError> {
     let file_path = path(dir);
     let mut file = OpenOptions::new().read(true).write(true).open(&file_path)?;
     file.lock()?;
@@ -208,6 +235,10 @@ pub fn advance(dir: &Path, signer: &Signer, to: Advance<'_>) -> Result<Heads, He
         Some(k) => k,
         None => best(&bytes, &signer.public_key()).ok_or(HeadsError::Unsigned)?,
     };
+    if !holds(&heads).map_err(HeadsError::Check)? {
+        file.unlock()?;
+        return Err(HeadsError::Cut);
+    }
     let moved = match to {
         Advance::Audit { seq, hash } if seq > heads.audit_seq => {
             heads.audit_seq = seq;
@@ -256,40 +287,33 @@ mod tests {
     }
 
     #[test]
-    fn heads_only_move_forward_and_survive_a_torn_slot() {
+    fn heads_only_move_forward_over_a_chain_that_holds_them() {
         let tmp = tempfile::tempdir().unwrap();
         let (s, dir) = (signer(), tmp.path());
         assert!(read(dir, &s.public_key()).unwrap().is_none());
         create(dir, &s, &first()).unwrap();
+        let yes = |_: &Heads| Ok(true);
         for seq in 1..=5 {
-            advance(
-                dir,
-                &s,
-                Advance::Audit {
-                    seq,
-                    hash: &[seq as u8; 32],
-                },
-            )
-            .unwrap();
+            let hash = [seq as u8; 32];
+            advance(dir, &s, Advance::Audit { seq, hash: &hash }, &yes).unwrap();
         }
-        advance(
-            dir,
-            &s,
-            Advance::Audit {
-                seq: 3,
-                hash: &[9; 32],
-            },
-        )
-        .unwrap();
-        advance(
-            dir,
-            &s,
-            Advance::Ledger {
-                id: 7,
-                hash: &[7; 32],
-            },
-        )
-        .unwrap();
+        let three = Advance::Audit {
+            seq: 3,
+            hash: &[9; 32],
+        };
+        advance(dir, &s, three, &yes).unwrap();
+        let seven = Advance::Ledger {
+            id: 7,
+            hash: &[7; 32],
+        };
+        advance(dir, &s, seven, &yes).unwrap();
+        // A chain that no longer holds the signed head signs nothing.
+        let cut = Advance::Audit {
+            seq: 9,
+            hash: &[1; 32],
+        };
+        let no = |h: &Heads| Ok(h.audit_seq < 5);
+        assert!(matches!(advance(dir, &s, cut, &no), Err(HeadsError::Cut)));
         let h = read(dir, &s.public_key()).unwrap().unwrap();
         assert_eq!((h.audit_seq, h.audit_hash.clone()), (5, vec![5; 32]));
         assert_eq!((h.ledger_id, h.deployment.as_str()), (7, "d1"));

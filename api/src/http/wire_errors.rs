@@ -20,6 +20,10 @@ pub struct ContractErrors<S> {
     inner: S,
     /// A rewritten response still being written, and how much of it went.
     pending: Option<(Vec<u8>, usize)>,
+    /// The length of the buffer the rewritten response stands for, until
+    /// it is all written: hyper retries that buffer after `Pending`, and the
+    /// retry must finish the rewrite, not start another.
+    owed: Option<usize>,
 }
 
 impl<S> ContractErrors<S> {
@@ -27,6 +31,7 @@ impl<S> ContractErrors<S> {
         ContractErrors {
             inner,
             pending: None,
+            owed: None,
         }
     }
 }
@@ -108,11 +113,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ContractErrors<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        ready!(this.drive(cx))?;
-        if let Some(contract) = rewrite(buf) {
+        if this.owed.is_none()
+            && let Some(contract) = rewrite(buf)
+        {
             this.pending = Some((contract, 0));
-            ready!(this.drive(cx))?;
-            return Poll::Ready(Ok(buf.len()));
+            this.owed = Some(buf.len());
+        }
+        ready!(this.drive(cx))?;
+        if let Some(n) = this.owed.take() {
+            return Poll::Ready(Ok(n));
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
@@ -150,6 +159,56 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ContractErrors<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that takes a few bytes at a time and is often not ready.
+    struct Trickle {
+        out: Vec<u8>,
+        turn: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.turn += 1;
+            if self.turn.is_multiple_of(2) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(7);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_rewrite_is_written_once_however_the_writes_are_cut() {
+        use tokio::io::AsyncWriteExt;
+        let bare = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let mut w = ContractErrors::new(Trickle {
+            out: Vec::new(),
+            turn: 0,
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            w.write_all(bare).await.unwrap();
+            w.write_all(b"after").await.unwrap();
+            w.flush().await.unwrap();
+        });
+        let out = String::from_utf8(w.inner.out).unwrap();
+        assert_eq!(out.matches("HTTP/1.1 400").count(), 1, "{out}");
+        assert!(out.ends_with("}after"), "{out}");
+    }
 
     #[test]
     fn only_hypers_own_bare_error_heads_are_rewritten() {

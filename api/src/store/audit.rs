@@ -19,6 +19,9 @@ use sha2::{Digest, Sha256};
 use super::{Store, StoreError, now_text};
 use crate::signing::{Signer, verify};
 
+/// What a connection that found its chain cut says from then on.
+pub(super) const CUT: &str = "the audit log or the ledger was cut below its signed head while the service ran: these entries are not acknowledged, and nothing more is";
+
 /// Checkpoint the head every this many entries.
 pub const CHECKPOINT_EVERY: i64 = 64;
 
@@ -178,9 +181,7 @@ impl Store {
         signer: &Signer,
     ) -> Result<(Vec<i64>, [u8; 32]), StoreError> {
         if self.cut {
-            return Err(StoreError::Integrity(
-                "the audit log was cut below its signed head: nothing more is acknowledged".into(),
-            ));
+            return Err(StoreError::Integrity(CUT.into()));
         }
         let tx = self
             .conn
@@ -236,41 +237,48 @@ impl Store {
     }
 
     /// Signs `seq` (whose hash is `hash`) as the audit log's head in
-    /// `DIR/audit.head`, durably. When another writer signed a later head,
-    /// the log must hold it: otherwise the log was cut below it while this
-    /// connection ran, these sequence numbers were handed out before, and
-    /// nothing more is acknowledged through this connection.
+    /// `DIR/audit.head`, durably. Under the heads' lock the log must still
+    /// hold the head signed so far (whoever signed it): otherwise it was cut
+    /// below it while this connection ran, these sequence numbers were
+    /// handed out before, and nothing more is signed or acknowledged
+    /// through this connection.
     pub fn sign_audit_head(
         &mut self,
         seq: i64,
         hash: &[u8],
         signer: &Signer,
     ) -> Result<(), StoreError> {
-        let heads = crate::heads::advance(
+        if self.cut {
+            return Err(StoreError::Integrity(CUT.into()));
+        }
+        let conn = &self.conn;
+        let holds = |h: &crate::heads::Heads| -> Result<bool, String> {
+            if h.audit_seq == 0 {
+                return Ok(true);
+            }
+            let held: Option<Vec<u8>> = conn
+                .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")
+                .and_then(|mut s| s.query_row(params![h.audit_seq], |r| r.get(0)).optional())
+                .map_err(|e| e.to_string())?;
+            Ok(held.as_deref() == Some(h.audit_hash.as_slice()))
+        };
+        let signed = crate::heads::advance(
             self.dir.root(),
             signer,
             crate::heads::Advance::Audit { seq, hash },
-        )
-        .map_err(|e| StoreError::Integrity(e.to_string()))?;
-        if heads.audit_seq != seq {
-            let held: Option<Vec<u8>> = self
-                .conn
-                .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
-                .query_row(params![heads.audit_seq], |r| r.get(0))
-                .optional()?;
-            if held.as_deref() != Some(heads.audit_hash.as_slice()) {
+            &holds,
+        );
+        match signed {
+            Ok(_) => Ok(()),
+            Err(crate::heads::HeadsError::Cut) => {
                 self.cut = true;
                 tracing::error!(
-                    head = heads.audit_seq,
                     "the audit log was cut below its signed head while the service ran"
                 );
-                return Err(StoreError::Integrity(format!(
-                    "the audit log does not reach its signed head, entry {}: entries were removed, and these are not acknowledged",
-                    heads.audit_seq
-                )));
+                Err(StoreError::Integrity(CUT.into()))
             }
+            Err(e) => Err(super::heads_error(e)),
         }
-        Ok(())
     }
 
     /// Entry `seq`'s hash recomputed from what it holds now (and its stored
@@ -330,6 +338,10 @@ impl Store {
             }
             other => other?,
         }
+        // The chain and its checkpoints are read in one snapshot, so that a
+        // writer's commit in between does not look like a removal; the
+        // heads are checked after it, against what is committed then.
+        let snapshot = self.conn.unchecked_transaction()?;
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {CHAIN_COLUMNS} FROM audit_log ORDER BY rowid"
         ))?;
@@ -407,6 +419,8 @@ impl Store {
                 });
             }
         }
+        drop(stmt);
+        snapshot.rollback()?;
         if let Some((seq, reason)) = self.heads_problem()? {
             return Ok(ChainReport::Broken { seq, reason });
         }
@@ -730,23 +744,26 @@ mod tests {
     #[test]
     fn sequence_numbers_are_never_handed_out_twice() {
         // A writer that opened the store before the cut got past the start
-        // check, but entries 9 and 10 are not acknowledged twice.
-        let (tmp, mut store, signer, _) = filled(10);
-        tamper(&tmp, "DELETE FROM audit_log WHERE seq > 8");
-        let err = store.append_audit(&[entry(9)], &signer).unwrap_err();
-        assert!(matches!(err, StoreError::Integrity(_)), "{err}");
-        assert!(err.to_string().contains("entry 10"), "{err}");
-        // Nor is anything after: the head is never moved past the cut.
-        assert!(store.append_audit(&[entry(12)], &signer).is_err());
-        assert!(matches!(
-            store.verify_audit(&signer.public_key()).unwrap(),
-            ChainReport::Broken { seq: 10, .. }
-        ));
-        drop(store);
-        assert!(matches!(
-            Store::open(tmp.path()),
-            Err(StoreError::Integrity(_))
-        ));
+        // check, but entries 9 and 10 are not acknowledged twice, however
+        // the next batch falls: below the head, on it, or past it.
+        for batch in [1usize, 2, 3, 5] {
+            let (tmp, mut store, signer, _) = filled(10);
+            tamper(&tmp, "DELETE FROM audit_log WHERE seq > 8");
+            let again: Vec<AuditEntry> = (9..9 + batch).map(entry).collect();
+            let err = store.append_audit(&again, &signer).unwrap_err();
+            assert!(matches!(err, StoreError::Integrity(_)), "{batch}: {err}");
+            // Nor is anything after: the head is never moved past the cut.
+            assert!(store.append_audit(&[entry(20)], &signer).is_err());
+            assert!(matches!(
+                store.verify_audit(&signer.public_key()).unwrap(),
+                ChainReport::Broken { .. }
+            ));
+            drop(store);
+            assert!(matches!(
+                Store::open(tmp.path()),
+                Err(StoreError::Integrity(_))
+            ));
+        }
     }
 
     #[test]

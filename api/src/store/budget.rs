@@ -354,28 +354,44 @@ impl Store {
         Ok(())
     }
 
-    /// Signs the ledger's new end; when another writer signed a later one,
-    /// the ledger must hold it, or rows were removed under this one.
-    fn advance_ledger(&self, (id, hash): (i64, [u8; 32])) -> Result<(), StoreError> {
-        let heads = crate::heads::advance(
-            self.dir.root(),
-            self.signer()?,
-            crate::heads::Advance::Ledger { id, hash: &hash },
-        )
-        .map_err(|e| StoreError::Integrity(e.to_string()))?;
-        if heads.ledger_id != id
-            && self
-                .ledger_hash_now(heads.ledger_id)?
-                .as_ref()
-                .map(|h| h.as_slice())
-                != Some(heads.ledger_hash.as_slice())
-        {
-            return Err(StoreError::Integrity(format!(
-                "the privacy ledger does not reach its signed head, row {}: charges were removed under a running service",
-                heads.ledger_id
-            )));
+    /// Signs the ledger's new end. Under the heads' lock the ledger must
+    /// still hold the row signed so far: otherwise rows were removed under
+    /// this connection, and it signs and acknowledges nothing more.
+    fn advance_ledger(&mut self, (id, hash): (i64, [u8; 32])) -> Result<(), StoreError> {
+        if self.cut {
+            return Err(StoreError::Integrity(super::audit::CUT.into()));
         }
-        Ok(())
+        let conn = &self.conn;
+        let holds = |h: &crate::heads::Heads| -> Result<bool, String> {
+            if h.ledger_id == 0 {
+                return Ok(true);
+            }
+            let held: Option<Option<Vec<u8>>> = conn
+                .prepare_cached("SELECT hash FROM dp_ledger WHERE id = ?1")
+                .and_then(|mut s| s.query_row(params![h.ledger_id], |r| r.get(0)).optional())
+                .map_err(|e| e.to_string())?;
+            Ok(held.flatten().as_deref() == Some(h.ledger_hash.as_slice()))
+        };
+        let signer = self
+            .signer
+            .clone()
+            .ok_or_else(|| StoreError::Conflict("a read-only connection signs nothing".into()))?;
+        match crate::heads::advance(
+            self.dir.root(),
+            &signer,
+            crate::heads::Advance::Ledger { id, hash: &hash },
+            &holds,
+        ) {
+            Ok(_) => Ok(()),
+            Err(crate::heads::HeadsError::Cut) => {
+                self.cut = true;
+                tracing::error!(
+                    "the privacy ledger was cut below its signed head while the service ran"
+                );
+                Err(StoreError::Integrity(super::audit::CUT.into()))
+            }
+            Err(e) => Err(super::heads_error(e)),
+        }
     }
 
     /// Row `id`'s hash recomputed from what it holds now (and its stored
@@ -657,6 +673,28 @@ mod tests {
             "a charge is given back once"
         );
         (tmp, store)
+    }
+
+    #[test]
+    fn a_ledger_cut_under_a_running_writer_takes_no_more_charges() {
+        let rho = veil_engine::dp::accounting::rho_for(0.3, 0.5e-7);
+        let (tmp, mut store) = ledger();
+        store
+            .conn
+            .execute_batch("DELETE FROM dp_ledger WHERE id >= 8")
+            .unwrap();
+        // The next ids are 8 and 9 again: below the head, on it, past it.
+        for costs in [1, 1, 3] {
+            let err = store
+                .charge("dave", &vec![cost(rho); costs], "q")
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Integrity(_)), "{err}");
+        }
+        drop(store);
+        assert!(matches!(
+            Store::open(tmp.path()),
+            Err(StoreError::Integrity(_))
+        ));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub(super) fn missing_store(root: &Path) -> String {
     )
 }
 
+/// The schema version whose stores are made with an identity and heads.
+const IDENTITY_SCHEMA: i64 = 9;
+
 /// What every refusal of a deployment's directory advises.
 pub const RESTORE_HINT: &str =
     "nothing is served over it: restore the data directory from a backup (`veil restore`)";
@@ -50,7 +53,32 @@ impl Store {
     }
 
     /// Makes a new deployment's identity, or checks an existing one's.
-    pub(super) fn establish_identity(&mut self, check_heads: bool) -> Result<(), StoreError> {
+    /// Writes the deployment's identity into the settings, once.
+    fn record_identity(&mut self, id: &str, public: &[u8]) -> Result<(), StoreError> {
+        let master_id = master_key_id(&self.dir)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (key, value) in [
+            ("deployment", id),
+            ("public_key", &hex(public)),
+            ("master_key_id", &master_id),
+        ] {
+            tx.execute(
+                "INSERT OR IGNORE INTO settings (key, value, set_at) VALUES (?1, ?2, ?3)",
+                params![key, value, now_text()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// `from`: the store's schema version when it was opened (0: new).
+    pub(super) fn establish_identity(
+        &mut self,
+        check_heads: bool,
+        from: i64,
+    ) -> Result<(), StoreError> {
         let signer = self.signer()?;
         let public = self.dir.public_key()?;
         if signer.public_key() != public {
@@ -60,21 +88,42 @@ impl Store {
             )));
         }
         if self.setting("deployment")?.is_none() {
-            // A new store, or one from before deployments had an identity.
-            // Signed heads beside a store without an identity mean the store
-            // is not the one they were signed for.
-            if heads::path(self.dir.root()).exists() {
-                return Err(StoreError::Integrity(format!(
-                    "the store has no deployment identity, but {} beside it was signed for one: it is not that deployment's store; {}",
-                    heads::FILE,
-                    restore_hint()
-                )));
+            match heads::read(self.dir.root(), &public).map_err(super::heads_error)? {
+                // Signed heads, but no identity in the store: a first start
+                // that stopped between the two, or settings removed. The
+                // heads are this key's; when the store reaches them, their
+                // identity is the store's, and nothing is lost by taking it.
+                Some(found) => {
+                    if let Some((_, reason)) = self.problem_with(&found)? {
+                        return Err(StoreError::Integrity(format!(
+                            "the store has no deployment identity, and it does not reach the heads signed beside it: {reason}; {}",
+                            restore_hint()
+                        )));
+                    }
+                    self.record_identity(&found.deployment, &public)?;
+                    return self.establish_identity(check_heads, from);
+                }
+                // No heads and no identity: only a new store, or one from
+                // before identities (schema 8 or older), is given one. A
+                // store of this schema that lost both is refused.
+                None if from >= IDENTITY_SCHEMA => {
+                    return Err(StoreError::Integrity(format!(
+                        "the store has no deployment identity and {} is missing: its settings and heads were removed (a first start that stopped before its heads were written also leaves this: if the directory was never used, remove it and start again); {}",
+                        heads::FILE,
+                        restore_hint()
+                    )));
+                }
+                None => {}
             }
             // Only here, before there are heads, is a ledger without hashes
             // (schema 8 or older) chained: with heads, rows are never remade.
             self.chain_old_ledger()?;
             let signer = self.signer.clone().expect("a writer has its key");
             let master_id = master_key_id(&self.dir)?;
+            // One process makes the identity: the write lock is held from
+            // the check to the commit. The heads are written first, inside
+            // it: a stop before the commit is mended at the next start
+            // (above), since the store reaches them.
             let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -83,13 +132,26 @@ impl Store {
                 [],
                 |r| r.get(0),
             )?;
-            let mut made = None;
             if !taken {
                 let mut id = [0u8; 16];
                 SystemRandom::new()
                     .fill(&mut id)
                     .map_err(|_| StoreError::Conflict("the system random source failed".into()))?;
                 let id = hex(&id);
+                let (audit_seq, audit_hash) = audit_end(&tx)?;
+                let (ledger_id, ledger_hash) = super::budget::ledger_end(&tx)?;
+                heads::create(
+                    self.dir.root(),
+                    &signer,
+                    &Heads {
+                        deployment: id.clone(),
+                        audit_seq,
+                        audit_hash,
+                        ledger_id,
+                        ledger_hash,
+                        ..Heads::default()
+                    },
+                )?;
                 for (key, value) in [
                     ("deployment", id.as_str()),
                     ("public_key", &hex(&public)),
@@ -100,21 +162,8 @@ impl Store {
                         params![key, value, now_text()],
                     )?;
                 }
-                let (audit_seq, audit_hash) = audit_end(&tx)?;
-                let (ledger_id, ledger_hash) = super::budget::ledger_end(&tx)?;
-                made = Some(Heads {
-                    deployment: id,
-                    audit_seq,
-                    audit_hash,
-                    ledger_id,
-                    ledger_hash,
-                    ..Heads::default()
-                });
             }
             tx.commit()?;
-            if let Some(first) = made {
-                heads::create(self.dir.root(), &signer, &first)?;
-            }
             return Ok(());
         }
         if self.setting("public_key")?.as_deref() != Some(hex(&public).as_str()) {
@@ -162,6 +211,7 @@ impl Store {
                     ),
                 )));
             }
+            Err(heads::HeadsError::Io(e)) => return Err(e.into()),
             Err(e) => return Ok(Some((0, e.to_string()))),
         };
         if heads.deployment != self.deployment()? {
@@ -170,6 +220,11 @@ impl Store {
                 format!("{} is another deployment's", heads::FILE),
             )));
         }
+        self.problem_with(&heads)
+    }
+
+    /// Whether the store reaches `heads`: the first problem, or `None`.
+    pub(crate) fn problem_with(&self, heads: &Heads) -> Result<Option<(i64, String)>, StoreError> {
         // The entries the heads name, as they are now: an entry removed,
         // or its contents changed (its hash recomputed or not), shows here.
         if heads.audit_seq > 0 {

@@ -120,7 +120,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
+        let from = migrate(&mut conn)?;
         let signer = Arc::new(dir.signer()?);
         let mut store = Store {
             conn,
@@ -131,7 +131,7 @@ impl Store {
         if store.active_policy()?.is_none() {
             store.load_policy(veil_policies::policy::DEFAULT_PRESET, "veil")?;
         }
-        store.establish_identity(check_heads)?;
+        store.establish_identity(check_heads, from)?;
         Ok(store)
     }
 
@@ -318,7 +318,9 @@ impl ActivePolicy {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Applies the migrations not applied yet; returns the version the store
+/// had (0: a new store).
+fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
@@ -333,7 +335,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
     }
-    Ok(())
+    Ok(current)
 }
 
 impl Store {
@@ -378,6 +380,16 @@ impl Store {
                 "no data authority is configured for this data directory: set it once with `veil init --authority NAME`".into(),
             )
         })
+    }
+}
+
+/// A failure of the signed heads as a store error: damage or a cut is an
+/// integrity failure, a disk that fails is not.
+pub(crate) fn heads_error(e: crate::heads::HeadsError) -> StoreError {
+    match e {
+        crate::heads::HeadsError::Io(io) => StoreError::Io(io),
+        crate::heads::HeadsError::Check(m) => StoreError::Conflict(m),
+        other => StoreError::Integrity(other.to_string()),
     }
 }
 
