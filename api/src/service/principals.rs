@@ -40,13 +40,19 @@ impl Service {
     /// administration: it does not suspend itself or revoke its own keys,
     /// and nobody suspends or revokes the last active admin. The operator
     /// still can, on the host (`veil principal`).
-    fn keeps_an_admin(&self, caller: &Principal, name: &str) -> Result<(), ServiceError> {
+    /// Checked on the writer's connection while the caller holds it, so
+    /// that two admins suspending each other at once are taken in turn.
+    fn keeps_an_admin(
+        store: &crate::store::Store,
+        caller: &Principal,
+        name: &str,
+    ) -> Result<(), ServiceError> {
         if name == caller.name {
             return Err(ServiceError::conflict(
                 "an admin does not suspend itself or revoke its own keys: another admin, or the operator (`veil principal`), does",
             ));
         }
-        let principals = self.reader()?.principals()?;
+        let principals = store.principals()?;
         let active_admin = |r: &&crate::store::PrincipalRecord| {
             r.principal.role == Role::Admin && r.status == PrincipalStatus::Active
         };
@@ -129,8 +135,9 @@ impl Service {
         endpoint: &str,
     ) -> Audited<KeysRevoked> {
         let result = require_admin(caller).and_then(|()| {
-            self.keeps_an_admin(caller, name)?;
-            let revoked = self.store().revoke_keys(name)?;
+            let mut store = self.store();
+            Self::keeps_an_admin(&store, caller, name)?;
+            let revoked = store.revoke_keys(name)?;
             Ok(KeysRevoked {
                 name: name.to_owned(),
                 revoked,
@@ -161,10 +168,11 @@ impl Service {
                     ));
                 }
             };
+            let mut store = self.store();
             if status == PrincipalStatus::Suspended {
-                self.keeps_an_admin(caller, name)?;
+                Self::keeps_an_admin(&store, caller, name)?;
             }
-            self.store().set_status(name, status)?;
+            store.set_status(name, status)?;
             Ok(StatusSet {
                 name: name.to_owned(),
                 status: body.status.clone(),
