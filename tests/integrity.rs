@@ -142,6 +142,17 @@ fn a_cut_audit_log_is_refused_and_its_sequence_numbers_never_reused() {
             "{cut}"
         );
     }
+    // Nor is a cut store backed up as if it were whole.
+    let cut_copy = tmp.path().join("cut-backup");
+    copy_dir(&dir, &cut_copy);
+    sql(
+        &cut_copy,
+        &format!("DELETE FROM audit_log WHERE seq > {signed}"),
+    );
+    let file = tmp.path().join("cut.veil");
+    let out = veil(&["backup", "--data-dir", s(&cut_copy), "--out", s(&file)]);
+    assert!(!out.status.success(), "{:?}", text(&out));
+    assert!(!file.exists());
     let stderr = refused_start(&{
         let copy = tmp.path().join("tail");
         copy_dir(&dir, &copy);

@@ -102,6 +102,9 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupReport, StoreError> {
             out.display()
         )));
     }
+    // A store that a start would refuse (cut, edited, another's) is not
+    // backed up as if it were whole.
+    drop(Store::open(data_dir)?);
     let dir = DataDir::open(data_dir)?;
     // The heads first: everything they name is committed, so the snapshot
     // taken after them holds it.
@@ -129,6 +132,14 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupReport, StoreError> {
     drop(store);
     set_mode(&partial, 0o600)?;
     let mut conn = Connection::open(&partial)?;
+    // The snapshot holds everything the heads read before it name.
+    if !crate::store::holds_heads(&conn, &heads).map_err(StoreError::Conflict)? {
+        drop(conn);
+        let _ = fs::remove_file(&partial);
+        return Err(StoreError::Integrity(
+            "the store's snapshot does not reach the heads signed before it was taken: the store was cut; nothing was backed up".into(),
+        ));
+    }
     let tx = conn.transaction()?;
     tx.execute_batch(
         "CREATE TABLE veil_backup (name TEXT PRIMARY KEY, mode INTEGER NOT NULL, data BLOB NOT NULL, sha256 TEXT NOT NULL);

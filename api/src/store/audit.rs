@@ -252,16 +252,7 @@ impl Store {
             return Err(StoreError::Integrity(CUT.into()));
         }
         let conn = &self.conn;
-        let holds = |h: &crate::heads::Heads| -> Result<bool, String> {
-            if h.audit_seq == 0 {
-                return Ok(true);
-            }
-            let held: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")
-                .and_then(|mut s| s.query_row(params![h.audit_seq], |r| r.get(0)).optional())
-                .map_err(|e| e.to_string())?;
-            Ok(held.as_deref() == Some(h.audit_hash.as_slice()))
-        };
+        let holds = |h: &crate::heads::Heads| super::holds_heads(conn, h);
         let signed = crate::heads::advance(
             self.dir.root(),
             signer,

@@ -362,16 +362,7 @@ impl Store {
             return Err(StoreError::Integrity(super::audit::CUT.into()));
         }
         let conn = &self.conn;
-        let holds = |h: &crate::heads::Heads| -> Result<bool, String> {
-            if h.ledger_id == 0 {
-                return Ok(true);
-            }
-            let held: Option<Option<Vec<u8>>> = conn
-                .prepare_cached("SELECT hash FROM dp_ledger WHERE id = ?1")
-                .and_then(|mut s| s.query_row(params![h.ledger_id], |r| r.get(0)).optional())
-                .map_err(|e| e.to_string())?;
-            Ok(held.flatten().as_deref() == Some(h.ledger_hash.as_slice()))
-        };
+        let holds = |h: &crate::heads::Heads| super::holds_heads(conn, h);
         let signer = self
             .signer
             .clone()
@@ -679,6 +670,8 @@ mod tests {
     fn a_ledger_cut_under_a_running_writer_takes_no_more_charges() {
         let rho = veil_engine::dp::accounting::rho_for(0.3, 0.5e-7);
         let (tmp, mut store) = ledger();
+        // Another writer, opened before the cut, that only audits.
+        let mut auditor = Store::open(tmp.path()).unwrap();
         store
             .conn
             .execute_batch("DELETE FROM dp_ledger WHERE id >= 8")
@@ -690,6 +683,18 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, StoreError::Integrity(_)), "{err}");
         }
+        // A cut ledger stops the audit's acknowledgements too.
+        let signer = auditor.data_dir().signer().unwrap();
+        let entry = crate::store::AuditEntry {
+            principal: "p".into(),
+            outcome: "ok".into(),
+            privacy: "{}".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            auditor.append_audit(&[entry], &signer),
+            Err(StoreError::Integrity(_))
+        ));
         drop(store);
         assert!(matches!(
             Store::open(tmp.path()),

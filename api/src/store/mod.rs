@@ -383,6 +383,29 @@ impl Store {
     }
 }
 
+/// Whether the store still holds both heads signed now: the audit entry and
+/// the ledger row they name, with their hashes. Asked before any head is
+/// signed, so that a cut of either chain stops every writer: a service
+/// whose ledger was cut acknowledges no audit entry either.
+pub(crate) fn holds_heads(conn: &Connection, h: &crate::heads::Heads) -> Result<bool, String> {
+    let stored = |sql: &str, key: i64| -> Result<Option<Vec<u8>>, String> {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| {
+                s.query_row(params![key], |r| r.get::<_, Option<Vec<u8>>>(0))
+                    .optional()
+            })
+            .map(Option::flatten)
+            .map_err(|e| e.to_string())
+    };
+    let audit = h.audit_seq == 0
+        || stored("SELECT hash FROM audit_log WHERE seq = ?1", h.audit_seq)?.as_deref()
+            == Some(h.audit_hash.as_slice());
+    let ledger = h.ledger_id == 0
+        || stored("SELECT hash FROM dp_ledger WHERE id = ?1", h.ledger_id)?.as_deref()
+            == Some(h.ledger_hash.as_slice());
+    Ok(audit && ledger)
+}
+
 /// A failure of the signed heads as a store error: damage or a cut is an
 /// integrity failure, a disk that fails is not.
 pub(crate) fn heads_error(e: crate::heads::HeadsError) -> StoreError {
