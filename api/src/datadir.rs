@@ -22,12 +22,16 @@ pub struct DataDir {
     root: PathBuf,
 }
 
-/// Whether `root` already holds a deployment: its keys or its signed
-/// heads, which are made with its store. A store missing or empty there is
-/// a loss to report, never a new deployment to start.
+/// Whether `root` already holds a deployment: its keys, its signed heads
+/// or a store with something in it. A store missing or empty there is a
+/// loss to report, never a new deployment to start, and a missing secret
+/// is never made again.
 pub fn holds_deployment(root: &Path) -> bool {
     let has = |p: &str| root.join(p).exists();
-    has("public.key") || has("secrets/signing.key") || has(crate::heads::FILE)
+    has("public.key")
+        || has("secrets/signing.key")
+        || has(crate::heads::FILE)
+        || fs::metadata(root.join("veil.db")).is_ok_and(|m| m.len() > 0)
 }
 
 impl DataDir {
@@ -41,9 +45,7 @@ impl DataDir {
         let dir = DataDir { root };
         // A deployment's secrets are never made again: a new key would
         // overwrite what the old one published.
-        let existing = dir.root.join("public.key").exists()
-            || dir.root.join(crate::heads::FILE).exists()
-            || fs::metadata(dir.store_path()).is_ok_and(|m| m.len() > 0);
+        let existing = holds_deployment(&dir.root);
         for secret in ["signing.key", "master.key"] {
             if existing && !dir.secrets_dir().join(secret).exists() {
                 return Err(std::io::Error::other(format!(

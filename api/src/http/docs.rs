@@ -48,12 +48,20 @@ pub fn document() -> Value {
                 "200"
             });
         let content = match r.media {
-            Some(media) => json!({ media: {"schema": {"type": "string"}} }),
-            None if r.path == "/v1/query" => json!({
-                "application/json": {"schema": {"type": "object"}},
-                "text/csv": {"schema": {"type": "string"}},
-                "application/vnd.apache.arrow.stream": {"schema": {"type": "string", "contentMediaType": "application/vnd.apache.arrow.stream"}},
-            }),
+            Some(media) => media
+                .iter()
+                .map(|&m| {
+                    let schema = if m == "application/json" {
+                        json!({"type": "object"})
+                    } else if m.starts_with("text/") {
+                        json!({"type": "string"})
+                    } else {
+                        json!({"type": "string", "contentMediaType": m})
+                    };
+                    (m.to_owned(), json!({ "schema": schema }))
+                })
+                .collect::<Map<String, Value>>()
+                .into(),
             None => json_content(
                 r.answer
                     .as_ref()

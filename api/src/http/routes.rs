@@ -109,8 +109,8 @@ pub struct Route {
     /// The success status, when not the usual one (200; 201 for a POST
     /// that answers a created thing).
     pub success: Option<&'static str>,
-    /// What it answers with, when not JSON.
-    pub media: Option<&'static str>,
+    /// The media types it answers with, when not JSON alone.
+    pub media: Option<&'static [&'static str]>,
 }
 
 const fn route(
@@ -169,7 +169,7 @@ impl Route {
         self
     }
 
-    const fn serves(mut self, media: &'static str) -> Route {
+    const fn serves(mut self, media: &'static [&'static str]) -> Route {
         self.media = Some(media);
         self
     }
@@ -177,11 +177,11 @@ impl Route {
 
 pub const ROUTES: &[Route] = &[
     get("/healthz", PUBLIC, "Liveness."),
-    get("/metrics", PUBLIC, "Prometheus metrics.").serves("text/plain"),
+    get("/metrics", PUBLIC, "Prometheus metrics.").serves(&["text/plain"]),
     get("/openapi.json", PUBLIC, "This document."),
-    get("/docs", PUBLIC, "Swagger UI over this document: try each endpoint with your key.").serves("text/html"),
-    get("/docs/swagger-ui.css", PUBLIC, "Swagger UI's style sheet, built in.").serves("text/css"),
-    get("/docs/swagger-ui-bundle.js", PUBLIC, "Swagger UI's script, built in.").serves("text/javascript"),
+    get("/docs", PUBLIC, "Swagger UI over this document: try each endpoint with your key.").serves(&["text/html"]),
+    get("/docs/swagger-ui.css", PUBLIC, "Swagger UI's style sheet, built in.").serves(&["text/css"]),
+    get("/docs/swagger-ui-bundle.js", PUBLIC, "Swagger UI's script, built in.").serves(&["text/javascript"]),
     get("/v1/catalog", EVERYONE, "The datasets visible to the caller, each field with its category, grade and the caller's disclosure level.")
         .answers(shape::<Catalog>())
         .params(params::<CatalogQuery>),
@@ -191,7 +191,8 @@ pub const ROUTES: &[Route] = &[
         .takes(shape::<RegisterBody>(), r#"{"manifest": "format = 1\n[dataset]\n..."}"#)
         .answers(shape::<Registered>()),
     post("/v1/query", ANALYSTS, "Run one SELECT under policy. Answers as application/json, text/csv or application/vnd.apache.arrow.stream (Accept), streamed, with provenance, privacy and a signed receipt. With `epsilon`, a differentially private aggregate (budget charged before release; `dry_run` prices it without spending).")
-        .takes(shape::<QueryBody>(), r#"{"sql": "SELECT county_code, COUNT(*) FROM population GROUP BY county_code", "purpose": "social-assistance"}"#),
+        .takes(shape::<QueryBody>(), r#"{"sql": "SELECT county_code, COUNT(*) FROM population GROUP BY county_code", "purpose": "social-assistance"}"#)
+        .serves(&["application/json", "text/csv", "application/vnd.apache.arrow.stream"]),
     get("/v1/receipts/{request_id}", ANALYSTS, "The signed receipt of a CSV or Arrow answer (JSON answers carry theirs inline)."),
     get("/v1/budget", ANALYSTS, "Per dataset queryable under differential privacy: the budget, what was spent (basic composition and zCDP) and the ε left.")
         .params(params::<BudgetQuery>),

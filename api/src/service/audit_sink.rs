@@ -132,7 +132,8 @@ impl GroupCommit {
                             let last = batches.last().expect("one batch at least");
                             (last.seq, last.hash)
                         };
-                        let signed = heads.sign_audit_head(seq, &hash, &signer);
+                        let signed = heads
+                            .sign_head(crate::heads::Advance::Audit { seq, hash: &hash }, &signer);
                         if let Err(StoreError::Integrity(_)) = &signed {
                             cut.store(true, Ordering::SeqCst);
                         }

@@ -140,13 +140,13 @@ impl Service {
         let signer = Arc::new(store.data_dir().signer()?);
         let audit: Box<dyn AuditSink> = match mode {
             AuditMode::GroupCommit => Box::new(audit_sink::GroupCommit::start(
-                Store::open(data_dir)?.without_autocheckpoint()?,
-                Store::open(data_dir)?,
-                Store::open(data_dir)?,
+                Store::open_without_chain_checks(data_dir)?.without_autocheckpoint()?,
+                Store::open_without_chain_checks(data_dir)?,
+                Store::open_without_chain_checks(data_dir)?,
                 signer.clone(),
             )),
             AuditMode::Direct => Box::new(audit_sink::Direct::new(
-                Store::open(data_dir)?,
+                Store::open_without_chain_checks(data_dir)?,
                 signer.clone(),
             )),
         };

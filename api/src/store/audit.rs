@@ -19,9 +19,6 @@ use sha2::{Digest, Sha256};
 use super::{Store, StoreError, now_text};
 use crate::signing::{Signer, verify};
 
-/// What a connection that found its chain cut says from then on.
-pub(super) const CUT: &str = "the audit log or the ledger was cut below its signed head while the service ran: these entries are not acknowledged, and nothing more is";
-
 /// Checkpoint the head every this many entries.
 pub const CHECKPOINT_EVERY: i64 = 64;
 
@@ -166,14 +163,14 @@ impl Store {
     ) -> Result<Vec<i64>, StoreError> {
         let (seqs, hash) = self.append_audit_unsigned(entries, signer)?;
         if let Some(&seq) = seqs.last() {
-            self.sign_audit_head(seq, &hash, signer)?;
+            self.sign_head(crate::heads::Advance::Audit { seq, hash: &hash }, signer)?;
         }
         Ok(seqs)
     }
 
     /// [`Store::append_audit`] without signing the new head: the entries
-    /// are durable but not acknowledged until [`Store::sign_audit_head`]
-    /// has signed a head at or past them. Returns their sequence numbers
+    /// are durable but not acknowledged until [`Store::sign_head`] has
+    /// signed a head at or past them. Returns their sequence numbers
     /// and the last one's hash.
     pub fn append_audit_unsigned(
         &mut self,
@@ -181,7 +178,7 @@ impl Store {
         signer: &Signer,
     ) -> Result<(Vec<i64>, [u8; 32]), StoreError> {
         if self.cut {
-            return Err(StoreError::Integrity(CUT.into()));
+            return Err(StoreError::Integrity(super::integrity::CUT.into()));
         }
         let tx = self
             .conn
@@ -234,42 +231,6 @@ impl Store {
         tx.commit()?;
         let last: [u8; 32] = prev.as_slice().try_into().unwrap_or([0; 32]);
         Ok((seqs, last))
-    }
-
-    /// Signs `seq` (whose hash is `hash`) as the audit log's head in
-    /// `DIR/audit.head`, durably. Under the heads' lock the log must still
-    /// hold the head signed so far (whoever signed it): otherwise it was cut
-    /// below it while this connection ran, these sequence numbers were
-    /// handed out before, and nothing more is signed or acknowledged
-    /// through this connection.
-    pub fn sign_audit_head(
-        &mut self,
-        seq: i64,
-        hash: &[u8],
-        signer: &Signer,
-    ) -> Result<(), StoreError> {
-        if self.cut {
-            return Err(StoreError::Integrity(CUT.into()));
-        }
-        let conn = &self.conn;
-        let holds = |h: &crate::heads::Heads| super::holds_heads(conn, h);
-        let signed = crate::heads::advance(
-            self.dir.root(),
-            signer,
-            crate::heads::Advance::Audit { seq, hash },
-            &holds,
-        );
-        match signed {
-            Ok(_) => Ok(()),
-            Err(crate::heads::HeadsError::Cut) => {
-                self.cut = true;
-                tracing::error!(
-                    "the audit log was cut below its signed head while the service ran"
-                );
-                Err(StoreError::Integrity(CUT.into()))
-            }
-            Err(e) => Err(super::heads_error(e)),
-        }
     }
 
     /// Entry `seq`'s hash recomputed from what it holds now (and its stored
@@ -727,7 +688,7 @@ mod tests {
                 let err = Store::open(tmp.path()).err().expect("refused");
                 assert!(matches!(err, StoreError::Integrity(_)), "{sql}: {err}");
                 assert!(err.to_string().contains("entry 130"), "{err}");
-                assert!(Store::open_for_inspection(tmp.path()).is_ok());
+                assert!(Store::open_without_chain_checks(tmp.path()).is_ok());
             }
         }
     }

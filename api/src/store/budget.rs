@@ -309,7 +309,7 @@ impl Store {
         }
         tx.commit()?;
         if !charged.ids.is_empty() {
-            self.advance_ledger(end)?;
+            self.sign_ledger_head(end)?;
         }
         Ok(charged)
     }
@@ -349,40 +349,19 @@ impl Store {
         }
         tx.commit()?;
         if let Some(end) = end {
-            self.advance_ledger(end)?;
+            self.sign_ledger_head(end)?;
         }
         Ok(())
     }
 
-    /// Signs the ledger's new end. Under the heads' lock the ledger must
-    /// still hold the row signed so far: otherwise rows were removed under
-    /// this connection, and it signs and acknowledges nothing more.
-    fn advance_ledger(&mut self, (id, hash): (i64, [u8; 32])) -> Result<(), StoreError> {
-        if self.cut {
-            return Err(StoreError::Integrity(super::audit::CUT.into()));
-        }
-        let conn = &self.conn;
-        let holds = |h: &crate::heads::Heads| super::holds_heads(conn, h);
+    /// Signs the ledger's new end ([`Store::sign_head`]) with this
+    /// connection's key.
+    fn sign_ledger_head(&mut self, (id, hash): (i64, [u8; 32])) -> Result<(), StoreError> {
         let signer = self
             .signer
             .clone()
             .ok_or_else(|| StoreError::Conflict("a read-only connection signs nothing".into()))?;
-        match crate::heads::advance(
-            self.dir.root(),
-            &signer,
-            crate::heads::Advance::Ledger { id, hash: &hash },
-            &holds,
-        ) {
-            Ok(_) => Ok(()),
-            Err(crate::heads::HeadsError::Cut) => {
-                self.cut = true;
-                tracing::error!(
-                    "the privacy ledger was cut below its signed head while the service ran"
-                );
-                Err(StoreError::Integrity(super::audit::CUT.into()))
-            }
-            Err(e) => Err(super::heads_error(e)),
-        }
+        self.sign_head(crate::heads::Advance::Ledger { id, hash: &hash }, &signer)
     }
 
     /// Row `id`'s hash recomputed from what it holds now (and its stored

@@ -26,6 +26,9 @@ pub(super) fn missing_store(root: &Path) -> String {
     )
 }
 
+/// What a connection that found a chain cut says from then on.
+pub(super) const CUT: &str = "the audit log or the ledger was cut below its signed head while the service ran: these entries are not acknowledged, and nothing more is";
+
 /// The schema version whose stores are made with an identity and heads.
 const IDENTITY_SCHEMA: i64 = 9;
 
@@ -55,20 +58,10 @@ impl Store {
     /// Makes a new deployment's identity, or checks an existing one's.
     /// Writes the deployment's identity into the settings, once.
     fn record_identity(&mut self, id: &str, public: &[u8]) -> Result<(), StoreError> {
-        let master_id = master_key_id(&self.dir)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for (key, value) in [
-            ("deployment", id),
-            ("public_key", &hex(public)),
-            ("master_key_id", &master_id),
-        ] {
-            tx.execute(
-                "INSERT OR IGNORE INTO settings (key, value, set_at) VALUES (?1, ?2, ?3)",
-                params![key, value, now_text()],
-            )?;
-        }
+        write_identity(&tx, &self.dir, id, public)?;
         tx.commit()?;
         Ok(())
     }
@@ -119,7 +112,6 @@ impl Store {
             // (schema 8 or older) chained: with heads, rows are never remade.
             self.chain_old_ledger()?;
             let signer = self.signer.clone().expect("a writer has its key");
-            let master_id = master_key_id(&self.dir)?;
             // One process makes the identity: the write lock is held from
             // the check to the commit. The heads are written first, inside
             // it: a stop before the commit is mended at the next start
@@ -152,16 +144,7 @@ impl Store {
                         ..Heads::default()
                     },
                 )?;
-                for (key, value) in [
-                    ("deployment", id.as_str()),
-                    ("public_key", &hex(&public)),
-                    ("master_key_id", &master_id),
-                ] {
-                    tx.execute(
-                        "INSERT INTO settings (key, value, set_at) VALUES (?1, ?2, ?3)",
-                        params![key, value, now_text()],
-                    )?;
-                }
+                write_identity(&tx, &self.dir, &id, &public)?;
             }
             tx.commit()?;
             return Ok(());
@@ -194,6 +177,33 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Signs one chain's new end into `DIR/audit.head`, durably. Under the
+    /// heads' lock the store must still hold both heads signed so far
+    /// (whoever signed them, [`super::holds_heads`]): otherwise a chain was
+    /// cut below them while this connection ran, sequence numbers or
+    /// ledger ids were handed out before, and nothing more is signed or
+    /// acknowledged through this connection.
+    pub fn sign_head(
+        &mut self,
+        to: heads::Advance<'_>,
+        signer: &crate::signing::Signer,
+    ) -> Result<(), StoreError> {
+        if self.cut {
+            return Err(StoreError::Integrity(CUT.into()));
+        }
+        let conn = &self.conn;
+        let holds = |h: &Heads| super::holds_heads(conn, h);
+        match heads::advance(self.dir.root(), signer, to, &holds) {
+            Ok(_) => Ok(()),
+            Err(heads::HeadsError::Cut) => {
+                self.cut = true;
+                tracing::error!("a chain was cut below its signed head while the service ran");
+                Err(StoreError::Integrity(CUT.into()))
+            }
+            Err(e) => Err(super::heads_error(e)),
+        }
     }
 
     /// Whether the audit log and the ledger reach their signed heads: the
@@ -276,6 +286,28 @@ impl Store {
             restore_hint()
         )))
     }
+}
+
+/// Writes a deployment's identity (its id, the public key, the master
+/// secret's identifier) into the settings, where none is yet.
+fn write_identity(
+    conn: &rusqlite::Connection,
+    dir: &crate::datadir::DataDir,
+    id: &str,
+    public: &[u8],
+) -> Result<(), StoreError> {
+    let master_id = master_key_id(dir)?;
+    for (key, value) in [
+        ("deployment", id),
+        ("public_key", &hex(public)),
+        ("master_key_id", &master_id),
+    ] {
+        conn.execute(
+            "INSERT OR IGNORE INTO settings (key, value, set_at) VALUES (?1, ?2, ?3)",
+            params![key, value, now_text()],
+        )?;
+    }
+    Ok(())
 }
 
 /// A short identifier of the master secret, kept in the settings so that a

@@ -92,11 +92,13 @@ impl Store {
         Store::open_checked(dir, true)
     }
 
-    /// Opens an existing deployment's store for inspection (`veil audit
-    /// verify`, `veil restore`) without refusing a cut chain, so that the
-    /// check can say where it is cut. A missing or empty store, or the wrong
-    /// key, is still refused.
-    pub fn open_for_inspection(dir: &Path) -> Result<Store, StoreError> {
+    /// [`Store::open`] without checking that the audit log and the ledger
+    /// reach their signed heads; a missing or empty store, another's, or the
+    /// wrong key is still refused. For `veil audit verify`, which reports
+    /// where a chain is cut instead of refusing it, and for the further
+    /// connections of a service that has just opened, and so checked, the
+    /// store with [`Store::open`].
+    pub fn open_without_chain_checks(dir: &Path) -> Result<Store, StoreError> {
         Store::open_checked(dir, false)
     }
 
