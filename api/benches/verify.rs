@@ -344,26 +344,30 @@ fn main() {
                 .unwrap()
         });
         println!("\n{connections} keep-alive connections over loopback, {seconds} s per endpoint");
-        println!("{:<44} {:>10} {:>10} {:>10} {:>8}", "endpoint", "req/s", "p50 (ms)", "p99 (ms)", "errors");
-        let mut rates = Vec::new();
+        println!("{:<44} {:>10} {:>10} {:>10} {:>8} {:>10}", "endpoint", "req/s", "p50 (ms)", "p99 (ms)", "errors", "CPU µs/req");
+        let (mut rates, mut cpus) = (Vec::new(), Vec::new());
         let only = std::env::var("VEIL_BENCH_ONLY").unwrap_or_default();
         for (name, make) in [("GET /healthz", healthz), ("POST /v1/verify (1 subject, 2 claims)", verify)] {
             if !only.is_empty() && !name.contains(only.as_str()) {
                 rates.push(f64::NAN);
+                cpus.push(f64::NAN);
                 continue;
             }
             let _ = load(addr, connections, 1, make.clone()).await; // warm up
             let o = load(addr, connections, seconds, make).await;
             rates.push(o.rate());
+            cpus.push(o.cpu_us());
             println!(
-                "{name:<44} {:>10.0} {:>10.2} {:>10.2} {:>8}",
+                "{name:<44} {:>10.0} {:>10.2} {:>10.2} {:>8} {:>10.1}",
                 o.rate(),
                 ms(o.percentile(0.50)),
                 ms(o.percentile(0.99)),
-                o.errors
+                o.errors,
+                o.cpu_us()
             );
         }
         println!("verifications / healthz throughput = {:.3}", rates[1] / rates[0]);
+        println!("CPU per verification / per healthz = {:.2}", cpus[1] / cpus[0]);
         println!("peak RSS {:.0} MB", peak_rss_mb());
         server.stop().await;
     });
