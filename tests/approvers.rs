@@ -375,6 +375,21 @@ fn a_provider_reads_the_audit_of_its_own_data_without_others_request_text() {
             );
         }
     }
+    // Carol joins the tax data with the population: the provider of tax
+    // sees the entry, but not that it touched the population, by any
+    // filter, nor its rows (which count the other data too).
+    w.server.post_json(
+        "/v1/query",
+        Some(&w.carol),
+        &json!({"sql": "SELECT t.year, COUNT(*) AS n FROM tax t JOIN population p ON t.uscc = p.id_number GROUP BY t.year"}),
+    );
+    let other = w.server.get("/v1/audit?dataset=population", Some(&w.tax));
+    assert_eq!(other.status, 200);
+    assert_eq!(other.json()["entries"], json!([]), "{}", other.text());
+    let own = w.server.get("/v1/audit?principal=carol", Some(&w.tax));
+    let joined = own.json()["entries"][0].clone();
+    assert_eq!(joined["datasets"], json!(["tax"]), "{joined}");
+    assert!(joined["rows"].is_null(), "{joined}");
     // The authority reads everything, text included.
     let all = w.server.get("/v1/audit?principal=carol", Some(&w.a1));
     assert!(all.text().contains(id_number));

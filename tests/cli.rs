@@ -407,7 +407,7 @@ fn demo_sets_up_everything_and_is_idempotent() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let keys = std::fs::read_to_string(dir.join("demo-keys.toml")).unwrap();
-    assert_eq!(keys.matches("key = \"veil_").count(), 7, "{keys}");
+    assert_eq!(keys.matches("key = \"veil_").count(), 8, "{keys}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -439,6 +439,13 @@ fn demo_sets_up_everything_and_is_idempotent() {
         std::fs::read_to_string(dir.join("demo-keys.toml")).unwrap(),
         keys
     );
+    // The demo's sharing request for its provider is opened once.
+    let requests = text(&veil(&["request", "list", "--data-dir", s(&dir)])).0;
+    let sharing = requests
+        .lines()
+        .filter(|l| l.contains(" sharing ") && l.contains("social_insurance"))
+        .count();
+    assert_eq!(sharing, 1, "{requests}");
     assert!(
         text(&veil(&["datasets", "list", "--data-dir", s(&dir)]))
             .0

@@ -479,7 +479,7 @@ fn the_cli_trains_lists_and_scores_like_the_api() {
             since: None,
             outcome: None,
             limit: 100,
-            within: None,
+            ..Default::default()
         })
         .unwrap();
     let endpoints: Vec<&str> = entries.iter().map(|e| e.entry.endpoint.as_str()).collect();

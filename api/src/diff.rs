@@ -2,9 +2,17 @@
 //! lines removed (`-`) and added (`+`) in order, found through the longest
 //! common subsequence of the two texts' lines.
 
-/// The lines of `after` not in `before` as `+ line`, and those of `before`
-/// not in `after` as `- line`, in the order they occur; empty when equal.
-pub fn lines(before: &str, after: &str) -> String {
+/// One line of an aligned diff, with its 1-based line numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    Same(usize, usize, &'a str),
+    Removed(usize, &'a str),
+    Added(usize, &'a str),
+}
+
+/// Every line of both texts in order: kept, removed from `before` or added
+/// in `after`, through the longest common subsequence of their lines.
+pub fn ops<'a>(before: &'a str, after: &'a str) -> Vec<Op<'a>> {
     let a: Vec<&str> = before.lines().collect();
     let b: Vec<&str> = after.lines().collect();
     // Common prefix and suffix first: a policy change touches a few lines.
@@ -15,33 +23,50 @@ pub fn lines(before: &str, after: &str) -> String {
         .zip(b[prefix..].iter().rev())
         .take_while(|(x, y)| x == y)
         .count();
-    let (a, b) = (&a[prefix..a.len() - suffix], &b[prefix..b.len() - suffix]);
-    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
+    let (ma, mb) = (&a[prefix..a.len() - suffix], &b[prefix..b.len() - suffix]);
+    // lcs[i][j]: the longest common subsequence of ma[i..] and mb[j..].
+    let mut lcs = vec![vec![0u32; mb.len() + 1]; ma.len() + 1];
+    for i in (0..ma.len()).rev() {
+        for j in (0..mb.len()).rev() {
+            lcs[i][j] = if ma[i] == mb[j] {
                 lcs[i + 1][j + 1] + 1
             } else {
                 lcs[i + 1][j].max(lcs[i][j + 1])
             };
         }
     }
+    let mut out: Vec<Op<'a>> = (0..prefix).map(|k| Op::Same(k + 1, k + 1, a[k])).collect();
     let (mut i, mut j) = (0, 0);
-    let mut out = Vec::new();
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
+    while i < ma.len() || j < mb.len() {
+        if i < ma.len() && j < mb.len() && ma[i] == mb[j] {
+            out.push(Op::Same(prefix + i + 1, prefix + j + 1, ma[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", b[j]));
+        } else if j < mb.len() && (i == ma.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(Op::Added(prefix + j + 1, mb[j]));
             j += 1;
         } else {
-            out.push(format!("- {}", a[i]));
+            out.push(Op::Removed(prefix + i + 1, ma[i]));
             i += 1;
         }
     }
-    out.join("\n")
+    let (ta, tb) = (a.len() - suffix, b.len() - suffix);
+    out.extend((0..suffix).map(|k| Op::Same(ta + k + 1, tb + k + 1, a[ta + k])));
+    out
+}
+
+/// The lines of `after` not in `before` as `+ line`, and those of `before`
+/// not in `after` as `- line`, in the order they occur; empty when equal.
+pub fn lines(before: &str, after: &str) -> String {
+    ops(before, after)
+        .into_iter()
+        .filter_map(|op| match op {
+            Op::Same(..) => None,
+            Op::Removed(_, l) => Some(format!("- {l}")),
+            Op::Added(_, l) => Some(format!("+ {l}")),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -78,6 +103,31 @@ mod tests {
             let diff = lines(&before.join("\n"), &after.join("\n"));
             prop_assert!(apply(&before, &after, &diff), "{diff}");
             prop_assert_eq!(diff.is_empty(), before == after);
+        }
+
+        #[test]
+        fn the_aligned_diff_rebuilds_both_texts(
+            before in proptest::collection::vec("[abc]", 0..12),
+            after in proptest::collection::vec("[abc]", 0..12),
+        ) {
+            let (b, a) = (before.join("\n"), after.join("\n"));
+            let ops = ops(&b, &a);
+            let left: Vec<(usize, &str)> = ops.iter().filter_map(|op| match *op {
+                Op::Same(n, _, l) | Op::Removed(n, l) => Some((n, l)),
+                Op::Added(..) => None,
+            }).collect();
+            let right: Vec<(usize, &str)> = ops.iter().filter_map(|op| match *op {
+                Op::Same(_, n, l) | Op::Added(n, l) => Some((n, l)),
+                Op::Removed(..) => None,
+            }).collect();
+            let number = |t: &str| -> Vec<(usize, String)> {
+                t.lines().enumerate().map(|(i, l)| (i + 1, l.to_owned())).collect()
+            };
+            let own = |v: Vec<(usize, &str)>| -> Vec<(usize, String)> {
+                v.into_iter().map(|(n, l)| (n, l.to_owned())).collect()
+            };
+            prop_assert_eq!(own(left), number(&b));
+            prop_assert_eq!(own(right), number(&a));
         }
     }
 }

@@ -545,6 +545,31 @@ impl Engine {
     }
 
     /// Parses, plans and checks a query; nothing runs yet.
+    /// The registered datasets a statement names, for the audit entry of a
+    /// refusal: names outside the catalog (a CTE, a typo) are left out, so
+    /// nothing the caller typed is recorded as a dataset.
+    pub fn datasets_named(&self, sql: &str) -> Vec<String> {
+        use datafusion::sql::sqlparser::ast::visit_relations;
+        let Ok(statement) = crate::sql::parse_select(sql) else {
+            return Vec::new();
+        };
+        let mut named = Vec::new();
+        let _ = visit_relations(&statement, |relation| {
+            if let Some(last) = relation.0.last().and_then(|p| p.as_ident()) {
+                let name = if last.quote_style.is_some() {
+                    last.value.clone()
+                } else {
+                    last.value.to_lowercase()
+                };
+                if self.datasets.contains_key(&name) && !named.contains(&name) {
+                    named.push(name);
+                }
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        named
+    }
+
     pub fn prepare(&self, request: &QueryRequest<'_>) -> Result<PreparedQuery, QueryError> {
         use crate::dp::sample::Entropy;
         self.prepare_seeded(request, crate::dp::sample::SecureEntropy::new().next_u64())

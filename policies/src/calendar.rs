@@ -139,12 +139,50 @@ pub fn add_working_days(date: NaiveDate, n: u32) -> Deadline {
     }
 }
 
+/// Working days left from `today` until `due`: the working days after
+/// `today` up to and including `due` (0 when `due` is today); past the
+/// deadline, minus the working days since it, up to and including today.
+pub fn working_days_left(today: NaiveDate, due: NaiveDate) -> i64 {
+    let count = |from: NaiveDate, to: NaiveDate| {
+        from.iter_days()
+            .skip(1)
+            .take_while(|d| *d <= to)
+            .filter(|d| is_working_day(*d).0)
+            .count() as i64
+    };
+    if due >= today {
+        count(today, due)
+    } else {
+        -count(due, today)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn d(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn working_days_left_counts_back_what_add_working_days_counted() {
+        // Every day of the covered years and beyond, every count to 25:
+        // the deadline n working days on is n days away, and seen from the
+        // deadline the start is n days past (or the same day, for n = 0).
+        let mut day = d("2023-12-20");
+        while day < d("2027-01-10") {
+            for n in 0..25 {
+                let due = add_working_days(day, n).date;
+                assert_eq!(working_days_left(day, due), i64::from(n), "{day} + {n}");
+                let back = working_days_left(due, day);
+                assert_eq!(back, -i64::from(n), "{due} back to {day}");
+            }
+            day += Duration::days(1);
+        }
+        // The National Day holiday: 2026-09-30 + 5 working days is
+        // 2026-10-13, and on 2026-10-08 4 are left (10-10, a Saturday, is worked).
+        assert_eq!(working_days_left(d("2026-10-08"), d("2026-10-13")), 4);
     }
 
     #[test]

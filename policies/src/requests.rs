@@ -491,6 +491,15 @@ pub fn next_steps(kind: Kind, state: &str) -> Vec<(&'static str, Party)> {
         .collect()
 }
 
+/// The notes a step must record (a refusal's legal basis, say); empty for
+/// an action that is no step of `kind`.
+pub fn requires(kind: Kind, action: &str) -> &'static [&'static str] {
+    steps(kind)
+        .iter()
+        .find(|s| s.action == action)
+        .map_or(&[], |s| s.requires)
+}
+
 /// Whether a request in `state` is finished: no step leads on.
 pub fn finished(kind: Kind, state: &str) -> bool {
     next_steps(kind, state).is_empty()
@@ -515,11 +524,18 @@ pub fn act(
             .iter()
             .map(|(a, p)| format!("{a} (by the {p})"))
             .collect();
+        // An action is named back only when it is one of the kind's own
+        // words: anything else is the caller's text, not repeated.
+        let named = if steps(kind).iter().any(|s| s.action == action) {
+            format!("`{action}`")
+        } else {
+            "this action".to_owned()
+        };
         return Err(Refused::NotAllowed(if allowed.is_empty() {
             format!("the {kind} request is {state}: it is finished")
         } else {
             format!(
-                "`{action}` is not a step of a {kind} request that is {state}; the next steps are {}",
+                "{named} is not a step of a {kind} request that is {state}; the next steps are {}",
                 allowed.join(", ")
             )
         }));
@@ -670,6 +686,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(refused.state, "refused");
+    }
+
+    #[test]
+    fn an_unknown_action_is_not_repeated_back() {
+        let e = take(
+            Kind::Sharing,
+            "submitted",
+            "<script>53010219900101001X",
+            &[Party::Provider],
+            &[],
+            "2026-11-27",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("this action is not a step"), "{text}");
+        assert!(
+            !text.contains("5301021990") && !text.contains("<script>"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -44,7 +44,12 @@ struct DemoPrincipal {
 /// The demo's data authority: every sample manifest's approving institution.
 pub const AUTHORITY: &str = "云南省数据局 (Yunnan Provincial Data Bureau)";
 
-const PRINCIPALS: [DemoPrincipal; 7] = [
+/// The providing institution of `social_insurance`, whose approver the demo
+/// has.
+pub const PROVIDER: &str =
+    "云南省人力资源和社会保障厅 (Yunnan Department of Human Resources and Social Security)";
+
+const PRINCIPALS: [DemoPrincipal; 8] = [
     DemoPrincipal {
         name: "demo-consumer",
         role: Role::Consumer,
@@ -74,6 +79,14 @@ const PRINCIPALS: [DemoPrincipal; 7] = [
         name: "demo-reviewer",
         role: Role::Approver,
         org: AUTHORITY,
+        region: None,
+    },
+    // An approver of a providing institution: it answers the sharing
+    // requests about its own data (Art. 29).
+    DemoPrincipal {
+        name: "demo-provider",
+        role: Role::Approver,
+        org: PROVIDER,
         region: None,
     },
     DemoPrincipal {
@@ -123,6 +136,7 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let subject = veil_datasets::first_person(&sample);
     let keys = ensure_principals(&mut store, &keys_path, subject.as_deref())?;
     qualify_modeler(&root)?;
+    open_sharing_request(&root)?;
     let policy = store
         .active_policy()?
         .map(|p| p.label())
@@ -170,9 +184,11 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         });
     let banner = |addr: std::net::SocketAddr| {
         println!();
+        println!("Serving the API on http://{addr} (docs at http://{addr}/docs); Ctrl-C stops it.");
         println!(
-            "Serving the API on http://{addr} (docs at http://{addr}/docs); Ctrl-C stops it. Try:"
+            "The approvers' console is at http://{addr}/console: sign in with demo-provider's, demo-approver's or demo-admin's key from demo-keys.toml."
         );
+        println!("Try:");
         println!("  curl -s http://{addr}/v1/catalog -H 'Authorization: Bearer {consumer_key}'");
         println!(
             "  curl -s http://{addr}/v1/query -H 'Authorization: Bearer {consumer_key}' -H 'Content-Type: application/json' \\\n       -d '{{\"sql\": \"SELECT county_code, COUNT(*) AS n FROM population GROUP BY county_code ORDER BY n DESC LIMIT 5\"}}'"
@@ -242,6 +258,48 @@ fn qualify_modeler(root: &Path) -> Result<(), Failure> {
     .into();
     let granted = service.act_on_request(&approver, &id, "grant", &notes, "veil demo");
     runtime.block_on(service.settle(granted)).map_err(refused)?;
+    Ok(())
+}
+
+/// Opens the demo consumer's sharing request for `social_insurance`
+/// (conditional data: the provider answers within 5 working days), once,
+/// so the provider's approver has a request to answer in the console.
+fn open_sharing_request(root: &Path) -> Result<(), Failure> {
+    let service = Service::open_with(root, AuditMode::Direct, Products::None)?;
+    let consumer = service
+        .reader()?
+        .principal("demo-consumer")?
+        .map(|r| r.principal)
+        .ok_or_else(|| Failure::Refused("the demo principal `demo-consumer` is missing".into()))?;
+    let existing = service
+        .request_records(&consumer)
+        .map_err(|e| Failure::Answer(e.to_json().to_string()))?;
+    if existing.iter().any(|r| {
+        r.kind == veil_policies::requests::Kind::Sharing
+            && r.dataset.as_deref() == Some("social_insurance")
+    }) {
+        return Ok(());
+    }
+    let body = OpenBody {
+        kind: "sharing".into(),
+        dataset: Some("social_insurance".into()),
+        purpose: Some("benefits".into()),
+        fields: None,
+        days: None,
+        detail: [(
+            "scenario".to_owned(),
+            "最低生活保障资格复核 (review of minimum-living-allowance eligibility)".to_owned(),
+        )]
+        .into(),
+        via_authority: false,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let opened = service.open_request(&consumer, &body, "veil demo");
+    runtime
+        .block_on(service.settle(opened))
+        .map_err(|e| Failure::Answer(e.to_json().to_string()))?;
     Ok(())
 }
 

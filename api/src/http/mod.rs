@@ -9,6 +9,7 @@ mod answer;
 mod auth;
 mod body;
 mod calendar;
+pub mod console;
 mod docs;
 #[cfg(test)]
 mod docs_tests;
@@ -116,6 +117,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         router = router.route(path, method);
     }
     router
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -62,6 +62,8 @@ pub struct AppState {
     pub queries: QueryPool,
     pub limits: Limits,
     pub metrics: Metrics,
+    /// The console's sessions (in memory: a restart signs everyone out).
+    pub console: super::console::session::Sessions,
     callers: Mutex<CallerCache>,
 }
 
@@ -94,6 +96,7 @@ impl AppState {
             callers: Mutex::new(CallerCache::default()),
             limits: Limits::new(config.requests_per_minute, config.concurrency_per_principal),
             metrics: Metrics::default(),
+            console: Default::default(),
             queries: QueryPool::new()?,
             service,
             config,

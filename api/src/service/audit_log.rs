@@ -10,6 +10,19 @@ use super::{Service, ServiceError};
 use crate::store::AuditFilter;
 use crate::wire::admin::{AuditEntryView, AuditPage, AuditQuery, ChainView};
 
+/// A time bound of a search as the log writes times (UTC, milliseconds),
+/// so one given with an offset is converted; one that is not a time is
+/// refused rather than matching everything or nothing.
+fn log_time(name: &str, text: &str) -> Result<String, ServiceError> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| crate::store::time_text(t.with_timezone(&chrono::Utc)))
+        .map_err(|_| {
+            ServiceError::bad_request(format!(
+                "{name}: not an RFC 3339 time, such as 2026-12-01T08:00:00+08:00"
+            ))
+        })
+}
+
 /// What a provider reads instead of another institution's request text.
 pub const WITHHELD: &str = "(withheld: a request made by another institution)";
 
@@ -25,21 +38,15 @@ impl Service {
                 "only an approver reads the audit log",
             ));
         }
-        // Times are compared as the log writes them (UTC, milliseconds), so
-        // one given with an offset is converted, and one that is not a time
-        // is refused rather than matching everything or nothing.
         let since = query
             .since
             .as_deref()
-            .map(|t| {
-                chrono::DateTime::parse_from_rfc3339(t.trim())
-                    .map(|t| crate::store::time_text(t.with_timezone(&chrono::Utc)))
-                    .map_err(|_| {
-                        ServiceError::bad_request(
-                            "since: not an RFC 3339 time, such as 2026-12-01T08:00:00+08:00",
-                        )
-                    })
-            })
+            .map(|t| log_time("since", t))
+            .transpose()?;
+        let until = query
+            .until
+            .as_deref()
+            .map(|t| log_time("until", t))
             .transpose()?;
         let store = self.reader()?;
         let org = caller.org.clone().unwrap_or_default();
@@ -50,6 +57,18 @@ impl Service {
             .filter(|d| !org.is_empty() && d.manifest.institutions.providing == org)
             .map(|d| d.manifest.name)
             .collect();
+        // A provider filters only within its own datasets: a filter on
+        // another institution's dataset would tell which of the entries it
+        // sees also touched that one.
+        if !authority
+            && let Some(d) = query.dataset.as_deref()
+            && !provided.iter().any(|p| p == d)
+        {
+            return Ok(AuditPage {
+                entries: Vec::new(),
+                scope: "datasets your institution provides",
+            });
+        }
         let filter = AuditFilter {
             principal: query.principal.as_deref(),
             dataset: query.dataset.as_deref(),
@@ -59,6 +78,9 @@ impl Service {
             // A provider's page is made of its own entries: the limit
             // counts nothing else.
             within: (!authority).then_some(provided.as_slice()),
+            endpoint: query.endpoint.as_deref().filter(|e| !e.is_empty()),
+            until: until.as_deref(),
+            before: query.before,
         };
         let records = store.search_audit(&filter)?;
         if authority {
@@ -94,6 +116,11 @@ impl Service {
                         f.split_once('.')
                             .is_some_and(|(d, _)| provided.iter().any(|p| p == d))
                     });
+                    // The rows of an answer that also read other data
+                    // count that data too.
+                    if view.datasets.iter().any(|d| !provided.contains(d)) {
+                        view.rows = None;
+                    }
                     view.datasets.retain(|d| provided.contains(d));
                 }
                 view
@@ -103,6 +130,12 @@ impl Service {
             entries,
             scope: "datasets your institution provides",
         })
+    }
+
+    /// The last signed checkpoint of the audit log: the entry it signs and
+    /// when it was signed.
+    pub fn last_audit_checkpoint(&self) -> Result<Option<(i64, String)>, ServiceError> {
+        Ok(self.reader()?.last_checkpoint()?)
     }
 
     /// Whether the audit chain is intact, checked with the public key.

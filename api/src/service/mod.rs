@@ -12,9 +12,11 @@
 //! - [`records`]: a subject's own records.
 //! - [`requests`]: the regulation's requests and their steps.
 //! - [`catalog`]: the catalog as each caller sees it, and registration.
+//! - [`grading`]: the decision table per field, and proposing a grade.
 //! - [`policy`]: the active policy, its history, and changing it.
 //! - [`principals`]: principals, keys and suspension.
 //! - [`audit_log`]: searching the audit log and checking its chain.
+//! - [`spending`]: privacy spending as approvers oversee it.
 //! - [`loading`]: the engine built from the store.
 //! - [`pool`]: the runtime queries are planned and run on.
 //!
@@ -24,6 +26,7 @@
 pub mod audit_log;
 pub mod audit_sink;
 pub mod catalog;
+pub mod grading;
 pub mod loading;
 pub mod models;
 pub mod policy;
@@ -33,6 +36,7 @@ pub mod query;
 pub mod readers;
 pub mod records;
 pub mod requests;
+pub mod spending;
 pub mod verification;
 
 use std::path::{Path, PathBuf};

@@ -52,3 +52,23 @@ impl Service {
         self.open_request(caller, &body, endpoint)
     }
 }
+
+impl Service {
+    /// The text of policy version `version`.
+    pub fn policy_text(&self, version: i64) -> Result<String, ServiceError> {
+        self.reader()?
+            .policy_text(version)?
+            .ok_or_else(|| ServiceError::not_found("no policy version has this number"))
+    }
+
+    /// What `veil policy check` finds wrong with `text` against the
+    /// registered datasets: every problem, empty when there is none.
+    /// Reads the datasets that products name: run it off the async workers.
+    pub fn check_policy(&self, text: &str) -> Result<Vec<veil_policies::Problem>, ServiceError> {
+        match self.reader()?.check_policy(text) {
+            Ok(_) => Ok(Vec::new()),
+            Err(crate::store::StoreError::Invalid(problems)) => Ok(problems.0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -251,7 +251,12 @@ impl Service {
         };
         let mut prepared = match engine.prepare(&request) {
             Ok(p) => p,
-            Err(e) => return Err(self.refuse(entry, ServiceError::from(&e)).await),
+            Err(e) => {
+                // A refused query still says which data it was aimed at
+                // (Art. 30): the provider sees the attempt.
+                entry.datasets = engine.datasets_named(&input.sql);
+                return Err(self.refuse(entry, ServiceError::from(&e)).await);
+            }
         };
         // A DP answer is paid before it exists: the charge is atomic, and
         // the noise is drawn after it. A dry run only reports the price.

@@ -376,7 +376,8 @@ fn act(
 }
 
 /// Registers the manifest of an approved catalog change as the dataset's
-/// next version; its data file must already be under `DIR/datasets`.
+/// next version; its data file must already be under `DIR/datasets`, and
+/// a new version's path is read from where the entry's file is now.
 /// Says, for the audit, what changed from the version before.
 fn publish_catalog(
     store: &mut Store,
@@ -392,7 +393,32 @@ fn publish_catalog(
         Some(d) => store.dataset(d)?,
         None => None,
     };
-    let dir = store.data_dir().datasets_dir();
+    // A manifest names its file relative to itself: one sent to the API
+    // as relative to `DIR/datasets`, one registered from a directory (the
+    // demo's, in `datasets/sample/`) as relative to that. A new version of
+    // a registered entry is read where its path names a file: under
+    // `DIR/datasets`, else beside the file the entry has now.
+    let root = store.data_dir().datasets_dir();
+    let named = toml::from_str::<toml::Table>(text).ok().and_then(|t| {
+        t.get("dataset")?
+            .get("path")?
+            .as_str()
+            .map(std::path::PathBuf::from)
+    });
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let beside = before
+        .as_ref()
+        .and_then(|b| b.data_path.parent().map(std::path::Path::to_path_buf))
+        .filter(|d| {
+            canonical(d)
+                .zip(canonical(&root))
+                .is_some_and(|(d, root)| d.starts_with(root))
+        });
+    let resolves = |dir: &std::path::Path| named.as_ref().is_some_and(|p| dir.join(p).is_file());
+    let dir = match beside {
+        Some(b) if !resolves(&root) && resolves(&b) => b,
+        _ => root,
+    };
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!(".catalog-{}.toml", request.id));
     std::fs::write(&path, text)?;
@@ -597,22 +623,42 @@ impl super::Service {
 
     /// The requests `principal` opened or acts on, newest first.
     pub fn requests(&self, principal: &Principal) -> Result<Value, ServiceError> {
-        let records = visible(&*self.reader()?, principal)?;
+        let records = self.request_records(principal)?;
         let requests: Vec<Value> = records.iter().map(|r| request_json(r, None)).collect();
         Ok(json!({"requests": requests}))
+    }
+
+    /// The requests `principal` opened or is a party to, as records.
+    pub fn request_records(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<RequestRecord>, ServiceError> {
+        visible(&*self.reader()?, principal)
     }
 
     /// One request and its steps, for its parties; to anyone else it does
     /// not exist.
     pub fn request(&self, principal: &Principal, id: &str) -> Result<Value, ServiceError> {
+        let (record, steps, _) = self.request_record(principal, id)?;
+        Ok(request_json(&record, Some(&steps)))
+    }
+
+    /// One request, its steps, and what `principal` is to it, for its
+    /// parties only.
+    pub fn request_record(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<(RequestRecord, Vec<crate::store::StepRecord>, Vec<Party>), ServiceError> {
         let store = self.reader()?;
         let not_found = || ServiceError::not_found("no request of yours has this id");
         let record = store.request(id)?.ok_or_else(not_found)?;
-        if parties(&store, principal, &record)?.is_empty() {
+        let parties = parties(&store, principal, &record)?;
+        if parties.is_empty() {
             return Err(not_found());
         }
         let steps = store.request_steps(id)?;
-        Ok(request_json(&record, Some(&steps)))
+        Ok((record, steps, parties))
     }
 
     /// Open requests past their deadline on `today`, for the authority.

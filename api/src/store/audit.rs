@@ -255,6 +255,18 @@ impl Store {
         }))
     }
 
+    /// The last signed checkpoint: the entry it signs and when.
+    pub fn last_checkpoint(&self) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, time FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     /// Signs the current head, if it is not signed yet (at shutdown, say).
     pub fn checkpoint_audit(&mut self, signer: &Signer) -> Result<(), StoreError> {
         let tx = self
@@ -461,6 +473,9 @@ impl Store {
                AND (?4 IS NULL OR outcome LIKE ?4 || '%')
                AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(datasets)
                     WHERE json_each.value IN (SELECT value FROM json_each(?6))))
+               AND (?7 IS NULL OR endpoint = ?7)
+               AND (?8 IS NULL OR time < ?8)
+               AND (?9 IS NULL OR seq < ?9)
              ORDER BY seq DESC LIMIT ?5"
         ))?;
         let records = stmt
@@ -473,7 +488,10 @@ impl Store {
                     filter.limit.clamp(1, 10_000) as i64,
                     filter
                         .within
-                        .map(|w| serde_json::to_string(w).unwrap_or_default())
+                        .map(|w| serde_json::to_string(w).unwrap_or_default()),
+                    filter.endpoint,
+                    filter.until,
+                    filter.before,
                 ],
                 ChainRow::read,
             )?
@@ -531,6 +549,12 @@ pub struct AuditFilter<'a> {
     /// Only entries about at least one of these datasets, when given: the
     /// limit counts only them.
     pub within: Option<&'a [String]>,
+    /// Only entries of this endpoint, exactly.
+    pub endpoint: Option<&'a str>,
+    /// Only entries before this time.
+    pub until: Option<&'a str>,
+    /// Only entries before this sequence number: the next page.
+    pub before: Option<i64>,
 }
 
 #[cfg(test)]

@@ -234,6 +234,45 @@ fn spent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Spent> {
     })
 }
 
+/// One charge (or refund, negative) of the privacy ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerPoint {
+    pub principal: String,
+    pub dataset: String,
+    pub epsilon: f64,
+    pub delta: f64,
+    /// RFC 3339 UTC, milliseconds.
+    pub time: String,
+}
+
+impl Store {
+    /// Every charge and refund, oldest first; only those on `datasets`
+    /// when given.
+    pub fn ledger_points(
+        &self,
+        datasets: Option<&[String]>,
+    ) -> Result<Vec<LedgerPoint>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT principal, dataset, epsilon, delta, time FROM dp_ledger
+             WHERE ?1 IS NULL OR dataset IN (SELECT value FROM json_each(?1))
+             ORDER BY time, id",
+        )?;
+        let within = datasets.map(|d| serde_json::to_string(d).unwrap_or_default());
+        let points = stmt
+            .query_map(params![within], |r| {
+                Ok(LedgerPoint {
+                    principal: r.get(0)?,
+                    dataset: r.get(1)?,
+                    epsilon: r.get(2)?,
+                    delta: r.get(3)?,
+                    time: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(points)
+    }
+}
+
 impl Store {
     /// What `principal` spent of `dataset` in the budget's current period
     /// (since ever, when it never renews).

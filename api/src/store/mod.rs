@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use veil_policies::{Policy, Problem, Problems};
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
-pub use budget::{Charged, LedgerReport, Spent, fits};
+pub use budget::{Charged, LedgerPoint, LedgerReport, Spent, fits};
 pub use catalog::RegisteredDataset;
 pub use integrity::RESTORE_HINT;
 pub use models::ModelRecord;
@@ -300,6 +300,18 @@ impl Store {
             .query_row(
                 "SELECT text FROM policies ORDER BY version DESC LIMIT 1",
                 [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The text of policy version `version`, if there is one.
+    pub fn policy_text(&self, version: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT text FROM policies WHERE version = ?1",
+                [version],
                 |r| r.get(0),
             )
             .optional()?)

@@ -349,6 +349,14 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// At most this many entries (100 by default).
     pub limit: Option<usize>,
+    /// Only entries of this endpoint, exactly (`POST /v1/query`).
+    pub endpoint: Option<String>,
+    /// Entries before this RFC 3339 time.
+    #[param(format = DateTime)]
+    pub until: Option<String>,
+    /// Entries before this sequence number: the page after one whose last
+    /// entry had it.
+    pub before: Option<i64>,
 }
 
 /// One audit entry.

@@ -146,3 +146,19 @@ pub(crate) fn charged(sql: &str) -> Vec<String> {
         .map(|c| c.dataset.clone())
         .collect()
 }
+
+#[test]
+fn a_refusals_datasets_are_the_catalogs_names_the_statement_uses() {
+    let e = engine();
+    assert_eq!(
+        e.datasets_named("SELECT p.name FROM population p JOIN tax t ON p.id_number = t.uscc"),
+        ["population", "tax"]
+    );
+    assert_eq!(
+        e.datasets_named("WITH x AS (SELECT * FROM HEALTH_VISITS) SELECT * FROM x, no_such_table"),
+        ["health_visits"]
+    );
+    assert!(e.datasets_named("SELECT 1").is_empty());
+    assert!(e.datasets_named("not sql at all").is_empty());
+    assert!(e.datasets_named(r#"SELECT * FROM "Population""#).is_empty());
+}
