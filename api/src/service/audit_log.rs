@@ -10,6 +10,20 @@ use super::{Service, ServiceError};
 use crate::store::AuditFilter;
 use crate::wire::admin::{AuditEntryView, AuditPage, AuditQuery, ChainView};
 
+/// The datasets `caller`'s institution provides.
+pub(super) fn provided_by(
+    store: &crate::store::Store,
+    caller: &Principal,
+) -> Result<Vec<String>, ServiceError> {
+    let org = caller.org.as_deref().unwrap_or_default();
+    Ok(store
+        .datasets()?
+        .into_iter()
+        .filter(|d| !org.is_empty() && d.manifest.institutions.providing == org)
+        .map(|d| d.manifest.name)
+        .collect())
+}
+
 /// A time bound of a search as the log writes times (UTC, milliseconds),
 /// so one given with an offset is converted; one that is not a time is
 /// refused rather than matching everything or nothing.
@@ -51,12 +65,7 @@ impl Service {
         let store = self.reader()?;
         let org = caller.org.clone().unwrap_or_default();
         let authority = super::requests::is_authority(&store, caller)?;
-        let provided: Vec<String> = store
-            .datasets()?
-            .into_iter()
-            .filter(|d| !org.is_empty() && d.manifest.institutions.providing == org)
-            .map(|d| d.manifest.name)
-            .collect();
+        let provided = provided_by(&store, caller)?;
         // A provider filters only within its own datasets: a filter on
         // another institution's dataset would tell which of the entries it
         // sees also touched that one.

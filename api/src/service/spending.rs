@@ -54,13 +54,7 @@ impl Service {
         }
         let store = self.reader()?;
         let authority = super::requests::is_authority(&store, caller)?;
-        let org = caller.org.clone().unwrap_or_default();
-        let provided: Vec<String> = store
-            .datasets()?
-            .into_iter()
-            .filter(|d| !org.is_empty() && d.manifest.institutions.providing == org)
-            .map(|d| d.manifest.name)
-            .collect();
+        let provided = super::audit_log::provided_by(&store, caller)?;
         let points = store.ledger_points((!authority).then_some(provided.as_slice()))?;
         // (principal, dataset) -> the cumulative series; a provider's rows
         // are keyed by dataset alone.

@@ -75,7 +75,7 @@ pub async fn search(
     };
     let results = match state.search_audit(s.principal(), &query) {
         Ok(page) => results(&s, &f, &page),
-        Err(e) => super::layout::notice(l, &format!("{}: {}", e.code.as_str(), e.message), true),
+        Err(e) => s.refused(&e).1,
     };
     if s.fragment {
         return results.into_response();
@@ -216,7 +216,7 @@ pub async fn chain(axum::extract::State(state): St, s: Signed) -> Response {
         .await
         .and_then(|r| r);
     let body = match checked {
-        Err(e) => super::layout::notice(l, &format!("{}: {}", e.code.as_str(), e.message), true),
+        Err(e) => s.refused(&e).1,
         Ok((view, last)) => html! {
             div.chain.intact[view.intact].broken[!view.intact] data-testid="chain" {
                 strong { (if view.intact { l.t("chain_intact") } else { l.t("chain_broken") }) }

@@ -227,16 +227,10 @@ pub async fn grade(
     Path(name): Path<String>,
     form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let form = match super::fields(&s, form) {
+    let form = match s.accept(form, &[Role::Approver]) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Err(r) = s.check(&form) {
-        return r;
-    }
-    if let Err(r) = s.require(&[Role::Approver]) {
-        return r;
-    }
     let audited = state.propose_grade(
         s.principal(),
         &name,
@@ -250,9 +244,7 @@ pub async fn grade(
             Redirect::to(&format!("/console/requests/{id}?done=proposed")).into_response()
         }
         Err(e) => {
-            let notice =
-                layout::notice(s.lang, &format!("{}: {}", e.code.as_str(), e.message), true);
-            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let (status, notice) = s.refused(&e);
             match page(&state, &s, &name, Some(notice)) {
                 Ok(body) => (status, s.render(&name, body)).into_response(),
                 Err(r) => r,

@@ -190,11 +190,32 @@ impl Signed {
         (status, layout::page(self, self.lang.t("error"), body)).into_response()
     }
 
-    /// A use case's refusal, with the contract's code and message (which
-    /// never carry a protected value or what the caller sent).
+    /// A use case's refusal on a page of its own, with the contract's code
+    /// and message (which never carry a protected value or what the caller
+    /// sent).
     pub fn refusal(&self, e: &ServiceError) -> Response {
+        let (status, _) = self.refused(e);
+        self.error(status, &refusal_text(e))
+    }
+
+    /// A use case's refusal as the status and the notice a page shows
+    /// above itself.
+    pub fn refused(&self, e: &ServiceError) -> (StatusCode, Markup) {
         let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        self.error(status, &format!("{}: {}", e.code.as_str(), e.message))
+        (status, layout::notice(self.lang, &refusal_text(e), true))
+    }
+
+    /// A posted form, read, with its CSRF token checked, from a caller of
+    /// one of `roles`; else the refusal to answer with.
+    pub fn accept(
+        &self,
+        form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
+        roles: &[Role],
+    ) -> Result<Fields, Response> {
+        let form = fields(self, form)?;
+        self.check(&form)?;
+        self.require(roles)?;
+        Ok(form)
     }
 
     /// The page: the whole page, or only `body` for an htmx request.
@@ -346,6 +367,11 @@ pub fn fields(
         Ok(axum::Form(pairs)) => Ok(Fields(pairs.into_iter().collect())),
         Err(_) => Err(signed.error(StatusCode::BAD_REQUEST, signed.lang.t("bad_form"))),
     }
+}
+
+/// A refusal as the console shows it: the contract's code and message.
+pub fn refusal_text(e: &ServiceError) -> String {
+    format!("{}: {}", e.code.as_str(), e.message)
 }
 
 /// The service's shared state, for handlers.

@@ -145,16 +145,10 @@ pub async fn propose(
     s: Signed,
     form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let form = match super::fields(&s, form) {
+    let form = match s.accept(form, &[Role::Approver]) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Err(r) = s.check(&form) {
-        return r;
-    }
-    if let Err(r) = s.require(&[Role::Approver]) {
-        return r;
-    }
     let text = form.get("text").replace("\r\n", "\n");
     let checking = text.clone();
     let problems = match state

@@ -14,14 +14,6 @@ use super::{Signed, St, layout};
 use crate::http::state::AppState;
 use crate::wire::admin::{NewPrincipalBody, StatusBody};
 
-const ROLES: [Role; 5] = [
-    Role::Consumer,
-    Role::Modeler,
-    Role::Approver,
-    Role::Admin,
-    Role::Subject,
-];
-
 fn page(state: &AppState, s: &Signed, top: Option<Markup>) -> Result<Markup, Response> {
     let l = s.lang;
     let list = state.principals(s.principal()).map_err(|e| s.refusal(&e))?;
@@ -61,7 +53,7 @@ fn page(state: &AppState, s: &Signed, top: Option<Markup>) -> Result<Markup, Res
                 (layout::csrf(s))
                 label { (l.t("name")) input type="text" name="name" required autocomplete="off"; }
                 label { (l.t("role"))
-                    select name="role" { @for r in ROLES { option value=(r.name()) { (l.t(r.name())) } } }
+                    select name="role" { @for r in Role::ALL { option value=(r.name()) { (l.t(r.name())) } } }
                 }
                 label { (l.t("institution")) input type="text" name="org"; }
                 label { (l.t("region")) input type="text" name="region" inputmode="numeric"; }
@@ -105,16 +97,10 @@ pub async fn add(
     s: Signed,
     form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let form = match super::fields(&s, form) {
+    let form = match s.accept(form, &[Role::Admin]) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Err(r) = s.check(&form) {
-        return r;
-    }
-    if let Err(r) = s.require(&[Role::Admin]) {
-        return r;
-    }
     let body = NewPrincipalBody {
         name: form.get("name").trim().to_owned(),
         role: form.get("role").to_owned(),
@@ -130,8 +116,7 @@ pub async fn add(
             render(&state, &s, StatusCode::CREATED, Some(top))
         }
         Err(e) => {
-            let top = layout::notice(s.lang, &format!("{}: {}", e.code.as_str(), e.message), true);
-            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let (status, top) = s.refused(&e);
             render(&state, &s, status, Some(top))
         }
     }
@@ -144,14 +129,7 @@ pub async fn change(
     Path((name, action)): Path<(String, String)>,
     form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let form = match super::fields(&s, form) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if let Err(r) = s.check(&form) {
-        return r;
-    }
-    if let Err(r) = s.require(&[Role::Admin]) {
+    if let Err(r) = s.accept(form, &[Role::Admin]) {
         return r;
     }
     let endpoint = "POST /console/principals/{name}/{action}";
@@ -184,8 +162,7 @@ pub async fn change(
     match outcome {
         Ok(top) => render(&state, &s, StatusCode::OK, top),
         Err(e) => {
-            let top = layout::notice(s.lang, &format!("{}: {}", e.code.as_str(), e.message), true);
-            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let (status, top) = s.refused(&e);
             render(&state, &s, status, Some(top))
         }
     }

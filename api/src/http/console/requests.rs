@@ -10,7 +10,6 @@
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{NaiveDate, Utc};
 use maud::{Markup, html};
@@ -349,16 +348,10 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let form = match super::fields(&s, form) {
+    let form = match s.accept(form, &[Role::Approver]) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Err(r) = s.check(&form) {
-        return r;
-    }
-    if let Err(r) = s.require(&[Role::Approver]) {
-        return r;
-    }
     let notes: std::collections::BTreeMap<String, String> = form
         .prefixed("note.")
         .into_iter()
@@ -374,9 +367,7 @@ pub async fn act(
     match state.settle(audited).await {
         Ok(_) => Redirect::to(&format!("/console/requests/{id}?done=step")).into_response(),
         Err(e) => {
-            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let notice =
-                layout::notice(s.lang, &format!("{}: {}", e.code.as_str(), e.message), true);
+            let (status, notice) = s.refused(&e);
             match page(&state, &s, &id, None, Some(notice)) {
                 Ok(body) => {
                     let title = format!("{} {}", s.lang.t("request"), short(&id));

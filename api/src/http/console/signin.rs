@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use maud::{Markup, html};
 use serde::Deserialize;
+use veil_policies::Role;
 use veil_policies::requests::{finished, overdue};
 
 use super::{Lang, Signed, layout, session};
@@ -119,7 +120,7 @@ pub async fn sign_in(
         result,
     );
     if let Err(e) = state.settle(audited).await {
-        let message = format!("{}: {}", e.code.as_str(), e.message);
+        let message = super::refusal_text(&e);
         return refuse(&state, &message, StatusCode::FORBIDDEN);
     }
     let (token, _csrf) = state.console.start(key_hash);
@@ -144,11 +145,7 @@ pub async fn sign_out(
     headers: HeaderMap,
     form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let form = match super::fields(&signed, form) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if let Err(r) = signed.check(&form) {
+    if let Err(r) = signed.accept(form, &[Role::Approver, Role::Admin]) {
         return r;
     }
     if let Some(token) = session::cookie(super::cookie_header(&headers), session::COOKIE) {
