@@ -292,8 +292,19 @@ fn answers_stream_as_json_csv_and_arrow_with_receipts_checkable_offline() {
     let reader =
         arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow.body.clone()), None)
             .unwrap();
+    // Its schema says what the JSON answer says around the rows.
+    let meta = reader.schema().metadata().clone();
+    let provenance: Value = serde_json::from_str(&meta["veil.provenance"]).unwrap();
+    assert_eq!(provenance["datasets"], json!(["population"]), "{meta:?}");
+    let privacy: Value = serde_json::from_str(&meta["veil.privacy"]).unwrap();
+    assert!(privacy["mode"].is_string(), "{meta:?}");
+    assert!(meta["veil.policy_version"].starts_with('v'), "{meta:?}");
+    assert_eq!(meta["veil.max_rows"], "100000");
+    let id = meta["veil.request_id"].clone();
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert!(rows > 50, "{rows}");
+    let receipt = server.get(&format!("/v1/receipts/{id}"), Some(&carol));
+    assert_eq!(receipt.status, 200, "{}", receipt.text());
 
     // Rows beyond the policy's limit are cut, and the answer says so.
     let policy = std::fs::read_to_string(repo("policies/presets/default.toml"))

@@ -12,7 +12,7 @@ import datetime
 import pytest
 from playwright.sync_api import expect
 
-from conftest import shot, sign_in
+from browsing import shot, sign_in
 
 ID_NUMBER = re.compile(r"^\d{17}[\dX]$")
 

@@ -84,6 +84,15 @@ impl AnswerWriter {
         }
     }
 
+    /// Metadata the Arrow stream's schema carries (the other formats carry
+    /// it in the body or not at all).
+    pub fn with_metadata(mut self, metadata: std::collections::HashMap<String, String>) -> Self {
+        if self.format == Format::Arrow {
+            self.schema = std::sync::Arc::new(self.schema.as_ref().clone().with_metadata(metadata));
+        }
+        self
+    }
+
     async fn send(&mut self, bytes: Vec<u8>, digested: bool) -> bool {
         if digested {
             self.digest.update(&bytes);

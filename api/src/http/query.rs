@@ -71,7 +71,13 @@ pub async fn query(
     let principal = caller.name().to_owned();
     state.queries.spawn(async move {
         let _permit = permit;
-        let mut writer = AnswerWriter::new(format, release.stream.schema(), sender);
+        let mut writer = AnswerWriter::new(format, release.stream.schema(), sender).with_metadata(
+            crate::wire::stream_metadata(
+                &release.prepared,
+                &release.completion.request_id,
+                release.max_rows,
+            ),
+        );
         let mut stream = release.stream;
         let deadline = tokio::time::Instant::now() + task_state.config.timeout;
         let mut failed = false;

@@ -246,6 +246,31 @@ pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
     meta
 }
 
+/// What an Arrow answer's schema says about it, as JSON texts under
+/// `veil.*` keys: the request id, the policy version, the provenance and
+/// the privacy (as the JSON answer has them), and the row cap the answer
+/// is cut at (an answer of exactly that many rows may have been cut; its
+/// receipt, `GET /v1/receipts/{request_id}`, is kept when it ends).
+pub fn stream_metadata(
+    prepared: &PreparedQuery,
+    request_id: &str,
+    max_rows: u64,
+) -> std::collections::HashMap<String, String> {
+    let mut out: std::collections::HashMap<String, String> = answer_meta(prepared)
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (format!("veil.{k}"), text)
+        })
+        .collect();
+    out.insert("veil.request_id".into(), request_id.to_owned());
+    out.insert("veil.max_rows".into(), max_rows.to_string());
+    out
+}
+
 /// The privacy part of an answer.
 pub fn privacy(prepared: &PreparedQuery) -> Value {
     answer_meta(prepared)
