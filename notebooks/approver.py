@@ -18,6 +18,8 @@
 # chain and a receipt.
 
 # %%
+import uuid
+
 import polars as pl
 
 from _setup import PUBLIC_KEY, client
@@ -30,7 +32,9 @@ applicant = client("demo-kunming")
 # ## The queue, with its working-day deadlines
 
 # %%
-opened = applicant.open_request("sharing", dataset="social_insurance", purpose="notebook review")
+# A purpose of its own each run: the grant it gets is for that purpose only.
+purpose = f"eligibility review {uuid.uuid4().hex[:8]}"
+opened = applicant.open_request("sharing", dataset="social_insurance", purpose=purpose)
 queue = provider.requests()
 print(queue.select("id", "kind", "state", "dataset", "due", "next_steps"))
 
@@ -39,11 +43,11 @@ print(queue.select("id", "kind", "state", "dataset", "due", "next_steps"))
 
 # %%
 query = "SELECT id_number FROM social_insurance LIMIT 3"
-before = applicant.sql(query, purpose="notebook review").df
+before = applicant.sql(query, purpose=purpose).df
 provider.act(opened["id"], "approve")
 delivered = provider.act(opened["id"], "deliver")
 print("state:", delivered["state"], "grant:", delivered["grant"])
-after = applicant.sql(query, purpose="notebook review").df
+after = applicant.sql(query, purpose=purpose).df
 print(pl.concat([before.rename({"id_number": "before"}), after.rename({"id_number": "after"})], how="horizontal"))
 assert all("*" in v for v in before["id_number"]) and not any("*" in v for v in after["id_number"])
 

@@ -57,7 +57,7 @@ counts = me.sql(
 print(counts.df)
 
 # %% [markdown]
-# ## Differential privacy: monthly utility usage at ε = 0.5
+# ## Differential privacy: monthly utility usage at ε = 0.3
 #
 # Usage is personal: without a grant it comes out only under DP. Each
 # household contributes to its 12 months (`max_groups`), and the answer
@@ -66,7 +66,7 @@ print(counts.df)
 # %%
 dp = me.sql(
     "SELECT month, SUM(usage) AS usage FROM utility_usage GROUP BY month",
-    epsilon=0.5,
+    epsilon=0.3,
     max_groups=12,
 )
 half = dp.privacy["columns"][0]["ci95_half_width"]
@@ -75,18 +75,20 @@ print(monthly)
 print("ε spent:", dp.privacy["epsilon_spent"], "; 95% half-width:", half)
 fig, ax = plt.subplots(figsize=(8, 3))
 ax.errorbar(monthly["month"].to_list(), monthly["usage"].to_list(), yerr=half, fmt="o-", capsize=3)
-ax.set_title("Monthly usage under DP (ε = 0.5), 95% intervals")
+ax.set_title("Monthly usage under DP (ε = 0.3), 95% intervals")
 ax.tick_params(axis="x", rotation=45)
 fig.tight_layout()
 fig.savefig(PLOTS / "consumer-dp-usage.png")
 
 # %% [markdown]
 # ## The budget drains with every DP answer
+#
+# A run spends ε = 0.45 of `utility_usage`'s ε = 2 a month.
 
 # %%
 left = []
 for _ in range(3):
-    me.sql("SELECT SUM(usage) AS usage FROM utility_usage", epsilon=0.1)
+    me.sql("SELECT SUM(usage) AS usage FROM utility_usage", epsilon=0.05)
     b = me.budget().filter(pl.col("dataset") == "utility_usage")
     left.append(b["epsilon_left"][0])
 print("ε left after each query:", left)

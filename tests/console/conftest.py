@@ -20,13 +20,7 @@ import veil_demo  # noqa: E402
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
-def demo():
-    try:
-        with veil_demo.running() as d:
-            yield d
-    except RuntimeError as e:
-        pytest.fail(str(e))
+demo = veil_demo.session_fixture()
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,7 @@ import veil_demo  # noqa: E402
 import veil  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def demo():
-    try:
-        with veil_demo.running() as d:
-            yield d
-    except RuntimeError as e:
-        pytest.fail(str(e))
+demo = veil_demo.session_fixture()
 
 
 @pytest.fixture(scope="session")

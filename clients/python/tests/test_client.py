@@ -35,9 +35,16 @@ def test_a_masked_query_is_a_dataframe_with_its_provenance_and_receipt(demo, as_
     public = (demo.data_dir / "public.key").read_text()
     claims = answer.verify_receipt(public)
     assert claims["request_id"] == answer.request_id
-    # Another key does not verify it.
-    with pytest.raises(ValueError):
-        answer.verify_receipt("00" * 32)
+    # Another key does not verify it, nor does it vouch for other bytes.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    with pytest.raises(ValueError, match="signature"):
+        answer.verify_receipt(other.hex())
+    answer._sha256 = "0" * 64
+    with pytest.raises(ValueError, match="bytes received"):
+        answer.verify_receipt(public)
 
 
 def test_an_aggregate_and_a_dp_query_spend_and_say_so(as_):
@@ -68,12 +75,18 @@ def test_refusals_raise_the_contracts_codes(demo, as_):
         client.train({"template": "histogram", "features": ["tax.revenue"], "epsilon": 0.1})
     with pytest.raises(veil.NotFound):
         client.request("r-no-such-request")
-    with pytest.raises(veil.Unauthenticated):
-        veil.connect(demo.url, "veil_not_a_key").catalog()
+    with veil.connect(demo.url, "veil_not_a_key") as stranger, pytest.raises(veil.Unauthenticated):
+        stranger.catalog()
     with pytest.raises(veil.BudgetExhausted):
         client.sql("SELECT month, SUM(usage) AS usage FROM utility_usage GROUP BY month", epsilon=50.0)
     rate = veil.errors.from_body(429, {"error": {"code": "rate_limited", "message": "slow down", "retry_after_seconds": 3}})
     assert isinstance(rate, veil.RateLimited) and rate.retry_after == 3.0
+    # A body that is not the contract's (a proxy's) maps by status.
+    proxy = veil.errors.from_body(503, None, "7")
+    assert isinstance(proxy, veil.Unavailable) and proxy.retry_after == 7.0
+    dated = veil.errors.from_body(429, "<html>", "Wed, 21 Oct 2026 07:28:00 GMT")
+    assert isinstance(dated, veil.RateLimited) and dated.retry_after is None
+    assert isinstance(veil.errors.from_body(502, None), veil.Internal)
 
 
 def citizen_id(body: str) -> str:
@@ -94,6 +107,11 @@ def test_verification_one_subject_and_a_batch_from_a_dataframe(as_):
     checked = client.verify_batch("person_identity", frame)
     assert checked.columns == ["subject", "name", "all_result"]
     assert checked["all_result"].to_list() == ["mismatch"] * 3
+    # In batches of two: every subject answered, in order.
+    more = [citizen_id(f"5301021990020200{i}") for i in range(5)]
+    batched = client.verify_batch("person_identity", pl.DataFrame({"subject": more, "name": ["赵六"] * 5}), batch=2)
+    assert batched["subject"].to_list() == more
+    assert batched["all_result"].to_list() == ["mismatch"] * 5
 
 
 def test_the_catalog_is_a_dataframe_of_fields_with_levels(as_):
@@ -113,8 +131,12 @@ def test_a_modeler_trains_lists_and_scores(as_):
     assert model["privacy"]["epsilon_spent"] == pytest.approx(0.3)
     assert model["id"] in client.models()["id"].to_list()
     assert client.model(model["id"])["id"] == model["id"]
-    scores = client.score(model["id"], rows=pl.DataFrame({"revenue": [100.0, 1000.0]}))
+    scores = client.score(model["id"], rows=pl.DataFrame({"other": [1.0, 2.0], "revenue": [100.0, 1000.0]}))
     assert scores.len() == 2 and scores.dtype == pl.Float64
+    # Columns are taken by name: the same rows as a list score the same.
+    assert scores.to_list() == client.score(model["id"], rows=[[100.0], [1000.0]]).to_list()
+    with pytest.raises(ValueError, match="revenue"):
+        client.score(model["id"], rows=pl.DataFrame({"other": [1.0]}))
     with pytest.raises(ValueError):
         client.score(model["id"])
 
@@ -135,8 +157,10 @@ def test_an_approver_reads_requests_acts_and_reads_the_audit(as_):
     assert "[[grade]]" in authority.policy()["text"]
 
 
-def test_a_large_answer_streams_as_arrow(as_):
+def test_a_large_answer_streams_as_arrow_and_its_receipt_covers_every_byte(demo, as_):
     answer = as_("demo-consumer").sql("SELECT county_code, month FROM utility_usage")
     assert answer.df.height > 10_000
     assert answer.df.schema["month"] == pl.Utf8
-    assert answer.request_id and answer.receipt and answer.receipt.startswith("veil1.")
+    assert not answer.truncated
+    claims = answer.verify_receipt((demo.data_dir / "public.key").read_text())
+    assert claims["result_sha256"] == answer._sha256

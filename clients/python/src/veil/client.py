@@ -13,15 +13,16 @@ import hashlib
 import io
 import json
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import httpx
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
 
-from .errors import Internal, VeilError, from_body
+from .errors import Internal, RateLimited, Unavailable, VeilError, from_body
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 #: The most subjects one verification request carries.
@@ -53,15 +54,20 @@ class Answer:
     privacy: dict
     policy_version: str
     request_id: str
-    #: The signed receipt (``veil1.…``), checkable offline.
+    #: The signed receipt (``veil1.…``), checkable offline; ``None`` when
+    #: it could not be fetched (``receipt_error`` says why).
     receipt: str | None
-    #: Whether the answer was cut at the policy's row cap.
+    #: Whether the answer may have been cut at the policy's row cap: it has
+    #: exactly that many rows (the stream carries no end-of-answer flag).
     truncated: bool
-    _table: pa.Table = field(repr=False, default=None)
+    receipt_error: Optional[str] = None
+    _table: Optional[pa.Table] = field(repr=False, default=None)
     _sha256: str = field(repr=False, default="")
 
     def to_arrow(self) -> pa.Table:
-        """The rows as the Arrow table they arrived as."""
+        """The rows as an Arrow table (the stream's ``veil.*`` schema
+        metadata is in ``provenance``, ``privacy`` and the rest)."""
+        assert self._table is not None
         return self._table
 
     def verify_receipt(self, public_key: str) -> dict:
@@ -70,11 +76,11 @@ class Answer:
         the digest of the bytes received. Returns the receipt's claims;
         raises ``ValueError`` when any check fails."""
         if not self.receipt:
-            raise ValueError("this answer has no receipt")
+            raise ValueError(f"this answer has no receipt: {self.receipt_error or 'none was issued'}")
         claims = verify_receipt(self.receipt, public_key)
         if claims.get("request_id") != self.request_id:
             raise ValueError("the receipt is another request's")
-        if self._sha256 and claims.get("result_sha256") != self._sha256:
+        if not self._sha256 or claims.get("result_sha256") != self._sha256:
             raise ValueError("the receipt does not match the bytes received")
         return claims
 
@@ -130,10 +136,12 @@ class Client:
 
     def __init__(self, url: str, key: str, timeout: float = 120.0):
         self.url = url.rstrip("/")
+        # A little longer than the service's own limit on one request (120 s
+        # by default), so that its refusal arrives before we give up.
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {key}"},
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout + 10, connect=10),
         )
 
     def close(self) -> None:
@@ -155,7 +163,10 @@ class Client:
         raise from_body(response.status_code, body, response.headers.get("retry-after"))
 
     def _call(self, method: str, path: str, body: Any = None, params: Mapping | None = None) -> Any:
-        response = self._http.request(method, path, json=body, params=params)
+        try:
+            response = self._http.request(method, path, json=body, params=params)
+        except httpx.TransportError as e:
+            raise Unavailable(f"the service could not be reached ({type(e).__name__})") from e
         if response.status_code >= 400:
             self._raise(response)
         return response.json() if response.content else None
@@ -173,8 +184,9 @@ class Client:
         """Runs one SELECT under the policy.
 
         With ``epsilon``, a differentially private answer charged to your
-        budget (``options`` may bound contributions: ``max_groups``,
-        ``max_rows``). With ``dry_run=True``, the price and the expected
+        budget (``options`` may bound each privacy unit's contribution:
+        ``max_groups``, and ``max_rows`` per group, which is not a row limit
+        of the answer). With ``dry_run=True``, the price and the expected
         error as a dict, nothing spent. Otherwise an :class:`Answer`,
         streamed as Arrow IPC (no JSON is parsed for the rows).
         """
@@ -187,6 +199,12 @@ class Client:
         if dry_run:
             body["dry_run"] = True
             return self._call("POST", "/v1/query", body)
+        try:
+            return self._stream_sql(body)
+        except httpx.TransportError as e:
+            raise Unavailable(f"the answer could not be read ({type(e).__name__})") from e
+
+    def _stream_sql(self, body: dict) -> Answer:
         with self._http.stream(
             "POST", "/v1/query", json=body, headers={"Accept": ARROW_STREAM}
         ) as response:
@@ -200,19 +218,27 @@ class Client:
                 # Whatever follows the end-of-stream marker is still the answer's.
                 while chunks.readinto(bytearray(1 << 16)):
                     pass
-            except (httpx.HTTPError, pa.ArrowInvalid) as broken:
+            except httpx.TimeoutException:
+                raise
+            except (httpx.HTTPError, pa.ArrowInvalid, OSError) as broken:
                 # The service ends a stream that fails while running with an
                 # error, having released nothing more.
-                raise Internal(f"the answer broke off while streaming ({type(broken).__name__})") from None
+                raise Internal(f"the answer broke off while streaming ({type(broken).__name__})") from broken
             digest = chunks.sha256.hexdigest()
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         request_id = meta.get("veil.request_id", response.headers.get("veil-request-id", ""))
-        receipt = None
+        receipt, receipt_error = None, None
         if request_id:
-            try:
-                receipt = self._call("GET", f"/v1/receipts/{request_id}")["receipt"]
-            except VeilError:
-                receipt = None
+            for _ in range(3):
+                try:
+                    receipt = self._call("GET", f"/v1/receipts/{request_id}")["receipt"]
+                    break
+                except RateLimited as e:
+                    receipt_error = str(e)
+                    time.sleep(min(e.retry_after or 1.0, 5.0))
+                except VeilError as e:
+                    receipt_error = str(e)
+                    break
         max_rows = int(meta.get("veil.max_rows", "0") or 0)
         plain = table.replace_schema_metadata(None)
         return Answer(
@@ -223,6 +249,7 @@ class Client:
             request_id=request_id,
             receipt=receipt,
             truncated=bool(max_rows) and plain.num_rows >= max_rows,
+            receipt_error=None if receipt else receipt_error,
             _table=plain,
             _sha256=digest,
         )
@@ -241,38 +268,57 @@ class Client:
         subjects: pl.DataFrame,
         subject: str = "subject",
         purpose: str | None = None,
+        batch: int | None = None,
     ) -> pl.DataFrame:
         """Verifies a DataFrame of subjects: the column ``subject`` holds
         each one's identifier, every other column a claim. Returns the
         frame with one result column per answer (``<claim>_result``, or
         ``all_result`` for a product that answers all claims at once) and,
         when a limit withheld some, a ``withheld`` column with the reason's
-        code; in batches of up to 10,000."""
+        code.
+
+        Sent in batches of ``batch`` subjects (at most 10,000 and the
+        product's per-minute limit); a rate limit is waited out when it
+        clears within a minute. Should a batch still be refused, the error
+        carries the answers so far as ``partial`` (they count against the
+        daily caps already).
+        """
+        if batch is None:
+            limits = {p["name"]: p for p in self._call("GET", "/v1/verify/products").get("products", [])}
+            per_minute = int((limits.get(product) or {}).get("per_minute") or VERIFY_BATCH)
+            batch = max(1, min(VERIFY_BATCH, per_minute))
         claims = [c for c in subjects.columns if c != subject]
-        results: list[dict] = []
+        results: list = []
         rows = subjects.to_dicts()
-        for start in range(0, len(rows), VERIFY_BATCH):
-            chunk = rows[start : start + VERIFY_BATCH]
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
             body: dict[str, Any] = {
                 "product": product,
                 "items": [
-                    {"subject": str(r[subject]), "claims": {c: r[c] for c in claims if r[c] is not None}}
+                    {"subject": str(r[subject]), "claims": {c: _claim(r[c]) for c in claims if r[c] is not None}}
                     for r in chunk
                 ],
             }
             if purpose is not None:
                 body["purpose"] = purpose
-            answer = self._call("POST", "/v1/verify", body)
-            results.extend(answer["results"])
-        # A withheld item (a limit reached) answers its reason's code alone.
-        withheld = [r if isinstance(r, str) else None for r in results]
-        answers = [r if isinstance(r, dict) else {} for r in results]
-        keys = sorted({k for r in answers for k in r})
-        columns = {f"{k}_result": [_text(r.get(k)) for r in answers] for k in keys}
-        if any(withheld):
-            columns["withheld"] = withheld
-        found = pl.DataFrame(columns, schema={k: pl.Utf8 for k in columns})
-        return pl.concat([subjects, found], how="horizontal")
+            while True:
+                try:
+                    answer = self._call("POST", "/v1/verify", body)
+                    break
+                except RateLimited as e:
+                    if e.retry_after is not None and e.retry_after <= 60:
+                        time.sleep(e.retry_after)
+                        continue
+                    e.partial = _verified(subjects.head(len(results)), results)  # type: ignore[attr-defined]
+                    raise
+                except VeilError as e:
+                    e.partial = _verified(subjects.head(len(results)), results)  # type: ignore[attr-defined]
+                    raise
+            found = answer["results"]
+            if len(found) != len(chunk):
+                raise Internal(f"{len(found)} answers for {len(chunk)} subjects")
+            results.extend(found)
+        return _verified(subjects, results)
 
     def products(self) -> pl.DataFrame:
         """The verification products: what each verifies and whether you may."""
@@ -325,7 +371,15 @@ class Client:
                         "sensitive": f.get("sensitive"),
                     }
                 )
-        return pl.DataFrame(rows)
+        text = pl.Utf8
+        return pl.DataFrame(
+            rows,
+            schema={
+                "dataset": text, "title": text, "provider": text, "share": text, "open": text,
+                "field": text, "type": text, "category": text, "grade": text, "level": text,
+                "personal": pl.Boolean, "sensitive": pl.Boolean,
+            },
+        )
 
     def open_request(self, kind: str, **body: Any) -> dict:
         """Opens one of the regulation's requests (``sharing``, ``open_data``,
@@ -353,7 +407,11 @@ class Client:
                     "created_at": m.get("created_at"),
                 }
                 for m in answer.get("models", [])
-            ]
+            ],
+            schema={
+                "id": pl.Utf8, "template": pl.Utf8, "epsilon_spent": pl.Float64,
+                "policy_version": pl.Utf8, "created_at": pl.Utf8,
+            },
         )
 
     def model(self, model_id: str) -> dict:
@@ -370,10 +428,21 @@ class Client:
         """Scores supplied feature rows (a DataFrame in the features' order)
         or named subjects (with a grant for ``purpose``) inside the service."""
         if (rows is None) == (subjects is None):
-            raise ValueError("pass rows= or subjects=, not both")
+            raise ValueError("pass exactly one of rows= and subjects=")
         body: dict[str, Any] = {}
-        if rows is not None:
-            body["rows"] = rows.to_numpy().tolist() if isinstance(rows, pl.DataFrame) else [list(r) for r in rows]
+        if isinstance(rows, pl.DataFrame):
+            # By name, in the model's order: a frame in another order would
+            # score the wrong features.
+            names = [f["field"] for f in self.model(model_id)["model"]["features"]]
+            missing = [n for n in names if n not in rows.columns]
+            if missing:
+                raise ValueError(f"rows lack the model's features {missing} (it takes {names})")
+            frame = rows.select(names)
+            if frame.null_count().sum_horizontal()[0]:
+                raise ValueError("rows hold nulls: every feature needs a value")
+            body["rows"] = frame.to_numpy().tolist()
+        elif rows is not None:
+            body["rows"] = [list(r) for r in rows]
         else:
             body["subjects"] = list(subjects or [])
         if purpose is not None:
@@ -427,7 +496,8 @@ class Client:
         for e in entries:
             e["datasets"] = ", ".join(e.get("datasets") or [])
             e["fields"] = ", ".join(e.get("fields") or [])
-            e["privacy"] = json.dumps(e.get("privacy"), ensure_ascii=False)
+            privacy = e.get("privacy")
+            e["privacy"] = None if privacy is None else json.dumps(privacy, ensure_ascii=False)
         return pl.DataFrame(
             entries,
             schema={
@@ -444,6 +514,25 @@ class Client:
     def policy(self) -> dict:
         """The active policy: version, label, name and text."""
         return self._call("GET", "/v1/policy")
+
+
+def _claim(value: Any) -> Any:
+    """A claim as JSON takes it: numbers and text as they are, the rest
+    (dates, decimals) as text."""
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def _verified(subjects: pl.DataFrame, results: list) -> pl.DataFrame:
+    """The subjects with their answers beside them."""
+    # A withheld item (a limit reached) answers its reason's code alone.
+    withheld = [r if isinstance(r, str) else None for r in results]
+    answers = [r if isinstance(r, dict) else {} for r in results]
+    keys = sorted({k for r in answers for k in r})
+    columns = {f"{k}_result": [_text(r.get(k)) for r in answers] for k in keys}
+    if any(withheld):
+        columns["withheld"] = withheld
+    found = pl.DataFrame(columns, schema={k: pl.Utf8 for k in columns})
+    return pl.concat([subjects, found], how="horizontal")
 
 
 def _text(value: Any) -> str | None:
