@@ -51,12 +51,20 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ServiceError>
             ErrorCode::Unauthenticated,
             "this API key is unknown or revoked",
         )),
-        Some(r) if r.status == PrincipalStatus::Suspended => Err(ServiceError::forbidden(format!(
+        Some(r) => active(r).map(Caller),
+    }
+}
+
+/// The principal, unless it is suspended: every front end (the API, the
+/// console's sign-in) refuses a suspended principal with these words.
+pub fn active(r: Arc<PrincipalRecord>) -> Result<Arc<PrincipalRecord>, ServiceError> {
+    if r.status == PrincipalStatus::Suspended {
+        return Err(ServiceError::forbidden(format!(
             "`{}` is suspended (Art. 48); ask an administrator",
             r.principal.name
-        ))),
-        Some(r) => Ok(Caller(r)),
+        )));
     }
+    Ok(r)
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {

@@ -56,29 +56,23 @@ impl Service {
         let authority = super::requests::is_authority(&store, caller)?;
         let provided = super::audit_log::provided_by(&store, caller)?;
         let points = store.ledger_points((!authority).then_some(provided.as_slice()))?;
-        // (principal, dataset) -> the cumulative series; a provider's rows
-        // are keyed by dataset alone.
-        let mut series: BTreeMap<(Option<String>, String), Series> = BTreeMap::new();
+        // (principal, dataset) -> the cumulative ε series and the δ spent,
+        // in one pass; a provider's rows are keyed by dataset alone.
+        let mut series: BTreeMap<(Option<String>, String), (Series, f64)> = BTreeMap::new();
         for p in &points {
+            let key = (authority.then(|| p.principal.clone()), p.dataset.clone());
+            let (line, delta) = series.entry(key).or_default();
+            *delta += p.delta;
             let Ok(time) = DateTime::parse_from_rfc3339(&p.time) else {
                 continue;
             };
-            let key = (authority.then(|| p.principal.clone()), p.dataset.clone());
-            let line = series.entry(key).or_default();
             let before = line.last().map_or(0.0, |(_, e)| *e);
             line.push((time.with_timezone(&Utc), before + p.epsilon));
         }
         let engine = self.engine();
         let now = Utc::now();
         let mut rows = Vec::new();
-        for ((principal, dataset), line) in series {
-            let total_delta: f64 = points
-                .iter()
-                .filter(|p| {
-                    p.dataset == dataset && principal.as_ref().is_none_or(|n| *n == p.principal)
-                })
-                .map(|p| p.delta)
-                .sum();
+        for ((principal, dataset), (line, total_delta)) in series {
             let total_epsilon = line.last().map_or(0.0, |(_, e)| *e);
             let mut row = SpendingRow {
                 principal: principal.clone(),

@@ -66,12 +66,13 @@ pub async fn queue(
             .cmp(&rank(b, day))
             .then(b.updated_at.cmp(&a.updated_at))
     });
+    // One connection for the whole queue, not one per row.
+    let store = match state.reader() {
+        Ok(store) => store,
+        Err(e) => return s.refusal(&e.into()),
+    };
     let mine = |r: &RequestRecord| -> Vec<Party> {
-        state
-            .reader()
-            .ok()
-            .and_then(|store| crate::service::requests::parties(&store, s.principal(), r).ok())
-            .unwrap_or_default()
+        crate::service::requests::parties(&store, s.principal(), r).unwrap_or_default()
     };
     let body = html! {
         p.lead { (l.t("requests_intro")) }

@@ -23,7 +23,6 @@ use super::{Lang, Signed, layout, session};
 use crate::http::state::AppState;
 use crate::service::requests::today;
 use crate::service::{Audited, ServiceError};
-use crate::store::PrincipalStatus;
 
 /// `GET /console`: the home page, or the sign-in form.
 pub async fn home(
@@ -99,19 +98,16 @@ pub async fn sign_in(
         }
     };
     let principal = &record.principal;
-    let result = if record.status == PrincipalStatus::Suspended {
-        Err(ServiceError::forbidden(format!(
-            "`{}` is suspended (Art. 48); ask an administrator",
-            principal.name
-        )))
-    } else if !super::console_role(principal.role) {
-        Err(ServiceError::forbidden(format!(
-            "the console is for approvers and admins; you are {}: use the API",
-            principal.role.with_article()
-        )))
-    } else {
-        Ok(())
-    };
+    let result = crate::http::auth::active(record.clone()).and_then(|_| {
+        if super::console_role(principal.role) {
+            Ok(())
+        } else {
+            Err(ServiceError::forbidden(format!(
+                "the console is for approvers and admins; you are {}: use the API",
+                principal.role.with_article()
+            )))
+        }
+    });
     let audited = Audited::action(
         principal,
         "POST /console/sign-in",
