@@ -877,6 +877,79 @@ fn dp_budgets_cannot_be_overspent_by_concurrent_queries() {
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["costs"][0]["dataset"], "health_visits");
     assert_eq!(dry["costs"][0]["fits"], true);
+    // Accuracy before spending: the ε that reaches a target half-width,
+    // which a dry run at that ε confirms.
+    let width = dry["privacy"]["columns"][0]["ci95_half_width"]
+        .as_f64()
+        .unwrap();
+    let target = width / 4.0;
+    let priced = server
+        .post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": sql, "epsilon": 0.25, "dry_run": true, "target_ci95": target}),
+        )
+        .json();
+    let column = &priced["privacy"]["columns"][0];
+    assert_eq!(column["target_ci95"], target, "{priced}");
+    let needed = column["epsilon_for_target"].as_f64().unwrap();
+    assert!(needed > 0.25 && needed < 100.0, "{priced}");
+    let at_needed = server
+        .post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": sql, "epsilon": needed, "dry_run": true}),
+        )
+        .json();
+    let reached = at_needed["privacy"]["columns"][0]["ci95_half_width"]
+        .as_f64()
+        .unwrap();
+    assert!(reached <= target * 1.0001, "{reached} > {target}");
+    let out_of_reach = server
+        .post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": sql, "epsilon": 0.25, "dry_run": true, "target_ci95": 1e-9}),
+        )
+        .json();
+    assert!(out_of_reach["privacy"]["columns"][0]["epsilon_for_target"].is_null());
+    // A quantile's interval is of its rank, beside the bins' resolution.
+    let median = server
+        .post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": "SELECT MEDIAN(cost) AS m FROM health_visits", "epsilon": 0.25, "dry_run": true, "target_ci95": 10.0}),
+        )
+        .json();
+    let column = &median["privacy"]["columns"][0];
+    assert_eq!(column["column"], "m", "{median}");
+    assert_eq!(column["ci95_of"], "rank (rows)", "{median}");
+    assert!(column["resolution"].as_f64().unwrap() > 0.0, "{median}");
+    assert!(
+        column["epsilon_for_target"].as_f64().unwrap() > 0.25,
+        "{median}"
+    );
+    // Keys from a column the caller reads in the clear are said so.
+    let dated = server
+        .post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": "SELECT l.established_date, COUNT(*) FROM tax t JOIN legal_persons l ON t.uscc = l.uscc GROUP BY l.established_date", "epsilon": 0.25, "dry_run": true}),
+        )
+        .json();
+    assert_eq!(
+        dated["privacy"]["public_keys"]["columns"],
+        json!(["legal_persons.established_date"]),
+        "{dated}"
+    );
+    for body in [
+        json!({"sql": sql, "epsilon": 0.25, "target_ci95": 3.0}),
+        json!({"sql": sql, "epsilon": 0.25, "dry_run": true, "target_ci95": -1.0}),
+    ] {
+        let refused = server.post_json("/v1/query", Some(&carol), &body);
+        assert_eq!(refused.status, 400, "{body}");
+        assert_eq!(refused.json()["error"]["code"], "bad_request");
+    }
     let remaining = |server: &Server| {
         let budget = server.get("/v1/budget", Some(&carol)).json();
         budget["budgets"]

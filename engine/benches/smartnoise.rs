@@ -12,9 +12,9 @@
 //! query on both sides and prints one table.
 //!
 //! - Data: the PUMS_pid sample with its SmartNoise metadata, and our
-//!   `population` and `utility_usage` tables at each size of
+//!   `health_visits`, `population` and `utility_usage` tables at each size of
 //!   `VEIL_BENCH_SIZES` (default `1000000,10000000` persons; empty for PUMS
-//!   alone). SmartNoise is skipped on tables above `VEIL_BENCH_PEER_MAX_ROWS`
+//!   alone; `VEIL_BENCH_TABLES`, comma separated, limits the tables). SmartNoise is skipped on tables above `VEIL_BENCH_PEER_MAX_ROWS`
 //!   rows (default 20,000,000): it loads the whole frame into SQLite.
 //! - Privacy: every query costs ε = 1 in total (`VEIL_BENCH_EPSILON`), δ =
 //!   1e-5. SmartNoise charges ε per noisy column, so its per-column ε is set
@@ -91,7 +91,16 @@ const PUMS: [Case; 3] = [
     },
 ];
 
-const OURS: [Case; 2] = [
+const OURS: [Case; 3] = [
+    Case {
+        table: "health_visits",
+        label: "COUNT(*) BY diagnosis",
+        // Many rows per person: both sides bound each person's rows.
+        sql: "SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category",
+        columns: &["diagnosis_category", "id_number"],
+        max_groups: 1,
+        max_rows: 1,
+    },
     Case {
         table: "population",
         label: "COUNT(*) BY county",
@@ -167,7 +176,11 @@ fn main() {
     for persons in sizes {
         let dir = target.join(format!("bench-data/{persons}"));
         ensure_sample(&dir, persons);
-        for case in &OURS {
+        let tables = std::env::var("VEIL_BENCH_TABLES").unwrap_or_default();
+        for case in OURS
+            .iter()
+            .filter(|c| tables.is_empty() || tables.split(',').any(|t| t == c.table))
+        {
             let rows = parquet_rows(&dir.join(format!("{}.parquet", case.table)));
             let data = format!("{} ({} persons)", case.table, thousands(persons));
             let with_peer = rows <= peer_max_rows;

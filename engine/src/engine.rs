@@ -126,16 +126,55 @@ pub struct BudgetLeft {
 /// The differentially private part of a prepared query.
 pub struct DpPrepared {
     pub(crate) release: crate::dp::release::DpRelease,
+    /// What runs on the noisy answer (HAVING, ORDER BY, LIMIT, arithmetic).
+    pub(crate) post: crate::dp::post::PostProcessing,
     pub costs: Vec<DpCost>,
     pub options: DpOptions,
     pub noise: Vec<crate::dp::release::ColumnNoise>,
     /// The noisy-count threshold of partition selection, when keys have no
     /// public domain.
     pub selection_threshold: Option<i64>,
+    /// Per key without a declared domain, the caller's own plain query of
+    /// the distinct values of the column it reads, when it has one: when
+    /// every key has a domain, declared or read so, the answer enumerates
+    /// them instead of selecting partitions.
+    pub(crate) key_domains: Vec<KeyDomain>,
     pub mechanism: crate::dp::release::Mechanism,
     /// What each budget holds once this answer was charged: empty until
     /// the service charges it, then said in the answer.
     pub budget_left: Vec<BudgetLeft>,
+}
+
+/// Where the groups of one key of a DP answer come from.
+#[derive(Debug)]
+pub(crate) enum KeyDomain {
+    /// Declared in the catalog.
+    Declared(Vec<String>),
+    /// The distinct values of a column the caller may read in the clear:
+    /// `dataset.field`, and the caller's query of them.
+    Column(String, Box<PreparedQuery>),
+    /// None: groups go through partition selection.
+    None,
+}
+
+impl DpPrepared {
+    /// The columns whose values the answer's groups may be enumerated from.
+    pub fn public_key_columns(&self) -> Vec<&str> {
+        self.key_domains
+            .iter()
+            .filter_map(|d| match d {
+                KeyDomain::Column(c, _) => Some(c.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Per noisy column (as in `noise`), the smallest ε at which its 95%
+    /// half-width is at most `target`, the query otherwise unchanged;
+    /// `None` where no ε allowed reaches it. Nothing is spent.
+    pub fn epsilon_for(&self, target: f64) -> Vec<Option<f64>> {
+        self.release.epsilon_for(target)
+    }
 }
 
 impl PreparedQuery {
@@ -233,7 +272,7 @@ fn execution_error(e: datafusion::error::DataFusionError, limit: usize) -> Query
             format!("{} KiB", limit >> 10)
         };
         return QueryError::Limit(format!(
-            "the query needs more memory than one query may hold ({size}); nothing was released and nothing was spent: filter first, or group by fewer keys"
+            "the query needs more memory than one query may hold ({size}); nothing was released: filter first, or group by fewer keys"
         ));
     }
     QueryError::Internal {
@@ -265,6 +304,7 @@ impl Engine {
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
+            .with_query_planner(Arc::new(crate::dp::keep_groups::QueryPlanner))
             .build();
         Engine {
             state,
@@ -583,6 +623,17 @@ impl Engine {
         request: &QueryRequest<'_>,
         seed: u64,
     ) -> Result<PreparedQuery, QueryError> {
+        self.prepare_with(request, seed, true)
+    }
+
+    /// [`Engine::prepare_seeded`]; without `dp_default`, a query that needs
+    /// DP and names no ε is refused rather than answered at the default.
+    fn prepare_with(
+        &self,
+        request: &QueryRequest<'_>,
+        seed: u64,
+        dp_default: bool,
+    ) -> Result<PreparedQuery, QueryError> {
         let statement = crate::sql::parse_select(request.sql)?;
         let wildcard = crate::sql::selects_wildcard(&statement);
         let mut views = HashMap::new();
@@ -640,7 +691,7 @@ impl Engine {
             // have one. A refusal by a DP rule says more than the first
             // refusal; otherwise (not a DP shape, no default) the first one
             // stands.
-            Err(QueryError::Denied(first)) if first.rule == "dp" => {
+            Err(QueryError::Denied(first)) if first.rule == "dp" && dp_default => {
                 match self.prepare_dp(&ctx, &plan, None, request, seed) {
                     Ok(prepared) => Ok(prepared),
                     Err(QueryError::Denied(r)) if r.rule != NO_DEFAULT => {
@@ -824,8 +875,37 @@ impl Engine {
             })
             .collect();
         let noise = release.noise.clone();
+        // The post-processing must plan over the released columns now, so
+        // that a type error in it is refused before anything is spent.
+        let released = release::released_schema(&release, &self.key_types(&release));
+        let probe = checked.post.plan_over(RecordBatch::new_empty(released))?;
+        self.state.optimize(&probe).map_err(|e| {
+            crate::error::invalid(format!(
+                "the post-processing of the noisy answer cannot be planned: {}",
+                e.strip_backtrace()
+            ))
+        })?;
         let selection_threshold = release.selection.map(|s| s.threshold);
         let mechanism = release.mechanism;
+        // A public column's values may name the groups only when its
+        // dataset is none the answer protects: the released groups then
+        // depend on no protected row at all.
+        let key_domains = checked
+            .keys
+            .iter()
+            .map(|k| match (&k.domain, &k.column) {
+                (Some(d), _) => KeyDomain::Declared(d.clone()),
+                (None, Some((dataset, field)))
+                    if release.selection.is_some() && !checked.dp_datasets.contains(dataset) =>
+                {
+                    self.public_domain(dataset, field, request)
+                        .map_or(KeyDomain::None, |q| {
+                            KeyDomain::Column(format!("{dataset}.{field}"), Box::new(q))
+                        })
+                }
+                _ => KeyDomain::None,
+            })
+            .collect();
         let run = Checked {
             plan: release.bounded.plan.clone(),
             datasets: checked.datasets,
@@ -843,14 +923,90 @@ impl Engine {
         };
         prepared.dp = Some(DpPrepared {
             release,
+            post: checked.post,
             costs,
             options,
             noise,
             selection_threshold,
             mechanism,
+            key_domains,
             budget_left: Vec::new(),
         });
         Ok(prepared)
+    }
+
+    /// The caller's own query of the distinct values of `dataset.field`,
+    /// when the stage answers it in the clear (plain: no mask, no k, no
+    /// DP, within the caller's regions and purpose). Its answer depends on
+    /// nothing the caller may not read, so it may name a DP answer's groups.
+    fn public_domain(
+        &self,
+        dataset: &str,
+        field: &str,
+        request: &QueryRequest<'_>,
+    ) -> Option<PreparedQuery> {
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let sql = format!("SELECT DISTINCT {} FROM {}", quote(field), quote(dataset));
+        let prepared = self
+            .prepare_with(
+                &QueryRequest {
+                    principal: request.principal,
+                    purpose: request.purpose,
+                    sql: &sql,
+                    now: request.now,
+                    dp: None,
+                },
+                0,
+                false,
+            )
+            .ok()?;
+        (prepared.privacy.mode == "plain" && prepared.dp.is_none() && prepared.omitted.is_empty())
+            .then_some(prepared)
+    }
+
+    /// The values of every key of a DP answer, when each has a domain and
+    /// together they make at most [`crate::dp::release::MAX_DOMAIN_GROUPS`]
+    /// groups: the declared ones, and the distinct non-NULL values of the
+    /// public columns, read now.
+    async fn key_values(&self, dp: &DpPrepared) -> Result<Option<Vec<Vec<String>>>, QueryError> {
+        use crate::dp::release::MAX_DOMAIN_GROUPS;
+        use arrow::array::AsArray;
+        let mut out = Vec::with_capacity(dp.key_domains.len());
+        let mut cells = 1usize;
+        for domain in &dp.key_domains {
+            let values = match domain {
+                KeyDomain::Declared(values) => values.clone(),
+                KeyDomain::Column(_, query) => {
+                    let physical = self.physical_plan(&query.checked.plan).await?;
+                    let batches =
+                        datafusion::physical_plan::collect(physical, self.query_task_ctx())
+                            .await
+                            .map_err(|e| execution_error(e, self.query_memory))?;
+                    let mut values = std::collections::BTreeSet::new();
+                    for batch in &batches {
+                        let text = arrow::compute::cast(
+                            batch.column(0),
+                            &arrow::datatypes::DataType::Utf8,
+                        )
+                        .map_err(|e| QueryError::Internal {
+                            detail: e.to_string(),
+                        })?;
+                        values.extend(text.as_string::<i32>().iter().flatten().map(str::to_owned));
+                        if values.len() > MAX_DOMAIN_GROUPS {
+                            return Ok(None);
+                        }
+                    }
+                    values.into_iter().collect()
+                }
+                KeyDomain::None => return Ok(None),
+            };
+            cells = cells.saturating_mul(values.len());
+            if cells > MAX_DOMAIN_GROUPS {
+                return Ok(None);
+            }
+            out.push(values);
+        }
+        Ok(Some(out))
     }
 
     fn prepared(&self, checked: Checked, now: DateTime<Utc>) -> PreparedQuery {
@@ -962,28 +1118,51 @@ impl Engine {
             return Ok(exact);
         };
         // A DP plan yields exact statistics per group: they never leave
-        // here. The noise is drawn now, after the caller charged the budget.
-        let key_types: Vec<_> = query
-            .checked
-            .plan
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        // here. The noise is drawn now, after the caller charged the budget,
+        // and the post-processing runs on the noisy answer alone.
+        let key_types = self.key_types(&dp.release);
         let batches = exact
             .try_collect::<Vec<_>>()
             .await
             .map_err(|e| execution_error(e, self.query_memory))?;
+        // Keys whose values are all public are enumerated, empty groups
+        // included, instead of selected (the selection's δ stays charged).
+        let public = match dp.release.selection {
+            Some(_) => self.key_values(dp).await?,
+            None => None,
+        };
         let mut entropy = crate::dp::sample::SecureEntropy::new();
-        let batch = crate::dp::release::release(&dp.release, &key_types, &batches, &mut entropy)?;
-        let schema = batch.schema();
-        Ok(Box::pin(
-            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                schema,
-                futures::stream::iter(vec![Ok(batch)]),
-            ),
-        ))
+        let batch = crate::dp::release::release(
+            &dp.release,
+            &key_types,
+            &batches,
+            public.as_deref(),
+            &mut entropy,
+        )?;
+        let post = dp.post.plan_over(batch)?;
+        let physical = self
+            .state
+            .create_physical_plan(&post)
+            .await
+            .map_err(planning_error)?;
+        execute_stream(physical, self.query_task_ctx())
+            .map_err(|e| execution_error(e, self.query_memory))
+    }
+
+    /// The types of a DP query's keys, as its bounded plan computes them.
+    pub(crate) fn key_types(
+        &self,
+        release: &crate::dp::release::DpRelease,
+    ) -> Vec<arrow::datatypes::DataType> {
+        release
+            .bounded
+            .plan
+            .schema()
+            .fields()
+            .iter()
+            .take(release.bounded.keys.len())
+            .map(|f| f.data_type().clone())
+            .collect()
     }
 
     /// Runs a prepared query to completion.

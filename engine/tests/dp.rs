@@ -153,6 +153,190 @@ fn sums_are_clamped_to_the_declared_bounds() {
     );
 }
 
+/// VAR and STDDEV come from noisy sums of centred values and of their
+/// squares over a noisy count: always within what values in the bounds can
+/// have, and close to the exact figure when the noise is small.
+#[test]
+fn variances_and_standard_deviations_are_released_within_their_bounds() {
+    // With Linf at least every person's visits and no keys, the bounded
+    // statistics are the exact ones (cost is declared [0, 50000]).
+    let most: u64 =
+        exact("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM health_visits GROUP BY id_number)")[0]
+            [0]
+        .parse()
+        .unwrap();
+    let truth: Vec<f64> = exact("SELECT VAR_POP(LEAST(cost, 50000)), STDDEV_POP(LEAST(cost, 50000)), VAR_SAMP(LEAST(cost, 50000)) FROM health_visits")[0]
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let options = DpOptions {
+        epsilon: 100.0,
+        max_groups: 1,
+        max_rows: most,
+    };
+    let (prepared, rows) = run_dp(
+        "SELECT VAR_POP(cost) AS v, STDDEV_POP(cost) AS s, VAR(cost) AS vs FROM health_visits",
+        options,
+    )
+    .unwrap();
+    let dp = prepared.dp.unwrap();
+    assert_eq!(dp.noise.len(), 3);
+    assert!(dp.noise[1].statistic.starts_with("standard deviation"));
+    let got: Vec<f64> = rows[0].iter().map(|v| v.parse().unwrap()).collect();
+    for (g, t) in got.iter().zip(&truth) {
+        assert!(
+            (g - t).abs() <= 0.2 * t,
+            "{got:?} against the exact {truth:?}"
+        );
+    }
+    // Per group, at any ε: 0 <= VAR <= r², 0 <= STDDEV <= r.
+    let r: f64 = 25_000.0;
+    every_row_at_any_epsilon(
+        "SELECT diagnosis_category, VAR(cost) AS v, STDDEV(cost) AS s FROM health_visits GROUP BY diagnosis_category ORDER BY diagnosis_category",
+        |row| {
+            let (v, s): (f64, f64) = (row[1].parse().unwrap(), row[2].parse().unwrap());
+            assert!((0.0..=r * r * 2.0).contains(&v), "{row:?}");
+            assert!((0.0..=r * 2f64.sqrt()).contains(&s), "{row:?}");
+        },
+    );
+}
+
+/// Runs a grouped DP query at a small and at a moderate ε and checks each
+/// of its rows.
+fn every_row_at_any_epsilon(sql: &str, check: impl Fn(&[String])) {
+    for epsilon in [0.05, 1.0] {
+        let (_, rows) = run_dp(sql, DpOptions::new(epsilon)).unwrap();
+        assert!(!rows.is_empty(), "{sql}");
+        for row in &rows {
+            check(row);
+        }
+    }
+}
+
+/// MEDIAN, PERCENTILE_CONT (both spellings, WITHIN GROUP with either
+/// order) and APPROX_PERCENTILE_CONT come from one noisy histogram of 32
+/// bins over the declared bounds: within the bounds at any ε, and at a
+/// large ε within a bin of the exact quantile of the clamped values, with
+/// the resolution and the rank's interval reported.
+#[test]
+fn quantiles_come_from_a_noisy_histogram_over_the_bounds() {
+    let most: u64 =
+        exact("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM health_visits GROUP BY id_number)")[0]
+            [0]
+        .parse()
+        .unwrap();
+    let options = DpOptions {
+        epsilon: 100.0,
+        max_groups: 1,
+        max_rows: most,
+    };
+    let sql = "SELECT MEDIAN(cost) AS m, PERCENTILE_CONT(cost, 0.9) AS p90, percentile_cont(0.1) WITHIN GROUP (ORDER BY cost DESC) AS p90_desc, APPROX_PERCENTILE_CONT(cost, 0.25) AS p25 FROM health_visits";
+    let (prepared, rows) = run_dp(sql, options).unwrap();
+    let dp = prepared.dp.unwrap();
+    assert_eq!(dp.noise.len(), 4);
+    // cost is declared [0, 50000]: bins of 1562.5.
+    let width = 50_000.0 / 32.0;
+    for n in &dp.noise {
+        assert!(n.statistic.starts_with("quantile"), "{n:?}");
+        assert_eq!(n.resolution, Some(width));
+        assert!(
+            n.ci95 > 0.0 && n.std > n.scale,
+            "the rank adds bins' noise: {n:?}"
+        );
+    }
+    let got: Vec<f64> = rows[0].iter().map(|v| v.parse().unwrap()).collect();
+    let truth = |q: f64| -> f64 {
+        exact(&format!(
+            "SELECT approx_percentile_cont(LEAST(cost, 50000), {q}, 10000) FROM health_visits"
+        ))[0][0]
+            .parse()
+            .unwrap()
+    };
+    for (g, q) in got.iter().zip([0.5, 0.9, 0.9, 0.25]) {
+        let t = truth(q);
+        assert!(
+            (g - t).abs() <= width,
+            "the {q} quantile: {g} against the exact {t}"
+        );
+    }
+    // Per group, at any ε, within the bounds.
+    every_row_at_any_epsilon(
+        "SELECT diagnosis_category, MEDIAN(cost) AS m, APPROX_MEDIAN(cost) AS am FROM health_visits GROUP BY diagnosis_category ORDER BY diagnosis_category",
+        |row| {
+            for v in &row[1..] {
+                let v: f64 = v.parse().unwrap();
+                assert!((0.0..=50_000.0).contains(&v), "{row:?}");
+            }
+        },
+    );
+    // What the stage does not understand is refused, never guessed.
+    for sql in [
+        "SELECT PERCENTILE_CONT(cost, 1.5) FROM health_visits",
+        "SELECT PERCENTILE_CONT(cost, cost / 100000) FROM health_visits",
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY visit_date) FROM health_visits",
+        "SELECT MEDIAN(visit_date) FROM health_visits",
+        "SELECT MEDIAN(DISTINCT cost) FROM health_visits",
+    ] {
+        let err = run_dp(sql, DpOptions::new(1.0))
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was answered"));
+        assert!(
+            matches!(err, QueryError::Denied(_) | QueryError::InvalidSql(_)),
+            "{sql}: {err:?}"
+        );
+    }
+}
+
+/// A key that reads a column the caller may read in the clear (here a
+/// company's registration date, joined by its unit from the legal persons
+/// base) takes that column's distinct values as its public domain: every
+/// one is released, those no taxed company has included, and none is
+/// selected by its noisy count. The values are the caller's own plain
+/// query's, so a region-scoped caller's domain is its region's.
+#[test]
+fn keys_from_a_column_read_in_the_clear_are_enumerated() {
+    let sql = "SELECT l.established_date, COUNT(*) AS n, SUM(t.revenue) AS revenue FROM tax t JOIN legal_persons l ON t.uscc = l.uscc GROUP BY l.established_date";
+    let (prepared, rows) = run_dp(sql, DpOptions::new(0.5)).unwrap();
+    let dp = prepared.dp.unwrap();
+    assert_eq!(dp.public_key_columns(), ["legal_persons.established_date"]);
+    let count = |sql: &str| -> usize { exact(sql)[0][0].parse().unwrap() };
+    let dates = count("SELECT COUNT(DISTINCT established_date) FROM legal_persons");
+    let taxed = count(
+        "SELECT COUNT(DISTINCT l.established_date) FROM tax t JOIN legal_persons l ON t.uscc = l.uscc",
+    );
+    assert_eq!(rows.len(), dates, "every registration date is a group");
+    assert!(
+        taxed < dates,
+        "some dates have no taxed company: {taxed} of {dates}"
+    );
+
+    let f = fixture();
+    let k = kunming();
+    let (_, answer) = f
+        .runtime
+        .block_on(f.engine.query(&dp_request(&k, sql, DpOptions::new(0.5))))
+        .unwrap();
+    let regional = count(
+        "SELECT COUNT(DISTINCT established_date) FROM legal_persons WHERE county_code LIKE '5301%'",
+    );
+    assert_eq!(common::rows(&answer.batches).len(), regional);
+    assert!(regional < dates);
+
+    // A column of a dataset the answer protects is no public domain, even
+    // where the caller may read it in the clear (a taxed company's code):
+    // the released groups would say which units are in it.
+    for sql in [
+        "SELECT hospital, COUNT(*) FROM health_visits GROUP BY hospital",
+        "SELECT t.uscc, COUNT(*) FROM tax t GROUP BY t.uscc",
+    ] {
+        let (prepared, _) = run_dp(sql, DpOptions::new(1.0)).unwrap();
+        assert!(
+            prepared.dp.unwrap().public_key_columns().is_empty(),
+            "{sql}"
+        );
+    }
+}
+
 #[test]
 fn keys_without_a_domain_go_through_partition_selection() {
     let (prepared, rows) = run_dp(
@@ -191,10 +375,15 @@ fn keys_without_a_domain_go_through_partition_selection() {
 #[test]
 fn shapes_that_would_act_before_the_noise_are_refused() {
     let refused = [
-        "SELECT diagnosis_category, COUNT(*) FROM health_visits GROUP BY diagnosis_category HAVING COUNT(*) > 10",
-        "SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category ORDER BY n DESC",
-        "SELECT diagnosis_category, COUNT(*) * 2 FROM health_visits GROUP BY diagnosis_category",
+        // Post-processing that would read more than the noisy answer.
+        "SELECT diagnosis_category, COUNT(*) FROM health_visits GROUP BY diagnosis_category HAVING COUNT(*) > (SELECT COUNT(*) FROM health_visits WHERE diagnosis_category = 'mental')",
+        "SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category HAVING EXISTS (SELECT 1 FROM health_visits h WHERE h.diagnosis_category = 'mental')",
+        "SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category HAVING diagnosis_category IN (SELECT diagnosis_category FROM health_visits WHERE cost > 1000)",
+        "SELECT diagnosis_category, COUNT(*) AS n, RANK() OVER (ORDER BY COUNT(*)) FROM health_visits GROUP BY diagnosis_category",
+        "SELECT DISTINCT COUNT(*) FROM health_visits GROUP BY diagnosis_category",
+        "SELECT n FROM (SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category) t JOIN health_visits h ON h.diagnosis_category = t.diagnosis_category",
         "SELECT MIN(cost) FROM health_visits",
+        "SELECT VAR(DISTINCT cost) FROM health_visits",
         "SELECT COUNT(DISTINCT hospital) FROM health_visits",
         "SELECT cost FROM health_visits",
         "SELECT a.county_code, COUNT(*) FROM health_visits a JOIN health_visits b ON a.county_code = b.county_code GROUP BY a.county_code",
@@ -238,6 +427,90 @@ fn shapes_that_would_act_before_the_noise_are_refused() {
         .map(|c| c.dataset)
         .collect();
     assert_eq!(charged, ["population"]);
+}
+
+/// HAVING, ORDER BY, LIMIT and arithmetic run on the noisy answer: the
+/// bounded statistics (what is noised) are those of the query without them,
+/// and what the caller sees is the post-processing of one noisy release.
+#[test]
+fn post_processing_runs_on_the_noisy_answer_only() {
+    let f = fixture();
+    let c = consumer();
+    let core = "SELECT diagnosis_category, COUNT(*) AS n, SUM(cost) AS total FROM health_visits GROUP BY diagnosis_category";
+    let with_post = "SELECT diagnosis_category, COUNT(*) AS n, SUM(cost) AS total, SUM(cost) / COUNT(*) AS per_visit FROM health_visits GROUP BY diagnosis_category HAVING COUNT(*) > 20 ORDER BY n DESC, diagnosis_category LIMIT 3";
+    let plan = |sql: &str| {
+        f.engine
+            .prepare(&dp_request(&c, sql, DpOptions::new(1.0)))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    };
+    // The same exact statistics are computed and noised: nothing of the
+    // HAVING, ORDER BY or LIMIT is in the plan that reads the data.
+    let (a, b) = (plan(core), plan(with_post));
+    let strip_seed = |text: String| {
+        text.lines()
+            .filter(|l| !l.contains("veil_selection_hash"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip_seed(a.plan_text()), strip_seed(b.plan_text()));
+    assert!(!b.plan_text().contains("Sort") && !b.plan_text().contains("Limit"));
+    // The noise is reported under the answer's names for the aggregates.
+    let noise: Vec<_> =
+        b.dp.as_ref()
+            .unwrap()
+            .noise
+            .iter()
+            .map(|n| n.column.clone())
+            .collect();
+    assert_eq!(noise, ["n", "total"]);
+
+    for _ in 0..5 {
+        let (_, answer) = f
+            .runtime
+            .block_on(
+                f.engine
+                    .query(&dp_request(&c, with_post, DpOptions::new(1.0))),
+            )
+            .unwrap();
+        let names: Vec<_> = answer
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["diagnosis_category", "n", "total", "per_visit"]);
+        let rows = rows(&answer.batches);
+        assert!(rows.len() <= 3, "{rows:?}");
+        let n: Vec<i64> = rows.iter().map(|r| r[1].parse().unwrap()).collect();
+        assert!(
+            n.iter().all(|&n| n > 20),
+            "HAVING on the noisy counts: {rows:?}"
+        );
+        assert!(
+            n.windows(2).all(|w| w[0] >= w[1]),
+            "ORDER BY n DESC: {rows:?}"
+        );
+        for r in &rows {
+            let (n, total, per): (f64, f64, f64) = (
+                r[1].parse().unwrap(),
+                r[2].parse().unwrap(),
+                r[3].parse().unwrap(),
+            );
+            // The ratio is of the released values, not of exact ones.
+            assert!(
+                (per - total / n).abs() <= 1e-6 * per.abs().max(1.0),
+                "{r:?}"
+            );
+        }
+    }
+    // A type error in the post-processing is refused before anything is
+    // spent.
+    let bad = "SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category HAVING n LIKE 3";
+    let err = f
+        .engine
+        .prepare(&dp_request(&c, bad, DpOptions::new(1.0)))
+        .unwrap_err();
+    assert!(matches!(err, QueryError::InvalidSql(_)), "{err:?}");
 }
 
 #[test]

@@ -33,6 +33,10 @@ pub struct QueryArgs {
     /// Print the cost and the expected error without running or spending.
     #[arg(long, requires = "epsilon")]
     dry_run: bool,
+    /// With --dry-run: a 95% half-width to reach; each noisy column says
+    /// the smallest ε that reaches it.
+    #[arg(long, requires = "dry_run")]
+    target_ci95: Option<f64>,
 }
 
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
@@ -47,6 +51,7 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
         max_groups: args.epsilon.map(|_| args.max_groups),
         max_rows: args.epsilon.map(|_| args.max_rows),
         dry_run: args.dry_run,
+        target_ci95: args.target_ci95,
     };
     // On the query pool's deep stacks, as in the server.
     let pool = QueryPool::new()?;

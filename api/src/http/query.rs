@@ -34,6 +34,7 @@ impl From<QueryBody> for QueryInput {
             max_groups: b.max_groups,
             max_rows: b.max_rows,
             dry_run: b.dry_run,
+            target_ci95: b.target_ci95,
         }
     }
 }

@@ -6,8 +6,9 @@
 //! A refusal at any step is audited and returned. An accepted query's
 //! release entry is durable before the caller gets its [`Release`], so
 //! before the first byte of data leaves; the front end streams the batches
-//! and then [`Completion::finish`] records the rows released. A failure
-//! after the charge refunds it: nothing was released.
+//! and then [`Completion::finish`] records the rows released. A DP query
+//! that fails after its charge keeps it (nothing was released, but whether
+//! it failed may depend on the data).
 
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct QueryInput {
     pub max_rows: Option<u64>,
     /// Price the query without running it or spending anything.
     pub dry_run: bool,
+    /// With `dry_run`: the 95% half-width to find each column's ε for.
+    pub target_ci95: Option<f64>,
 }
 
 impl QueryInput {
@@ -54,6 +57,18 @@ impl QueryInput {
                 return Err(ServiceError::bad_request(format!(
                     "`{what}` must be between 1 and 1000"
                 )));
+            }
+        }
+        if let Some(t) = self.target_ci95 {
+            if !self.dry_run {
+                return Err(ServiceError::bad_request(
+                    "`target_ci95` goes with `dry_run`: it prices a query, it runs none",
+                ));
+            }
+            if !(t.is_finite() && t > 0.0) {
+                return Err(ServiceError::bad_request(
+                    "`target_ci95` must be a positive number",
+                ));
             }
         }
         let dp_only = self.max_groups.is_some() || self.max_rows.is_some() || self.dry_run;
@@ -260,21 +275,21 @@ impl Service {
         };
         // A DP answer is paid before it exists: the charge is atomic, and
         // the noise is drawn after it. A dry run only reports the price.
-        let mut charged = Vec::new();
         if let Some(costs) = prepared.dp.as_ref().map(|dp| dp.costs.clone()) {
             if input.dry_run {
                 entry.outcome = "dry_run".into();
                 entry.datasets = prepared.provenance.datasets.clone();
                 entry.privacy = wire::privacy(&prepared).to_string();
                 self.audit(entry).await?;
-                return Ok(QueryOutcome::DryRun(self.dry_run(&caller.name, &prepared)));
+                return Ok(QueryOutcome::DryRun(self.dry_run(
+                    &caller.name,
+                    &prepared,
+                    input.target_ci95,
+                )));
             }
             let charge = self.store().charge(&caller.name, &costs, &input.sql);
             match charge {
-                Ok(c) => {
-                    charged = c.ids;
-                    prepared.say_budget_left(c.left);
-                }
+                Ok(c) => prepared.say_budget_left(c.left),
                 Err(e) => return Err(self.refuse(entry, e.into()).await),
             }
         }
@@ -282,18 +297,18 @@ impl Service {
             .await
             .unwrap_or_else(|_| {
                 Err(veil_engine::QueryError::Limit(format!(
-                    "the query ran past the {} s one query may take; nothing was released and nothing was spent: filter first, or group by fewer keys",
+                    "the query ran past the {} s one query may take; nothing was released: filter first, or group by fewer keys",
                     timeout.as_secs()
                 )))
             });
+        // A DP query that was charged keeps its charge when it fails: it
+        // failed while reading the data (a DP answer's statistics are
+        // computed before its stream starts), so whether it fails, or runs
+        // out of time or memory, may depend on the data, and a refund would
+        // make that a free bit about it.
         let stream = match stream {
             Ok(s) => s,
-            Err(e) => {
-                if !charged.is_empty() {
-                    self.store().refund(&charged)?;
-                }
-                return Err(self.refuse(entry, ServiceError::from(&e)).await);
-            }
+            Err(e) => return Err(self.refuse(entry, ServiceError::from(&e)).await),
         };
         entry.datasets = prepared.provenance.datasets.clone();
         entry.fields = prepared.fields.clone();
@@ -325,7 +340,7 @@ impl Service {
 
     /// The price of a DP query and the error to expect, without running it
     /// or spending anything.
-    fn dry_run(&self, principal: &str, prepared: &PreparedQuery) -> Value {
+    fn dry_run(&self, principal: &str, prepared: &PreparedQuery, target: Option<f64>) -> Value {
         let now = Utc::now();
         let store = self.store();
         let costs: Vec<(veil_engine::DpCost, Option<Spent>)> = prepared
@@ -337,7 +352,7 @@ impl Service {
                 (c.clone(), spent)
             })
             .collect();
-        wire::dry_run(prepared, &costs, now)
+        wire::dry_run(prepared, &costs, target, now)
     }
 
     /// Per dataset the caller may query under differential privacy or has

@@ -220,11 +220,22 @@ pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
         privacy_json["columns"] = Value::Array(
             dp.noise
                 .iter()
-                .map(|n| json!({"column": n.column, "statistic": n.statistic, "scale": n.scale, "std": n.std, "ci95_half_width": n.ci95}))
+                .map(|n| {
+                    let mut column = json!({"column": n.column, "statistic": n.statistic, "scale": n.scale, "std": n.std, "ci95_half_width": n.ci95});
+                    if let Some(width) = n.resolution {
+                        column["ci95_of"] = json!("rank (rows)");
+                        column["resolution"] = json!(width);
+                    }
+                    column
+                })
                 .collect(),
         );
         if !dp.budget_left.is_empty() {
             privacy_json["budgets"] = dp.budget_left.iter().map(budget_left).collect();
+        }
+        let public = dp.public_key_columns();
+        if !public.is_empty() {
+            privacy_json["public_keys"] = json!({"columns": public, "note": "when every key has a public domain (declared, or the distinct values of a column you may read in the clear), every combination is released, empty ones included, and no group is selected by its count (up to 100000 groups)"});
         }
         if let Some(t) = dp.selection_threshold {
             privacy_json["partition_selection"] = json!({"threshold_units": t, "note": "groups without a public domain appear only when their noisy count of privacy units reaches the threshold"});
@@ -295,6 +306,7 @@ fn period(budget: &DpBudget, now: DateTime<Utc>) -> (Value, Value, Value) {
 pub fn dry_run(
     prepared: &PreparedQuery,
     costs: &[(DpCost, Option<Spent>)],
+    target_ci95: Option<f64>,
     now: DateTime<Utc>,
 ) -> Value {
     let costs: Vec<Value> = costs
@@ -316,7 +328,17 @@ pub fn dry_run(
             })
         })
         .collect();
-    json!({"dry_run": true, "privacy": privacy(prepared), "costs": costs})
+    let mut privacy = privacy(prepared);
+    // Per noisy column, the ε that would reach the caller's target width.
+    if let (Some(target), Some(dp), Some(Value::Array(columns))) =
+        (target_ci95, &prepared.dp, privacy.get_mut("columns"))
+    {
+        for (column, epsilon) in columns.iter_mut().zip(dp.epsilon_for(target)) {
+            column["target_ci95"] = json!(target);
+            column["epsilon_for_target"] = json!(epsilon);
+        }
+    }
+    json!({"dry_run": true, "privacy": privacy, "costs": costs})
 }
 
 /// One dataset's budget for a caller, as `GET /v1/budget` shows it.

@@ -29,6 +29,11 @@ pub struct QueryBody {
     /// Return the cost and the expected error without running or spending.
     #[serde(default)]
     pub dry_run: bool,
+    /// With `dry_run`: a 95% half-width to reach; each noisy column then
+    /// says the smallest ε that reaches it (`epsilon_for_target`).
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
+    pub target_ci95: Option<f64>,
 }
 
 /// `GET /v1/budget`'s query.

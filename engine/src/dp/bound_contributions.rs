@@ -3,23 +3,22 @@
 //!
 //! ```text
 //! Aggregate by keys: SUM(c), COUNT(*) AS units, SUM(s_j), SUM(n_j)       -- across units
-//!   Filter: group_rank <= L0                                             -- at most L0 groups per unit
-//!     Window: row_number() OVER (PARTITION BY unit ORDER BY hash(seed, unit, keys))
-//!       Projection: min(c, Linf), s_j and n_j scaled by min(1, Linf / c) -- at most Linf rows' worth
-//!         Aggregate by (unit, keys): COUNT(*) AS c, SUM(v_j) AS s_j, ...   -- per unit first
-//!           Filter: unit IS NOT NULL                                     -- rows without a unit are dropped
-//!             Projection: unit, keys, clamp(v_j) on the grid AS v_j
-//!               the checked input
+//!   Projection: min(c, Linf), s_j and n_j scaled by min(1, Linf / c) -- at most Linf rows' worth
+//!     VeilKeepGroups: per unit, its L0 groups of smallest keyed hash,   -- at most L0 groups per unit
+//!                     each with COUNT(*) AS c, SUM(v_j) AS s_j, ...       (one pass, no sort)
+//!       Filter: unit IS NOT NULL [AND keys in their public domains]     -- rows without a unit are dropped
+//!         Projection: unit, keys, clamp(v_j) on the grid AS v_j
+//!           the checked input
 //! ```
 //!
 //! A unit with more than Linf rows in a group contributes what Linf of them
 //! would in expectation: its count is Linf and its sums are scaled by
 //! Linf / c, rounded to the grid and clamped to Linf rows' bound. That is a
 //! deterministic function of the unit's own rows with the same sensitivity as
-//! sampling rows, and it needs a hash aggregate instead of a sort of all rows.
-//! A unit keeps the L0 groups whose keyed hash under the query's fresh seed is
-//! smallest (a window over the per-unit rows), and no choice is made when the
-//! keys' public domains have no more tuples than L0. Values are
+//! sampling rows, and it needs no sort of the rows. A unit keeps the L0
+//! groups whose keyed hash under the query's fresh seed is smallest
+//! ([`super::keep_groups`]: a hash table of units and their L0 slots, fed
+//! by the rows hash-partitioned by unit). Values are
 //! clamped to the catalog's bounds and put on a fixed-point grid of a power
 //! of two, so every sum is an exact integer and the noise can be an exact
 //! integer too (Mironov 2012). NULL values add nothing to SUM and AVG, and are
@@ -27,14 +26,12 @@
 
 use arrow::datatypes::DataType;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::logical_expr::{
-    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, SortExpr, cast, try_cast, when,
-};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, try_cast, when};
 use datafusion::prelude::{col, lit};
 
-use super::selection_hash::selection_hash;
+use super::keep_groups::KeepGroups;
 use crate::error::{QueryError, invalid};
-use crate::policy::{DpChecked, DpKind};
+use crate::policy::{DpChecked, DpKind, QUANTILE_BINS};
 
 /// Bits of precision kept for a value relative to its bound.
 const GRID_BITS: i32 = 20;
@@ -45,14 +42,51 @@ pub(crate) struct Stats {
     /// Column of the integer sum of the values on the grid (SUM, AVG) or of
     /// non-NULL counts (COUNT(field)).
     pub sum: Option<String>,
-    /// Column of the count of non-NULL values (AVG).
+    /// Column of the count of non-NULL values (AVG, VAR).
     pub count: Option<String>,
+    /// Column of the integer sum of the squared centred values on their
+    /// own grid (VAR, STDDEV).
+    pub squares: Option<String>,
     /// The grid: one integer unit is worth this much.
     pub grid: f64,
     /// Largest absolute value of one row on the grid.
     pub row_bound: f64,
+    /// The grid of the squares, and one row's largest square on it.
+    pub square_grid: f64,
+    pub square_bound: f64,
+    /// Columns of a quantile's histogram, one per bin, lowest first: a row
+    /// adds 1 to the bin its clamped value falls in (none when NULL), so a
+    /// unit's rows in a group add at most Linf across all of them.
+    pub bins: Vec<String>,
 }
 
+impl Stats {
+    /// A count's statistics: one integer column (or none), one per row.
+    pub(crate) fn plain(sum: Option<String>) -> Stats {
+        Stats {
+            sum,
+            count: None,
+            squares: None,
+            grid: 1.0,
+            row_bound: 1.0,
+            square_grid: 1.0,
+            square_bound: 0.0,
+            bins: Vec::new(),
+        }
+    }
+
+    /// Each statistic column with the most one row adds to it.
+    pub(crate) fn columns(&self) -> Vec<(&String, f64)> {
+        let mut out = Vec::new();
+        out.extend(self.sum.iter().map(|c| (c, self.row_bound)));
+        out.extend(self.count.iter().map(|c| (c, 1.0)));
+        out.extend(self.squares.iter().map(|c| (c, self.square_bound)));
+        out.extend(self.bins.iter().map(|c| (c, 1.0)));
+        out
+    }
+}
+
+#[derive(Clone)]
 pub(crate) struct Bounded {
     pub plan: LogicalPlan,
     /// Key columns of `plan`, in the order of the query's keys.
@@ -71,6 +105,8 @@ impl Bounded {
             .map(|s| Stats {
                 sum: s.sum.map(|v| format!("{v}_s")),
                 count: s.count.map(|n| format!("{n}_s")),
+                squares: s.squares.map(|q| format!("{q}_s")),
+                bins: s.bins.iter().map(|b| format!("{b}_s")).collect(),
                 ..s
             })
             .collect();
@@ -96,18 +132,48 @@ pub(crate) fn grid_for(bound: f64) -> f64 {
     2f64.powi(bound.log2().ceil() as i32 - GRID_BITS)
 }
 
-/// A unit's groups in the order of their keyed hash under `seed`; the keys
-/// themselves break ties, so the order is a function of the unit's own rows.
-fn selection_order(seed: u64, unit: &str, keys: &[String]) -> Vec<SortExpr> {
-    let mut columns = vec![col(unit)];
-    columns.extend(keys.iter().map(|k| col(k.as_str())));
-    let mut order = vec![selection_hash(seed, columns).sort(true, false)];
-    order.extend(keys.iter().map(|k| col(k.as_str()).sort(true, false)));
-    order
+/// `value` as a float clamped to [lo, hi] (NULL stays NULL).
+fn clamp(value: &Expr, lo: f64, hi: f64) -> Result<Expr, QueryError> {
+    let x = try_cast(value.clone(), DataType::Float64);
+    when(x.clone().lt(lit(lo)), lit(lo))
+        .when(x.clone().gt(lit(hi)), lit(hi))
+        .otherwise(x)
+        .map_err(plan_error)
+}
+
+/// A bounded float as an integer number of `grid` steps.
+fn on_grid(x: Expr, grid: f64) -> Expr {
+    let scaled = datafusion::functions::math::expr_fn::round(vec![x * lit(1.0 / grid)]);
+    cast(scaled, DataType::Int64)
+}
+
+/// Replaces each quantile's bin-index column by one 0/1 column per bin.
+fn expand_bins(
+    builder: LogicalPlanBuilder,
+    histograms: &[(String, Vec<String>)],
+) -> datafusion::error::Result<LogicalPlanBuilder> {
+    if histograms.is_empty() {
+        return Ok(builder);
+    }
+    let mut columns = Vec::new();
+    for field in builder.schema().fields() {
+        let name = field.name();
+        match histograms.iter().find(|(index, _)| index == name) {
+            Some((index, bins)) => {
+                for (i, bin) in bins.iter().enumerate() {
+                    columns.push(
+                        cast(col(index.as_str()).eq(lit(i as f64)), DataType::Int64).alias(bin),
+                    );
+                }
+            }
+            None => columns.push(col(name.as_str())),
+        }
+    }
+    builder.project(columns)
 }
 
 /// Rewrites the checked input into the bounded statistics. `seed` keys the
-/// choice of each unit's groups (see [`selection_hash`]).
+/// choice of each unit's groups (see [`super::keep_groups`]).
 pub(crate) fn bound_contributions(
     checked: &DpChecked,
     max_groups: u64,
@@ -125,9 +191,14 @@ pub(crate) fn bound_contributions(
         project.push(k.expr.clone().alias(name));
     }
     let mut stats = Vec::with_capacity(checked.aggregates.len());
-    let mut per_unit = vec![count(lit(1)).alias("__veil_c")];
-    // Each per-unit statistic's column and the bound of one row in it.
-    let mut per_unit_columns: Vec<(String, f64)> = Vec::new();
+    // Each quantile's bin-index column and the indicator columns of its bins.
+    let mut histograms: Vec<(String, Vec<String>)> = Vec::new();
+    // Each per-row statistic column, in the order the group choice sums
+    // them; and each per-unit sum's column with the bound of one row in it.
+    let mut sources: Vec<String> = Vec::new();
+    // A histogram's bins are scaled down with floor, so that their sum
+    // stays within Linf; every other statistic is rounded.
+    let mut per_unit_columns: Vec<(String, f64, bool)> = Vec::new();
     let mut across = vec![
         sum(col("__veil_c")).alias("__veil_rows"),
         count(lit(1)).alias("__veil_units"),
@@ -139,63 +210,94 @@ pub(crate) fn bound_contributions(
         let s = match (a.kind, &a.value) {
             (DpKind::Count, Some(value)) => {
                 project.push(present(value).map_err(plan_error)?.alias(&v));
-                Stats {
-                    sum: Some(v.clone()),
-                    count: None,
-                    grid: 1.0,
-                    row_bound: 1.0,
-                }
+                Stats::plain(Some(v.clone()))
             }
-            (DpKind::Count | DpKind::CountUnits, _) => Stats {
-                sum: None,
-                count: None,
-                grid: 1.0,
-                row_bound: 1.0,
-            },
+            (DpKind::Count | DpKind::CountUnits, _) => Stats::plain(None),
             (DpKind::Sum { lo, hi } | DpKind::Avg { lo, hi }, Some(value)) => {
                 let bound = lo.abs().max(hi.abs());
                 let grid = grid_for(bound);
-                let x = try_cast(value.clone(), DataType::Float64);
-                let clamped = when(x.clone().lt(lit(lo)), lit(lo))
-                    .when(x.clone().gt(lit(hi)), lit(hi))
-                    .otherwise(x)
-                    .map_err(plan_error)?;
-                let scaled =
-                    datafusion::functions::math::expr_fn::round(vec![clamped * lit(1.0 / grid)]);
-                project.push(cast(scaled, DataType::Int64).alias(&v));
+                let clamped = clamp(value, lo, hi)?;
+                project.push(on_grid(clamped, grid).alias(&v));
                 let avg = matches!(a.kind, DpKind::Avg { .. });
                 if avg {
                     project.push(present(value).map_err(plan_error)?.alias(&n));
                 }
                 Stats {
-                    sum: Some(v.clone()),
                     count: avg.then(|| n.clone()),
                     grid,
                     row_bound: (bound / grid).ceil(),
+                    ..Stats::plain(Some(v.clone()))
                 }
             }
-            (DpKind::Sum { .. } | DpKind::Avg { .. }, None) => {
-                return Err(invalid("SUM and AVG need an argument"));
+            (DpKind::Variance { lo, hi, .. }, Some(value)) => {
+                // Values centred in their bounds: |x - m| <= r, so a row adds
+                // at most r to the sum and r² to the sum of squares.
+                let (m, r) = ((lo + hi) / 2.0, ((hi - lo) / 2.0).max(f64::MIN_POSITIVE));
+                let (grid, square_grid) = (grid_for(r), grid_for(r * r));
+                let centred = clamp(value, lo, hi)? - lit(m);
+                let q = format!("__veil_q{j}");
+                project.push(on_grid(centred.clone(), grid).alias(&v));
+                project.push(present(value).map_err(plan_error)?.alias(&n));
+                project.push(on_grid(centred.clone() * centred, square_grid).alias(&q));
+                Stats {
+                    sum: Some(v.clone()),
+                    count: Some(n.clone()),
+                    squares: Some(q),
+                    grid,
+                    row_bound: (r / grid).ceil(),
+                    square_grid,
+                    square_bound: (r * r / square_grid).ceil(),
+                    bins: Vec::new(),
+                }
+            }
+            (DpKind::Quantile { lo, hi, .. }, Some(value)) => {
+                let width = (hi - lo) / QUANTILE_BINS as f64;
+                let x = clamp(value, lo, hi)?;
+                let bin = if width > 0.0 {
+                    let floor = datafusion::functions::math::expr_fn::floor(
+                        (x.clone() - lit(lo)) * lit(1.0 / width),
+                    );
+                    let last = lit((QUANTILE_BINS - 1) as f64);
+                    when(floor.clone().gt(last.clone()), last)
+                        .otherwise(floor)
+                        .map_err(plan_error)?
+                } else {
+                    x * lit(0.0)
+                };
+                // The bin index here (-1 for NULL, in no bin), its
+                // indicators one projection up: each then reads one column
+                // instead of the clamping.
+                let bin = datafusion::functions::core::expr_fn::coalesce(vec![bin, lit(-1.0)]);
+                project.push(bin.alias(&v));
+                let bins: Vec<String> = (0..QUANTILE_BINS)
+                    .map(|i| format!("__veil_v{j}_b{i}"))
+                    .collect();
+                histograms.push((v.clone(), bins.clone()));
+                Stats {
+                    bins,
+                    ..Stats::plain(None)
+                }
+            }
+            (
+                DpKind::Sum { .. }
+                | DpKind::Avg { .. }
+                | DpKind::Variance { .. }
+                | DpKind::Quantile { .. },
+                None,
+            ) => {
+                return Err(invalid(
+                    "SUM, AVG, VAR, STDDEV and percentiles need an argument",
+                ));
             }
         };
-        let columns = s.sum.iter().map(|v| (v, s.row_bound));
-        for (column, row_bound) in columns.chain(s.count.iter().map(|n| (n, 1.0))) {
+        for (column, row_bound) in s.columns() {
             let u = format!("{column}_u");
-            per_unit.push(sum(col(column.as_str())).alias(&u));
+            sources.push(column.clone());
             across.push(sum(col(u.as_str())).alias(format!("{column}_s")));
-            per_unit_columns.push((u, row_bound));
+            per_unit_columns.push((u, row_bound, s.bins.contains(column)));
         }
         stats.push(s);
     }
-
-    let mut unit_and_keys = vec![col(unit)];
-    unit_and_keys.extend(key_cols());
-    let group_rank = datafusion::functions_window::expr_fn::row_number()
-        .partition_by(vec![col(unit)])
-        .order_by(selection_order(seed, unit, &keys))
-        .build()
-        .map_err(plan_error)?
-        .alias("__veil_group_rank");
 
     // With one row per unit, every unit is in one group with one row: the
     // bounds hold already, and the statistics are plain aggregates by key.
@@ -205,15 +307,13 @@ pub(crate) fn bound_contributions(
             count(lit(1)).alias("__veil_units"),
         ];
         for s in &stats {
-            if let Some(v) = &s.sum {
-                direct.push(sum(col(v.as_str())).alias(format!("{v}_s")));
-            }
-            if let Some(n) = &s.count {
-                direct.push(sum(col(n.as_str())).alias(format!("{n}_s")));
+            for (c, _) in s.columns() {
+                direct.push(sum(col(c.as_str())).alias(format!("{c}_s")));
             }
         }
         let plan = LogicalPlanBuilder::from(checked.input.clone())
             .project(project)
+            .and_then(|b| expand_bins(b, &histograms))
             .and_then(|b| b.filter(col(unit).is_not_null()))
             .and_then(|b| b.aggregate(key_cols(), direct))
             .and_then(|b| b.build())
@@ -225,17 +325,21 @@ pub(crate) fn bound_contributions(
     // keeping Linf of its n rows at random, without sorting any rows. Each
     // scaled statistic is an integer within Linf times the row bound (clamped
     // again, so that no float rounding can exceed it).
-    let scale = |column: &str, row_bound: f64| -> Result<Expr, QueryError> {
+    let scale = |column: &str, row_bound: f64, floor: bool| -> Result<Expr, QueryError> {
         let limit = max_rows as f64 * row_bound;
         let x = cast(col(column), DataType::Float64) * col("__veil_factor");
-        let x = datafusion::functions::math::expr_fn::round(vec![x]);
+        let x = if floor {
+            datafusion::functions::math::expr_fn::floor(x)
+        } else {
+            datafusion::functions::math::expr_fn::round(vec![x])
+        };
         let x = when(x.clone().gt(lit(limit)), lit(limit))
             .when(x.clone().lt(lit(-limit)), lit(-limit))
             .otherwise(x)
             .map_err(plan_error)?;
         Ok(cast(x, DataType::Int64).alias(column))
     };
-    let mut scaled = unit_and_keys.clone();
+    let mut scaled = key_cols();
     scaled.push(
         when(
             col("__veil_c").gt(lit(max_rows as i64)),
@@ -245,8 +349,8 @@ pub(crate) fn bound_contributions(
         .map_err(plan_error)?
         .alias("__veil_c"),
     );
-    for (column, row_bound) in &per_unit_columns {
-        scaled.push(scale(column, *row_bound)?);
+    for (column, row_bound, floor) in &per_unit_columns {
+        scaled.push(scale(column, *row_bound, *floor)?);
     }
     let factor = when(
         col("__veil_c").gt(lit(max_rows as i64)),
@@ -255,55 +359,47 @@ pub(crate) fn bound_contributions(
     .otherwise(lit(1.0))
     .map_err(plan_error)?
     .alias("__veil_factor");
-    let mut with_factor = unit_and_keys.clone();
+    let mut with_factor = key_cols();
     with_factor.push(col("__veil_c"));
-    with_factor.extend(per_unit_columns.iter().map(|(c, _)| col(c.as_str())));
+    with_factor.extend(per_unit_columns.iter().map(|(c, ..)| col(c.as_str())));
     with_factor.push(factor);
 
-    // L0: a unit keeps at most L0 of its groups, chosen by the keyed hash. When
-    // every key has a public domain and there are no more key tuples than
-    // L0, no unit can exceed it: rows outside the domains (never released)
-    // are dropped and the choice is skipped.
+    // L0: a unit keeps at most L0 of its groups, those of smallest keyed
+    // hash, in one pass that also counts and sums each kept group's rows
+    // (`keep_groups`). When every key has a public domain, rows outside the
+    // domains (never released) are dropped first.
     let domains: Option<Vec<&Vec<String>>> =
         checked.keys.iter().map(|k| k.domain.as_ref()).collect();
-    let tuples = domains.as_ref().map(|ds| {
+    let within_domains = domains.as_ref().map(|ds| {
         ds.iter()
-            .try_fold(1u64, |a, d| a.checked_mul(d.len() as u64))
-            .unwrap_or(u64::MAX)
+            .zip(&keys)
+            .map(|(d, k)| {
+                cast(col(k.as_str()), DataType::Utf8)
+                    .in_list(d.iter().map(|v| lit(v.as_str())).collect(), false)
+            })
+            .reduce(Expr::and)
+            .unwrap_or(lit(true))
     });
-    let within_domains = match (&domains, tuples) {
-        (Some(ds), Some(t)) if t <= max_groups => Some(
-            ds.iter()
-                .zip(&keys)
-                .map(|(d, k)| {
-                    cast(col(k.as_str()), DataType::Utf8)
-                        .in_list(d.iter().map(|v| lit(v.as_str())).collect(), false)
-                })
-                .reduce(Expr::and)
-                .unwrap_or(lit(true)),
-        ),
-        _ => None,
-    };
+    let mut chosen = vec![col(unit)];
+    chosen.extend(key_cols());
+    chosen.extend(sources.iter().map(|c| col(c.as_str())));
     let mut builder = LogicalPlanBuilder::from(checked.input.clone())
         .project(project)
+        .and_then(|b| expand_bins(b, &histograms))
         .and_then(|b| b.filter(col(unit).is_not_null()))
         .map_err(plan_error)?;
-    if let Some(within) = &within_domains {
-        builder = builder.filter(within.clone()).map_err(plan_error)?;
+    if let Some(within) = within_domains {
+        builder = builder.filter(within).map_err(plan_error)?;
     }
-    builder = builder
-        .aggregate(unit_and_keys, per_unit)
-        .and_then(|b| b.project(with_factor))
-        .and_then(|b| b.project(scaled))
+    let input = builder
+        .project(chosen)
+        .and_then(|b| b.build())
         .map_err(plan_error)?;
-    if within_domains.is_none() {
-        builder = builder
-            .window(vec![group_rank])
-            .and_then(|b| b.filter(col("__veil_group_rank").lt_eq(lit(max_groups as i64))))
-            .map_err(plan_error)?;
-    }
-    let plan = builder
-        .aggregate(key_cols(), across)
+    let kept = KeepGroups::plan(input, keys.len(), max_groups, seed).map_err(plan_error)?;
+    let plan = LogicalPlanBuilder::from(kept)
+        .project(with_factor)
+        .and_then(|b| b.project(scaled))
+        .and_then(|b| b.aggregate(key_cols(), across))
         .and_then(|b| b.build())
         .map_err(plan_error)?;
     Ok(Bounded::new(plan, keys, stats))

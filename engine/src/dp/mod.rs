@@ -20,6 +20,8 @@ pub fn epsilon_allowed(epsilon: f64) -> bool {
     EPSILON_RANGE.contains(&epsilon)
 }
 pub(crate) mod bound_contributions;
+pub(crate) mod histogram;
+pub(crate) mod keep_groups;
+pub(crate) mod post;
 pub mod release;
 pub mod sample;
-pub(crate) mod selection_hash;

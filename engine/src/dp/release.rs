@@ -13,7 +13,7 @@ use super::accounting::{ci95, gaussian_sigma, rho_for, selection};
 use super::bound_contributions::{Bounded, Stats};
 use super::sample::{DiscreteGaussian, DiscreteLaplace, Entropy, Rational};
 use crate::error::QueryError;
-use crate::policy::{DpKind, DpSource};
+use crate::policy::{DpKind, DpSource, QUANTILE_BINS};
 
 /// Largest number of groups a public domain may enumerate.
 pub(crate) const MAX_DOMAIN_GROUPS: usize = 100_000;
@@ -48,8 +48,12 @@ pub struct ColumnNoise {
     pub scale: f64,
     /// Its standard deviation.
     pub std: f64,
-    /// Half-width of a 95% confidence interval (for an average, of its sum).
+    /// Half-width of a 95% confidence interval (for an average, of its sum;
+    /// for a quantile, of its rank, in rows).
     pub ci95: f64,
+    /// For a quantile: the width of its histogram's bins, within which it
+    /// is interpolated.
+    pub resolution: Option<f64>,
 }
 
 /// What one answer spends, under each accountant.
@@ -78,12 +82,69 @@ pub(crate) struct DpRelease {
     /// The public domain of every key, when all keys have one.
     pub domains: Option<Vec<Vec<String>>>,
     pub mechanism: Mechanism,
-    /// The noise scale on the grid of each aggregate's statistics: the sum
-    /// or count, and the count of values for an average.
-    pub scales: Vec<(f64, Option<f64>)>,
+    /// The noise scale on the grid of each aggregate's statistics.
+    pub scales: Vec<Scales>,
     pub selection: Option<Threshold>,
     pub noise: Vec<ColumnNoise>,
     pub cost: QueryCost,
+    /// What the calibration was given besides ε, to price another ε.
+    delta: f64,
+    max_groups: u64,
+    max_rows: u64,
+}
+
+impl DpRelease {
+    /// Per noisy column (as in `noise`), the smallest ε whose 95% half-width
+    /// is at most `target`, the query otherwise unchanged; `None` when even
+    /// the largest ε allowed is not enough. The half-width falls as ε grows,
+    /// so a bisection on log ε finds it (to 0.1%).
+    pub(crate) fn epsilon_for(&self, target: f64) -> Vec<Option<f64>> {
+        let at = |epsilon: f64| {
+            calibrate(
+                self.bounded.clone(),
+                self.outputs.clone(),
+                self.kinds.clone(),
+                self.domains.clone(),
+                epsilon,
+                self.delta,
+                self.max_groups,
+                self.max_rows,
+            )
+            .noise
+        };
+        let (lo, hi) = (*super::EPSILON_RANGE.start(), *super::EPSILON_RANGE.end());
+        let widest = at(hi);
+        (0..self.noise.len())
+            .map(|i| {
+                if target.is_nan() || target <= 0.0 || widest[i].ci95 > target {
+                    return None;
+                }
+                let (mut a, mut b) = (lo.ln(), hi.ln());
+                if at(lo)[i].ci95 <= target {
+                    return Some(lo);
+                }
+                while b - a > 1e-3 {
+                    let m = (a + b) / 2.0;
+                    if at(m.exp())[i].ci95 <= target {
+                        b = m;
+                    } else {
+                        a = m;
+                    }
+                }
+                Some(b.exp())
+            })
+            .collect()
+    }
+}
+
+/// The noise scales of one aggregate's statistics, each on its grid: the
+/// sum or count (or each bin of a quantile's histogram), the count of
+/// values (AVG, VAR) and the sum of squares (VAR).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scales {
+    pub sum: f64,
+    pub count: Option<f64>,
+    pub squares: Option<f64>,
 }
 
 /// Splits `epsilon` over the statistics of the answer (and the partition
@@ -101,16 +162,7 @@ pub(crate) fn calibrate(
     max_groups: u64,
     max_rows: u64,
 ) -> DpRelease {
-    let statistics: usize = kinds
-        .iter()
-        .map(|k| {
-            if matches!(k, DpKind::Avg { .. }) {
-                2
-            } else {
-                1
-            }
-        })
-        .sum();
+    let statistics: usize = kinds.iter().map(|k| k.statistics()).sum();
     let shares = (statistics + usize::from(domains.is_none())).max(1) as f64;
     let (l0, linf) = (max_groups as f64, max_rows as f64);
     let rho = rho_for(epsilon, delta / 2.0);
@@ -134,14 +186,29 @@ pub(crate) fn calibrate(
         Mechanism::Laplace => l0 * per_group / epsilon_share,
         Mechanism::Gaussian => gaussian_sigma(rho_share, l0.sqrt() * per_group),
     };
-    let scales: Vec<(f64, Option<f64>)> = kinds
+    let scales: Vec<Scales> = kinds
         .iter()
         .zip(&bounded.stats)
-        .map(|(k, s)| match k {
-            DpKind::Count => (scale(linf), None),
-            DpKind::CountUnits => (scale(1.0), None),
-            DpKind::Sum { .. } => (scale(linf * s.row_bound), None),
-            DpKind::Avg { .. } => (scale(linf * s.row_bound), Some(scale(linf))),
+        .map(|(k, s)| {
+            let (sum, count, squares) = match k {
+                // A unit's rows in a group add at most Linf across a
+                // histogram's bins (floored when scaled), as to one count:
+                // its L1 and L2 norms are both at most Linf.
+                DpKind::Count | DpKind::Quantile { .. } => (scale(linf), None, None),
+                DpKind::CountUnits => (scale(1.0), None, None),
+                DpKind::Sum { .. } => (scale(linf * s.row_bound), None, None),
+                DpKind::Avg { .. } => (scale(linf * s.row_bound), Some(scale(linf)), None),
+                DpKind::Variance { .. } => (
+                    scale(linf * s.row_bound),
+                    Some(scale(linf)),
+                    Some(scale(linf * s.square_bound)),
+                ),
+            };
+            Scales {
+                sum,
+                count,
+                squares,
+            }
         })
         .collect();
     let selection = domains.is_none().then(|| match mechanism {
@@ -167,24 +234,47 @@ pub(crate) fn calibrate(
         Mechanism::Laplace => (std::f64::consts::SQRT_2 * scale, scale * 20f64.ln()),
         Mechanism::Gaussian => (scale, ci95(scale)),
     };
+    let bins = QUANTILE_BINS as f64;
     let mut noise = Vec::new();
     for (name, source) in &outputs {
         if let DpSource::Aggregate(j) = source {
-            let grid = bounded.stats[*j].grid;
-            let (scale, _) = scales[*j];
+            let stats = &bounded.stats[*j];
+            let Scales { sum, squares, .. } = scales[*j];
             let (statistic, scale) = match kinds[*j] {
-                DpKind::Count => ("count", scale),
-                DpKind::CountUnits => ("count of privacy units", scale),
-                DpKind::Sum { .. } => ("sum", scale * grid),
-                DpKind::Avg { .. } => ("average (noisy sum / noisy count)", scale * grid),
+                DpKind::Count => ("count", sum),
+                DpKind::CountUnits => ("count of privacy units", sum),
+                DpKind::Sum { .. } => ("sum", sum * stats.grid),
+                DpKind::Avg { .. } => ("average (noisy sum / noisy count)", sum * stats.grid),
+                DpKind::Variance { root, .. } => (
+                    if root {
+                        "standard deviation (from noisy sums of centred values and their squares over a noisy count)"
+                    } else {
+                        "variance (noisy sums of centred values and their squares over a noisy count)"
+                    },
+                    squares.unwrap_or(0.0) * stats.square_grid,
+                ),
+                DpKind::Quantile { .. } => (
+                    "quantile (from a noisy histogram of 32 equal bins over the bounds, interpolated within its bin; scale is each bin's, std and ci95 are of its rank, in rows)",
+                    sum,
+                ),
             };
-            let (std, ci95) = spread(scale);
+            let (mut std, mut ci95) = spread(scale);
+            let mut resolution = None;
+            if let DpKind::Quantile { lo, hi, .. } = kinds[*j] {
+                // The rank is a cumulative count: the noise of the bins
+                // below it adds up, half of them in the middle of the range
+                // (a sum of several noises, nearly normal).
+                std *= (bins / 2.0).sqrt();
+                ci95 = 1.959_964 * std;
+                resolution = Some((hi - lo) / bins);
+            }
             noise.push(ColumnNoise {
                 column: name.clone(),
                 statistic,
                 scale,
                 std,
                 ci95,
+                resolution,
             });
         }
     }
@@ -212,6 +302,9 @@ pub(crate) fn calibrate(
         selection,
         noise,
         cost,
+        delta,
+        max_groups,
+        max_rows,
     }
 }
 
@@ -254,36 +347,51 @@ struct GroupStats {
     keys: Vec<ScalarValue>,
     rows: i64,
     units: i64,
-    sums: Vec<(i64, i64)>,
+    /// Per aggregate: the sum (or count), the count of values, the sum of
+    /// squares.
+    sums: Vec<[i64; 3]>,
+    /// Per aggregate: its histogram's bins (none but for a quantile).
+    bins: Vec<Vec<i64>>,
 }
 
-fn int_at(batch: &RecordBatch, column: &str, row: usize) -> i64 {
-    let Some(array) = batch.column_by_name(column) else {
-        return 0;
-    };
-    let Ok(array) = arrow::compute::cast(array, &DataType::Int64) else {
-        return 0;
-    };
-    let array = array.as_primitive::<Int64Type>();
-    if array.is_null(row) {
-        0
-    } else {
-        array.value(row)
+/// One integer column of a batch of exact statistics (absent: zeros).
+struct Ints(Option<ArrayRef>);
+
+impl Ints {
+    fn of(batch: &RecordBatch, column: Option<&str>) -> Ints {
+        Ints(
+            column
+                .and_then(|c| batch.column_by_name(c))
+                .and_then(|a| arrow::compute::cast(a, &DataType::Int64).ok()),
+        )
+    }
+
+    fn at(&self, row: usize) -> i64 {
+        match &self.0 {
+            Some(a) if !a.is_null(row) => a.as_primitive::<Int64Type>().value(row),
+            _ => 0,
+        }
     }
 }
 
-fn sum_of(stats: &Stats, batch: &RecordBatch, row: usize) -> (i64, i64) {
-    (
-        stats.sum.as_deref().map_or(0, |c| int_at(batch, c, row)),
-        stats.count.as_deref().map_or(0, |c| int_at(batch, c, row)),
-    )
+fn stats_columns(stats: &Stats, batch: &RecordBatch) -> [Ints; 3] {
+    [
+        Ints::of(batch, stats.sum.as_deref()),
+        Ints::of(batch, stats.count.as_deref()),
+        Ints::of(batch, stats.squares.as_deref()),
+    ]
 }
 
 /// Noises the exact per-group statistics in `batches` into the answer.
+/// The groups are every combination of the keys' declared domains, or of
+/// `public` (the values of each key, read from columns the caller may read
+/// in the clear) when there is no declared one for every key; otherwise
+/// those that pass partition selection.
 pub(crate) fn release(
     plan: &DpRelease,
     schema_types: &[DataType],
     batches: &[RecordBatch],
+    public: Option<&[Vec<String>]>,
     entropy: &mut dyn Entropy,
 ) -> Result<RecordBatch, QueryError> {
     let b = &plan.bounded;
@@ -292,6 +400,14 @@ pub(crate) fn release(
         .collect();
     let mut exact: BTreeMap<String, GroupStats> = BTreeMap::new();
     for batch in batches {
+        let rows = Ints::of(batch, Some(&b.rows_column));
+        let units = Ints::of(batch, Some(&b.units_column));
+        let sums: Vec<[Ints; 3]> = b.stats.iter().map(|s| stats_columns(s, batch)).collect();
+        let bins: Vec<Vec<Ints>> = b
+            .stats
+            .iter()
+            .map(|s| s.bins.iter().map(|c| Ints::of(batch, Some(c))).collect())
+            .collect();
         for row in 0..batch.num_rows() {
             let keys: Vec<ScalarValue> = b
                 .keys
@@ -311,9 +427,16 @@ pub(crate) fn release(
                 .collect::<Vec<_>>()
                 .join("\u{1f}");
             let stats = GroupStats {
-                rows: int_at(batch, &b.rows_column, row),
-                units: int_at(batch, &b.units_column, row),
-                sums: b.stats.iter().map(|s| sum_of(s, batch, row)).collect(),
+                rows: rows.at(row),
+                units: units.at(row),
+                sums: sums
+                    .iter()
+                    .map(|[s, n, q]| [s.at(row), n.at(row), q.at(row)])
+                    .collect(),
+                bins: bins
+                    .iter()
+                    .map(|b| b.iter().map(|c| c.at(row)).collect())
+                    .collect(),
                 keys,
             };
             exact.insert(label, stats);
@@ -321,7 +444,7 @@ pub(crate) fn release(
     }
 
     // Which groups are released.
-    let mut groups: Vec<GroupStats> = match &plan.domains {
+    let mut groups: Vec<GroupStats> = match plan.domains.as_deref().or(public) {
         Some(domains) => {
             let mut combos: Vec<Vec<String>> = vec![vec![]];
             for domain in domains {
@@ -352,7 +475,8 @@ pub(crate) fn release(
                     .join("\u{1f}");
                 let found = exact.remove(&label).unwrap_or_else(|| GroupStats {
                     keys: keys.clone(),
-                    sums: vec![(0, 0); b.stats.len()],
+                    sums: vec![[0; 3]; b.stats.len()],
+                    bins: b.stats.iter().map(|s| vec![0; s.bins.len()]).collect(),
                     ..GroupStats::default()
                 });
                 out.push(GroupStats { keys, ..found });
@@ -373,79 +497,126 @@ pub(crate) fn release(
     };
 
     // Noise on every released statistic.
-    let samplers: Vec<(Noise, Option<Noise>)> = plan
+    let sampler = |scale: Option<f64>| scale.map(|s| Noise::new(plan.mechanism, s)).transpose();
+    let samplers: Vec<[Option<Noise>; 3]> = plan
         .scales
         .iter()
-        .map(|(s, c)| {
-            Ok((
-                Noise::new(plan.mechanism, *s)?,
-                c.map(|c| Noise::new(plan.mechanism, c)).transpose()?,
-            ))
+        .map(|s| {
+            Ok([
+                sampler(Some(s.sum))?,
+                sampler(s.count)?,
+                sampler(s.squares)?,
+            ])
         })
         .collect::<Result<_, QueryError>>()?;
     let mut columns: Vec<Vec<Option<f64>>> =
         vec![Vec::with_capacity(groups.len()); plan.kinds.len()];
     for g in &mut groups {
         for (j, kind) in plan.kinds.iter().enumerate() {
-            let (noise, count_noise) = &samplers[j];
-            let grid = b.stats[j].grid;
-            let (sum, count) = g.sums[j];
-            let value = match kind {
-                DpKind::Count if b.stats[j].sum.is_some() => {
-                    Some((sum + noise.sample(entropy)) as f64)
-                }
-                DpKind::Count => Some((g.rows + noise.sample(entropy)) as f64),
-                DpKind::CountUnits => Some((g.units + noise.sample(entropy)) as f64),
-                DpKind::Sum { .. } => Some((sum + noise.sample(entropy)) as f64 * grid),
+            let stats = &b.stats[j];
+            let mut noisy = |i: usize, exact: i64| {
+                exact + samplers[j][i].as_ref().map_or(0, |n| n.sample(entropy))
+            };
+            let [sum, count, squares] = g.sums[j];
+            let value = match *kind {
+                DpKind::Count if stats.sum.is_some() => noisy(0, sum) as f64,
+                DpKind::Count => noisy(0, g.rows) as f64,
+                DpKind::CountUnits => noisy(0, g.units) as f64,
+                DpKind::Sum { .. } => noisy(0, sum) as f64 * stats.grid,
                 DpKind::Avg { lo, hi } => {
-                    let noisy_sum = (sum + noise.sample(entropy)) as f64 * grid;
-                    let noisy_count = count + count_noise.as_ref().map_or(0, |n| n.sample(entropy));
-                    Some((noisy_sum / noisy_count.max(1) as f64).clamp(*lo, *hi))
+                    let noisy_sum = noisy(0, sum) as f64 * stats.grid;
+                    let noisy_count = noisy(1, count);
+                    (noisy_sum / noisy_count.max(1) as f64).clamp(lo, hi)
+                }
+                DpKind::Variance {
+                    lo,
+                    hi,
+                    sample,
+                    root,
+                } => {
+                    // Of values centred in their bounds (|x - m| <= r):
+                    // E[c²] - E[c]², within [0, r²].
+                    let r = (hi - lo) / 2.0;
+                    let s = noisy(0, sum) as f64 * stats.grid;
+                    let n = noisy(1, count).max(1) as f64;
+                    let q = noisy(2, squares) as f64 * stats.square_grid;
+                    let mean = (s / n).clamp(-r, r);
+                    let mut variance = (q / n - mean * mean).clamp(0.0, r * r);
+                    if sample && n > 1.0 {
+                        variance *= n / (n - 1.0);
+                    }
+                    if root { variance.sqrt() } else { variance }
+                }
+                DpKind::Quantile { lo, hi, p } => {
+                    let counts: Vec<i64> = g.bins[j].iter().map(|&c| noisy(0, c)).collect();
+                    let width = (hi - lo) / counts.len().max(1) as f64;
+                    super::histogram::quantile(&super::histogram::cumulative(&counts), lo, width, p)
                 }
             };
-            columns[j].push(value);
+            columns[j].push(Some(value));
         }
     }
 
-    let mut fields = Vec::with_capacity(plan.outputs.len());
+    let schema = released_schema(plan, &key_types);
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(plan.outputs.len());
-    for (name, source) in &plan.outputs {
-        match source {
+    for (source, field) in plan.outputs.iter().map(|o| o.1).zip(schema.fields()) {
+        let array: ArrayRef = match source {
             DpSource::Key(i) => {
-                let values: Vec<ScalarValue> = groups.iter().map(|g| g.keys[*i].clone()).collect();
-                let array = if values.is_empty() {
-                    arrow::array::new_empty_array(&key_types[*i])
+                let values: Vec<ScalarValue> = groups.iter().map(|g| g.keys[i].clone()).collect();
+                if values.is_empty() {
+                    arrow::array::new_empty_array(field.data_type())
                 } else {
-                    ScalarValue::iter_to_array(values).map_err(|e| QueryError::Internal {
-                        detail: e.to_string(),
-                    })?
-                };
-                fields.push(Field::new(name, array.data_type().clone(), true));
-                arrays.push(array);
-            }
-            DpSource::Aggregate(j) => match plan.kinds[*j] {
-                DpKind::Count | DpKind::CountUnits => {
-                    fields.push(Field::new(name, DataType::Int64, true));
-                    arrays.push(Arc::new(
-                        columns[*j]
-                            .iter()
-                            .map(|v| v.map(|x| x as i64))
-                            .collect::<Int64Array>(),
-                    ));
+                    let array = ScalarValue::iter_to_array(values).map_err(internal)?;
+                    arrow::compute::cast(&array, field.data_type()).map_err(internal)?
                 }
-                DpKind::Sum { .. } | DpKind::Avg { .. } => {
-                    fields.push(Field::new(name, DataType::Float64, true));
-                    arrays.push(Arc::new(
-                        columns[*j].iter().copied().collect::<Float64Array>(),
-                    ));
+            }
+            DpSource::Aggregate(j) => match plan.kinds[j] {
+                DpKind::Count | DpKind::CountUnits => Arc::new(
+                    columns[j]
+                        .iter()
+                        .map(|v| v.map(|x| x as i64))
+                        .collect::<Int64Array>(),
+                ),
+                DpKind::Sum { .. }
+                | DpKind::Avg { .. }
+                | DpKind::Variance { .. }
+                | DpKind::Quantile { .. } => {
+                    Arc::new(columns[j].iter().copied().collect::<Float64Array>())
                 }
             },
-        }
+        };
+        arrays.push(array);
     }
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
-    RecordBatch::try_new(schema, arrays).map_err(|e| QueryError::Internal {
+    RecordBatch::try_new(schema, arrays).map_err(internal)
+}
+
+/// The schema of the released batch: each key as the bounded plan types it
+/// (`key_types`), counts as integers, sums and averages as floats.
+pub(crate) fn released_schema(plan: &DpRelease, key_types: &[DataType]) -> SchemaRef {
+    let fields: Vec<Field> = plan
+        .outputs
+        .iter()
+        .map(|(name, source)| {
+            let t = match *source {
+                DpSource::Key(i) => key_types.get(i).cloned().unwrap_or(DataType::Utf8),
+                DpSource::Aggregate(j) => match plan.kinds[j] {
+                    DpKind::Count | DpKind::CountUnits => DataType::Int64,
+                    DpKind::Sum { .. }
+                    | DpKind::Avg { .. }
+                    | DpKind::Variance { .. }
+                    | DpKind::Quantile { .. } => DataType::Float64,
+                },
+            };
+            Field::new(name, t, true)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn internal(e: impl std::fmt::Display) -> QueryError {
+    QueryError::Internal {
         detail: e.to_string(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -463,12 +634,7 @@ mod tests {
             keys: vec![],
             rows_column: "__veil_rows".into(),
             units_column: "__veil_units".into(),
-            stats: vec![Stats {
-                sum: None,
-                count: None,
-                grid: 1.0,
-                row_bound: 1.0,
-            }],
+            stats: vec![Stats::plain(None)],
         }
     }
 
@@ -506,7 +672,7 @@ mod tests {
         let batch = exact(rows);
         (0..n)
             .map(|_| {
-                let out = release(plan, &[], std::slice::from_ref(&batch), &mut e).unwrap();
+                let out = release(plan, &[], std::slice::from_ref(&batch), None, &mut e).unwrap();
                 out.column(0).as_primitive::<Int64Type>().value(0)
             })
             .collect()

@@ -330,13 +330,10 @@ pub(super) fn histogram(
     (Released::Histogram { edges, counts }, noise)
 }
 
-/// Quantiles read from the noisy histogram's cumulative counts. The counts
-/// are used as released, negative ones included, so the cumulative count
-/// is unbiased (clipping them at zero would add the positive half of every
-/// empty bin's noise); its running maximum keeps it monotone. A quantile
-/// is placed within its bin by linear interpolation. The rank error of a
-/// cumulative count over m bins has standard deviation σ·√m, which the
-/// release reports for the middle of the range.
+/// Quantiles read from the noisy histogram's cumulative counts
+/// ([`crate::dp::histogram`]). The rank error of a cumulative count over m
+/// bins has standard deviation σ·√m, which the release reports for the
+/// middle of the range.
 pub(super) fn quantiles(
     frame: &Frame,
     feature: &Feature,
@@ -344,32 +341,14 @@ pub(super) fn quantiles(
     rho: f64,
     entropy: &mut dyn Entropy,
 ) -> (Released, Vec<Noise>) {
+    use crate::dp::histogram::{cumulative, quantile};
     let (counts, width, sigma) = noisy_bins(frame, feature, params.bins, rho, entropy);
-    let mut cumulative = Vec::with_capacity(counts.len());
-    let (mut sum, mut top) = (0i64, 0i64);
-    for &c in &counts {
-        sum += c;
-        top = top.max(sum);
-        cumulative.push(top as f64);
-    }
-    let total = top.max(1) as f64;
+    let cumulative = cumulative(&counts);
+    let top = cumulative.last().copied().unwrap_or(0.0) as i64;
     let quantiles = params
         .quantiles
         .iter()
-        .map(|&q| {
-            let goal = q * total;
-            let i = cumulative
-                .partition_point(|&c| c < goal)
-                .min(counts.len() - 1);
-            let below = if i == 0 { 0.0 } else { cumulative[i - 1] };
-            let inside = cumulative[i] - below;
-            let share = if inside > 0.0 {
-                ((goal - below) / inside).clamp(0.0, 1.0)
-            } else {
-                0.5
-            };
-            (q, feature.lower + width * (i as f64 + share))
-        })
+        .map(|&q| (q, quantile(&cumulative, feature.lower, width, q)))
         .collect();
     let noise = vec![Noise {
         statistic: "count of units per bin".into(),

@@ -1,8 +1,9 @@
 //! Checks a differentially private query: one aggregate over a checked
-//! input, whose keys and aggregates the DP rewrite (`crate::dp::rewrite`)
-//! knows how to bound and noise. Anything else is refused: HAVING, ORDER BY
-//! and LIMIT would act on exact values before the noise, and arithmetic on
-//! aggregates would run before the noise too.
+//! input, whose keys and aggregates the DP rewrite
+//! (`crate::dp::bound_contributions`) knows how to bound and noise, under
+//! post-processing (HAVING, ORDER BY, LIMIT, arithmetic) that
+//! `crate::dp::post` runs on the noisy answer only. Anything else is
+//! refused.
 
 use std::collections::BTreeSet;
 
@@ -11,9 +12,10 @@ use veil_policies::Level;
 
 use super::lineage::Lineage;
 use super::{Context, Scope, Stage, unalias};
+use crate::dp::post::PostProcessing;
 use crate::error::{QueryError, deny, invalid};
 
-const SHAPE: &str = "a differentially private query is SELECT keys, aggregates FROM ... [WHERE ...] [GROUP BY keys] with COUNT(*), COUNT(field), COUNT(DISTINCT privacy unit), SUM(field) or AVG(field); HAVING, ORDER BY, LIMIT and arithmetic on aggregates are not available because they would act before the noise";
+const SHAPE: &str = "a differentially private query is SELECT keys, aggregates FROM ... [WHERE ...] [GROUP BY keys] [HAVING ...] [ORDER BY ...] [LIMIT n] with COUNT(*), COUNT(field), COUNT(DISTINCT privacy unit), SUM(field), AVG(field), VAR(field), STDDEV(field) (and their _POP forms), MEDIAN(field) or PERCENTILE_CONT(field, p), and any arithmetic over them (applied to the noisy answer)";
 
 /// A group key.
 #[derive(Debug, Clone)]
@@ -22,6 +24,11 @@ pub(crate) struct DpKey {
     pub expr: Expr,
     /// The declared public domain, when the key is a field that has one.
     pub domain: Option<Vec<String>>,
+    /// The dataset and field a key without a declared domain reads
+    /// unchanged: when the caller may read that column in the clear, its
+    /// values are a public domain (Tumult's KeySets, ZetaSQL's public
+    /// groups), read at run time (`Engine::public_domain`).
+    pub column: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +45,42 @@ pub(crate) enum DpKind {
         lo: f64,
         hi: f64,
     },
+    /// VAR_POP / VAR_SAMP (`sample`), or their square roots STDDEV_POP /
+    /// STDDEV_SAMP (`root`).
+    Variance {
+        lo: f64,
+        hi: f64,
+        sample: bool,
+        root: bool,
+    },
+    /// MEDIAN, PERCENTILE_CONT, APPROX_PERCENTILE_CONT: the `p` quantile,
+    /// read from a noisy histogram of [`QUANTILE_BINS`] equal bins over the
+    /// bounds.
+    Quantile {
+        lo: f64,
+        hi: f64,
+        p: f64,
+    },
+}
+
+/// Bins of a quantile's histogram: its resolution is a 32nd of the bounds.
+/// More bins would sharpen the resolution and widen the rank error (a
+/// cumulative count adds the noise of every bin below it).
+pub(crate) const QUANTILE_BINS: usize = 32;
+
+impl DpKind {
+    /// How many noisy statistics this aggregate releases: a count or sum
+    /// one, an average two (sum and count), a variance three (sum of
+    /// squares, sum and count, all of values centred in their bounds), a
+    /// quantile one histogram (one unit's rows in a group add at most Linf
+    /// across its bins, as to a count, so each bin takes a count's noise).
+    pub(crate) fn statistics(self) -> usize {
+        match self {
+            DpKind::Count | DpKind::CountUnits | DpKind::Sum { .. } | DpKind::Quantile { .. } => 1,
+            DpKind::Avg { .. } => 2,
+            DpKind::Variance { .. } => 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +108,11 @@ pub(crate) struct DpChecked {
     pub unit_unique: bool,
     pub keys: Vec<DpKey>,
     pub aggregates: Vec<DpAggregate>,
+    /// Every column the aggregate releases (keys, then aggregates), named
+    /// as the answer names it where the answer passes it on unchanged.
     pub outputs: Vec<(String, DpSource)>,
+    /// What runs on the noisy answer.
+    pub post: PostProcessing,
     /// Datasets of every protected scan in the plan: their budgets pay.
     pub dp_datasets: Vec<String>,
     pub datasets: BTreeSet<String>,
@@ -73,14 +120,7 @@ pub(crate) struct DpChecked {
 }
 
 pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecked, QueryError> {
-    let (projection, agg) = match plan {
-        LogicalPlan::Projection(p) => match p.input.as_ref() {
-            LogicalPlan::Aggregate(a) => (Some(p), a),
-            _ => return Err(invalid(SHAPE)),
-        },
-        LogicalPlan::Aggregate(a) => (None, a),
-        _ => return Err(invalid(SHAPE)),
-    };
+    let (post, agg) = crate::dp::post::split(plan, SHAPE)?;
     let mut stage = Stage::new(ctx);
     stage.fields.below_dp = true;
     let input = stage.plan(&agg.input, &[])?;
@@ -97,22 +137,26 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
         let lineage = stage.lineage(g, &scope, &[])?;
         stage.fields.check_influence(&lineage, "GROUP BY")?;
         stage.check_functions(g, &scope, &[], &Lineage::default())?;
-        let domain = match (unalias(g), lineage.uses()) {
+        let (domain, column) = match (unalias(g), lineage.uses()) {
             (Expr::Column(_), [u]) => {
                 let f = stage.fields.get(u.field);
                 let generalized = matches!(f.level, Level::Generalized(_));
                 let spec = ctx_field(ctx, &f.dataset, &f.field);
                 if generalized {
-                    None
+                    (None, None)
                 } else {
-                    spec.and_then(|s| s.domain.clone())
+                    (
+                        spec.and_then(|s| s.domain.clone()),
+                        Some((f.dataset.clone(), f.field.clone())),
+                    )
                 }
             }
-            _ => None,
+            _ => (None, None),
         };
         keys.push(DpKey {
             expr: stage.rewrite(g, &scope)?,
             domain,
+            column,
         });
     }
 
@@ -121,14 +165,35 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
         let Expr::AggregateFunction(f) = unalias(e) else {
             return Err(invalid(SHAPE));
         };
-        if f.params.filter.is_some() || !f.params.order_by.is_empty() {
+        let name = f.func.name();
+        let quantile = matches!(
+            name,
+            "median" | "approx_median" | "percentile_cont" | "approx_percentile_cont"
+        );
+        // WITHIN GROUP (ORDER BY x) puts x first among the arguments and
+        // in the ordering; no other ordering is understood.
+        let ordered = f.params.order_by.as_slice();
+        if f.params.filter.is_some()
+            || !(ordered.is_empty()
+                || quantile
+                    && ordered.len() == 1
+                    && f.params.args.first() == Some(&ordered[0].expr))
+        {
             return Err(invalid(
                 "FILTER and ORDER BY inside aggregates are not available under differential privacy",
             ));
         }
-        let name = f.func.name();
-        let [arg] = f.params.args.as_slice() else {
-            return Err(invalid(SHAPE));
+        let descending = ordered.first().is_some_and(|s| !s.asc);
+        let (arg, p) = match (quantile, f.params.args.as_slice()) {
+            (false, [arg]) => (arg, None),
+            (true, [arg]) if name.ends_with("median") => (arg, Some(0.5)),
+            // APPROX_PERCENTILE_CONT's third argument sizes its digest: the
+            // histogram here has its own.
+            (true, [arg, p] | [arg, p, Expr::Literal(..)]) if !name.ends_with("median") => {
+                let p = quantile_level(p)?;
+                (arg, Some(if descending { 1.0 - p } else { p }))
+            }
+            _ => return Err(invalid(SHAPE)),
         };
         let lineage = stage.lineage(arg, &scope, &[])?;
         stage.check_functions(arg, &scope, &[], &Lineage::default())?;
@@ -147,7 +212,21 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
             ("count", false) if literal => (DpKind::Count, None),
             ("count", false) => (DpKind::Count, Some(stage.rewrite(arg, &scope)?)),
             ("count", true) if field.as_ref().is_some_and(|f| f.unit) => (DpKind::CountUnits, None),
-            ("sum" | "avg", false) => {
+            (
+                "sum"
+                | "avg"
+                | "var"
+                | "var_samp"
+                | "var_pop"
+                | "stddev"
+                | "stddev_samp"
+                | "stddev_pop"
+                | "median"
+                | "approx_median"
+                | "percentile_cont"
+                | "approx_percentile_cont",
+                false,
+            ) => {
                 let Some((lo, hi)) = bounds else {
                     return Err(deny(
                         field.map(|f| f.qualified()),
@@ -157,10 +236,16 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
                         ),
                     ));
                 };
-                let kind = if name == "sum" {
-                    DpKind::Sum { lo, hi }
-                } else {
-                    DpKind::Avg { lo, hi }
+                let kind = match (name, p) {
+                    (_, Some(p)) => DpKind::Quantile { lo, hi, p },
+                    ("sum", _) => DpKind::Sum { lo, hi },
+                    ("avg", _) => DpKind::Avg { lo, hi },
+                    _ => DpKind::Variance {
+                        lo,
+                        hi,
+                        sample: !name.ends_with("_pop"),
+                        root: name.starts_with("stddev"),
+                    },
                 };
                 (kind, Some(stage.rewrite(arg, &scope)?))
             }
@@ -169,7 +254,7 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
                     field.map(|f| f.qualified()),
                     "dp",
                     format!(
-                        "`{name}{}` is not available under differential privacy; use COUNT(*), COUNT(field), COUNT(DISTINCT privacy unit), SUM or AVG",
+                        "`{name}{}` is not available under differential privacy; use COUNT(*), COUNT(field), COUNT(DISTINCT privacy unit), SUM, AVG, VAR, STDDEV, MEDIAN or PERCENTILE_CONT",
                         if f.params.distinct { " DISTINCT" } else { "" }
                     ),
                 ));
@@ -179,37 +264,29 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
     }
 
     let groups = agg.group_expr.len();
-    let mut outputs = Vec::new();
-    match projection {
-        Some(p) => {
-            for (e, field) in p.expr.iter().zip(p.schema.fields()) {
-                let Expr::Column(c) = unalias(e) else {
-                    return Err(invalid(SHAPE));
-                };
-                let i = agg
-                    .schema
-                    .maybe_index_of_column(c)
-                    .ok_or_else(|| invalid(SHAPE))?;
-                let source = if i < groups {
-                    DpSource::Key(i)
-                } else {
-                    DpSource::Aggregate(i - groups)
-                };
-                outputs.push((field.name().clone(), source));
-            }
-        }
-        None => {
-            for (i, field) in agg.schema.fields().iter().enumerate() {
-                let source = if i < groups {
-                    DpSource::Key(i)
-                } else {
-                    DpSource::Aggregate(i - groups)
-                };
-                outputs.push((field.name().clone(), source));
-            }
-        }
-    }
+    let outputs = post
+        .names()
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let source = if i < groups {
+                DpSource::Key(i)
+            } else {
+                DpSource::Aggregate(i - groups)
+            };
+            (name, source)
+        })
+        .collect();
 
+    // A chain of joins on units multiplies one person's rows by their own
+    // number at each link: two protected scans at most (`dp_units`).
+    if input.units.iter().filter(|u| u.protected).count() > 2 {
+        return Err(deny(
+            None,
+            super::dp_units::RULE,
+            "at most two scans of data protected by differential privacy may meet in one query; each join on the privacy units multiplies one person's rows, and the query's running time with them",
+        ));
+    }
     let dp_datasets = stage.charged()?;
     // Every protected unit in the input is equal to this one on every row
     // (`dp_units`), and the first is never NULL where a row was kept.
@@ -226,10 +303,27 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
         keys,
         aggregates,
         outputs,
+        post,
         dp_datasets,
         datasets: stage.datasets,
         fields: stage.touched,
     })
+}
+
+/// The level of a quantile: a literal number from 0 to 1.
+fn quantile_level(p: &Expr) -> Result<f64, QueryError> {
+    let level = match unalias(p) {
+        Expr::Literal(v, _) => v.cast_to(&arrow::datatypes::DataType::Float64).ok(),
+        _ => None,
+    };
+    match level {
+        Some(datafusion::scalar::ScalarValue::Float64(Some(p))) if (0.0..=1.0).contains(&p) => {
+            Ok(p)
+        }
+        _ => Err(invalid(
+            "the level of a percentile under differential privacy must be a literal number from 0 to 1",
+        )),
+    }
 }
 
 fn ctx_field<'c>(

@@ -17,6 +17,18 @@
 //!   (one side's unit would be NULL where the other's is not);
 //! - a semi- or anti-join, or a mark join, may not keep unprotected rows by
 //!   protected ones: the rows kept would depend on other units' data;
+//! - a join of a protected input with an unprotected one must not repeat
+//!   the protected rows: it looks up at most one row of the other side per
+//!   protected row, by an equality that holds the other side's unique unit
+//!   (a scan of a dataset with one row per unit, not joined since), or it
+//!   keeps only the protected rows (a semi- or anti-join). Otherwise the
+//!   join's fan-out multiplies the rows a filter on one person's values
+//!   lets through, and the query's running time reads out the filter's
+//!   truth (a constant equality such as `substr(a, 1, 0) = substr(b, 1, 0)`
+//!   is a cross join);
+//! - at most two protected scans meet in one query, so that a chain of joins
+//!   on units cannot multiply one person's rows by more than their own
+//!   number;
 //! - UNION, DISTINCT, windows, LIMIT and nested aggregates over protected
 //!   rows are refused: each makes a row depend on other units' rows.
 //!
@@ -57,6 +69,7 @@ impl Stage<'_> {
         left: &Out,
         right: &Out,
         on_units: bool,
+        (left_once, right_once): (bool, bool),
     ) -> Result<(), QueryError> {
         if !self.fields.below_dp || !(left.protected || right.protected) {
             return Ok(());
@@ -76,6 +89,19 @@ impl Stage<'_> {
             if dropped_is_protected {
                 return refuse(
                     "rows may not be chosen by the rows of data protected by differential privacy (EXISTS, IN, a semi-join) unless both sides are joined on their privacy units",
+                );
+            }
+            // The protected side's rows each meet at most one other row, or
+            // only they are kept.
+            let protected_once = match join.join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => true,
+                JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => true,
+                _ if left.protected => left_once,
+                _ => right_once,
+            };
+            if !protected_once {
+                return refuse(
+                    "a join of data protected by differential privacy with other data must look up at most one row per protected row: equate the other side's unique key (the privacy unit of a dataset with one row per unit, not joined before); a join that repeats one person's rows would let the query's running time reveal them",
                 );
             }
             return Ok(());
@@ -233,8 +259,31 @@ mod tests {
         ] {
             assert_eq!(refused_dp(sql), super::RULE, "{sql}");
         }
-        accepts_dp(
+    }
+
+    /// The timing attack that read a diagnosis and a cost: joins that fan
+    /// one person's rows out over a plain table, disguised as equalities.
+    #[test]
+    fn no_join_repeats_a_protected_row() {
+        for sql in [
             "SELECT COUNT(*) FROM health_visits h JOIN legal_persons a ON h.county_code = a.county_code",
+            "SELECT COUNT(*) FROM health_visits h JOIN legal_persons l1 ON substr(l1.uscc, 1, 0) = substr(h.id_number, 1, 0) WHERE h.diagnosis_category = 'mental'",
+            "SELECT COUNT(*) FROM health_visits h JOIN legal_persons l1 ON l1.county_code = h.county_code JOIN legal_persons l2 ON l2.county_code = l1.county_code WHERE h.cost < 100",
+            "SELECT COUNT(*) FROM legal_persons l LEFT JOIN health_visits h ON l.county_code = h.county_code WHERE h.cost < 100",
+            "SELECT COUNT(*) FROM health_visits h JOIN (SELECT a.uscc FROM legal_persons a JOIN legal_persons b ON a.county_code = b.county_code) x ON x.uscc = h.id_number",
+            "SELECT COUNT(*) FROM tax t JOIN legal_persons l ON l.county_code = t.county_code",
+            // Three protected scans chained on their units.
+            "SELECT COUNT(*) FROM health_visits h1 JOIN health_visits h2 ON h1.id_number = h2.id_number JOIN health_visits h3 ON h2.id_number = h3.id_number WHERE h1.cost < 100",
+        ] {
+            assert_eq!(refused_dp(sql), super::RULE, "{sql}");
+        }
+        // A lookup of one row per protected row, and a semi-join that keeps
+        // only protected rows, are answered.
+        accepts_dp(
+            "SELECT l.industry, COUNT(*) FROM tax t JOIN legal_persons l ON l.uscc = t.uscc GROUP BY l.industry",
+        );
+        accepts_dp(
+            "SELECT COUNT(*) FROM health_visits h WHERE h.county_code IN (SELECT county_code FROM legal_persons WHERE status = 'active')",
         );
     }
 }

@@ -612,7 +612,7 @@ mod tests {
             "SELECT COUNT(*) FROM health_visits WHERE hospital LIKE CASE WHEN cost > 10 THEN '%a' ELSE 'b%' END",
             // A partial function over plain values, on rows that protected
             // data chose.
-            "SELECT COUNT(t.x) FROM (SELECT to_timestamp(l.name) AS x FROM legal_persons l JOIN health_visits h ON l.county_code = h.county_code WHERE h.diagnosis_category = 'mental') t",
+            "SELECT COUNT(x.y) FROM (SELECT to_timestamp(l.name) AS y FROM tax t JOIN legal_persons l ON l.uscc = t.uscc WHERE t.revenue > 1000) x",
         ] {
             assert_eq!(refused_dp(sql), "function", "{sql}");
         }

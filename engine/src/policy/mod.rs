@@ -47,7 +47,7 @@ use veil_policies::{Level, Policy, Principal};
 
 use crate::error::{QueryError, deny, invalid};
 use crate::protect::PseudonymKey;
-pub(crate) use check_dp::{DpChecked, DpKind, DpSource, check_dp};
+pub(crate) use check_dp::{DpChecked, DpKind, DpSource, QUANTILE_BINS, check_dp};
 use lineage::Fields;
 pub(crate) use lineage::Lineage;
 
@@ -561,10 +561,10 @@ impl Stage<'_> {
             exprs
                 .push(datafusion::logical_expr::utils::conjunction(conjuncts).unwrap_or(lit(true)));
         }
-        self.dp_join(join, &left, &right, on_units)?;
         // Each row of one side meets at most one row of the other when an
         // equality of the join holds the other side's unique unit.
         let (left_once, right_once) = matched_once(join, &combined_schema, &left, &right);
+        self.dp_join(join, &left, &right, on_units, (left_once, right_once))?;
         let keeps_rows = matches!(
             join.join_type,
             JoinType::LeftSemi

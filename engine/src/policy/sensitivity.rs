@@ -8,7 +8,8 @@
 //! in one or both protected datasets, for several units: always the unit
 //! with the most rows and every unit the query's literals name. Every
 //! statistic must move by at most what the noise was calibrated to (per
-//! group: Linf rows, Linf times a row's bound for sums, one unit), in at
+//! group: Linf rows, Linf times a row's bound for sums, Linf across a
+//! histogram's bins, one unit), in at
 //! most L0 groups; groups without a public domain must go through partition
 //! selection; and every protected dataset the plan scans must be charged.
 //! Nothing here guesses an attack: a query the grammar can write and the
@@ -233,23 +234,39 @@ fn health_query() -> impl Strategy<Value = String> {
             "AVG(h.cost)",
             "COUNT(DISTINCT h.id_number)",
             "COUNT(h.cost)",
+            "VAR(h.cost)",
+            "STDDEV_POP(h.cost)",
+            // One quantile stands for all: the histogram is the same
+            // whatever the level.
+            "PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY h.cost DESC)",
             "SUM(CASE WHEN h.diagnosis_category = 'mental' THEN h.cost ELSE 0 END)",
         ],
         1..=3,
     );
-    (from, filter, keys, aggregates).prop_map(|((with, from), filter, keys, aggregates)| {
-        let select = if keys.is_empty() {
-            aggregates.join(", ")
-        } else {
-            format!("{keys}, {}", aggregates.join(", "))
-        };
-        let group = if keys.is_empty() {
-            String::new()
-        } else {
-            format!(" GROUP BY {keys}")
-        };
-        format!("{with}SELECT {select} FROM {from} {filter}{group}")
-    })
+    // Post-processing, which must not change what is bounded.
+    let post = prop::sample::select(vec![
+        "",
+        "",
+        " HAVING COUNT(*) > 2",
+        " ORDER BY 1 DESC",
+        " LIMIT 3",
+        " HAVING SUM(h.cost) > 100 ORDER BY 1 LIMIT 5",
+    ]);
+    (from, filter, keys, aggregates, post).prop_map(
+        |((with, from), filter, keys, aggregates, post)| {
+            let select = if keys.is_empty() {
+                aggregates.join(", ")
+            } else {
+                format!("{keys}, {}", aggregates.join(", "))
+            };
+            let group = if keys.is_empty() {
+                String::new()
+            } else {
+                format!(" GROUP BY {keys}")
+            };
+            format!("{with}SELECT {select} FROM {from} {filter}{group}{post}")
+        },
+    )
 }
 
 fn population_query() -> impl Strategy<Value = String> {
@@ -339,11 +356,16 @@ fn statistics(batches: &[RecordBatch], release: &DpRelease) -> BTreeMap<String, 
     let b = &release.bounded;
     let mut columns = vec![b.rows_column.clone(), b.units_column.clone()];
     for s in &b.stats {
-        columns.extend(s.sum.iter().cloned());
-        columns.extend(s.count.iter().cloned());
+        columns.extend(s.columns().into_iter().map(|(c, _)| c.clone()));
     }
     let mut out = BTreeMap::new();
     for batch in batches {
+        let ints: Vec<_> = columns
+            .iter()
+            .map(|c| {
+                arrow::compute::cast(batch.column_by_name(c).unwrap(), &DataType::Int64).unwrap()
+            })
+            .collect();
         for row in 0..batch.num_rows() {
             let keys: Vec<String> = b
                 .keys
@@ -353,12 +375,9 @@ fn statistics(batches: &[RecordBatch], release: &DpRelease) -> BTreeMap<String, 
                     arrow::util::display::array_value_to_string(c, row).unwrap()
                 })
                 .collect();
-            let values = columns
+            let values = ints
                 .iter()
-                .map(|c| {
-                    let a =
-                        arrow::compute::cast(batch.column_by_name(c).unwrap(), &DataType::Int64)
-                            .unwrap();
+                .map(|a| {
                     let a = a.as_primitive::<Int64Type>();
                     if a.is_null(row) { 0 } else { a.value(row) }
                 })
@@ -369,16 +388,25 @@ fn statistics(batches: &[RecordBatch], release: &DpRelease) -> BTreeMap<String, 
     out
 }
 
-/// The most one unit may move each statistic column in one group.
-fn bounds(release: &DpRelease, q: &Query) -> Vec<i64> {
+/// The most one unit may move the statistics in one group: per run of
+/// columns (as `statistics` orders them), a bound on the sum of their
+/// absolute changes. Each statistic is a run of its own, but a histogram's
+/// bins are one run: Linf across all of them, which is what its noise was
+/// calibrated to.
+fn bounds(release: &DpRelease, q: &Query) -> Vec<(std::ops::Range<usize>, i64)> {
     let linf = q.max_rows as i64;
-    let mut out = vec![linf, 1];
+    let mut out = vec![(0..1, linf), (1..2, 1)];
+    let mut at = 2;
     for s in &release.bounded.stats {
-        if s.sum.is_some() {
-            out.push((linf as f64 * s.row_bound) as i64);
+        for (column, row_bound) in s.columns() {
+            if !s.bins.contains(column) {
+                out.push((at..at + 1, (linf as f64 * row_bound) as i64));
+                at += 1;
+            }
         }
-        if s.count.is_some() {
-            out.push(linf);
+        if !s.bins.is_empty() {
+            out.push((at..at + s.bins.len(), linf));
+            at += s.bins.len();
         }
     }
     out
@@ -454,6 +482,21 @@ fn check(q: &Query, tally: &mut Tally) -> Result<(), TestCaseError> {
         "{sql}: groups without a public domain must go through partition selection"
     );
 
+    // What runs after the noise reads the released batch and nothing else.
+    let released = crate::dp::release::released_schema(&dp.release, &w.base.key_types(&dp.release));
+    let post = dp
+        .post
+        .plan_over(RecordBatch::new_empty(released))
+        .map_err(|e| TestCaseError::fail(format!("{sql}: {e:?}")))?;
+    let mut post_reads = BTreeSet::new();
+    scanned(&post, &mut post_reads);
+    prop_assert_eq!(
+        post_reads.into_iter().collect::<Vec<_>>(),
+        vec!["__veil_released".to_owned()],
+        "{}",
+        sql
+    );
+
     let (exact, release) = runtime()
         .block_on(w.base.exact_statistics(&prepared))
         .map_err(|e| TestCaseError::fail(format!("{sql}: {e:?}")))?;
@@ -474,17 +517,17 @@ fn check(q: &Query, tally: &mut Tally) -> Result<(), TestCaseError> {
                 .map_err(|e| TestCaseError::fail(format!("{sql}: {e:?}")))?;
             let theirs = statistics(&batches, r);
             tally.neighbours += 1;
-            let zero = vec![0; limits.len()];
+            let zero = vec![0; limits.last().map_or(0, |(r, _)| r.end)];
             let mut moved = 0;
             for key in base.keys().chain(theirs.keys()).collect::<BTreeSet<_>>() {
                 let a = base.get(key).unwrap_or(&zero);
                 let b = theirs.get(key).unwrap_or(&zero);
                 let mut changed = false;
-                for (i, limit) in limits.iter().enumerate() {
-                    let delta = (a[i] - b[i]).abs();
+                for (run, limit) in &limits {
+                    let delta: i64 = run.clone().map(|i| (a[i] - b[i]).abs()).sum();
                     prop_assert!(
                         delta <= *limit,
-                        "{sql}: removing unit {u} from {removed:?} moved statistic {i} of group {key:?} by {delta} > {limit}"
+                        "{sql}: removing unit {u} from {removed:?} moved statistics {run:?} of group {key:?} by {delta} > {limit}"
                     );
                     changed |= delta != 0;
                 }
