@@ -299,6 +299,25 @@ fn every_error_is_the_contract_json_and_repeats_nothing_sent() {
         assert!(!r.text().contains(secret), "{path} {body}: {}", r.text());
         assert!(!r.text().contains("1949"), "{path} {body}: {}", r.text());
     }
+    // SQL that does not parse or plan, with an identity number in it: the
+    // message says where, never what (the audit log keeps the SQL asked,
+    // as it must).
+    let written = "53262119800101001X";
+    for sql in [
+        format!("SELECT 1 FROM population WHERE id_number = '{written}' {written}"),
+        format!("SELECT COUNT(*) FROM population WHERE sex + '{written}' > 1"),
+        format!(
+            "SELECT diagnosis_category, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_category HAVING n LIKE '{written}'"
+        ),
+    ] {
+        let r = server.post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": sql, "epsilon": 0.1}),
+        );
+        assert!(r.status >= 400, "{sql}: {}", r.text());
+        assert!(!r.text().contains("1980"), "{sql}: {}", r.text());
+    }
     let r = server.get(&format!("/v1/audit?since={secret}"), Some(&approver));
     assert_eq!(r.code(), "bad_request", "{}", r.text());
     assert!(!r.text().contains(secret), "{}", r.text());

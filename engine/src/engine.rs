@@ -838,10 +838,13 @@ impl Engine {
                 .map(Vec::len)
                 .try_fold(1usize, |a, n| a.checked_mul(n))
                 .unwrap_or(usize::MAX);
-            if cells > release::MAX_DOMAIN_GROUPS {
+            let kinds: Vec<_> = checked.aggregates.iter().map(|a| a.kind).collect();
+            if !release::enumerable(cells, &kinds) {
                 return Err(crate::error::invalid(format!(
-                    "the keys' public domains make {cells} groups; at most {} are released",
-                    release::MAX_DOMAIN_GROUPS
+                    "the keys' public domains make {cells} groups of {} noisy values each; at most {} groups and {} noisy values are released in one answer: group by fewer keys, or ask fewer aggregates",
+                    release::draws_per_group(&kinds),
+                    release::MAX_DOMAIN_GROUPS,
+                    release::MAX_NOISY_VALUES,
                 )));
             }
         }
@@ -880,10 +883,10 @@ impl Engine {
         let released = release::released_schema(&release, &self.key_types(&release));
         let probe = checked.post.plan_over(RecordBatch::new_empty(released))?;
         self.state.optimize(&probe).map_err(|e| {
-            crate::error::invalid(format!(
+            crate::error::invalid(crate::error::redact(&format!(
                 "the post-processing of the noisy answer cannot be planned: {}",
                 e.strip_backtrace()
-            ))
+            )))
         })?;
         let selection_threshold = release.selection.map(|s| s.threshold);
         let mechanism = release.mechanism;
@@ -965,11 +968,12 @@ impl Engine {
     }
 
     /// The values of every key of a DP answer, when each has a domain and
-    /// together they make at most [`crate::dp::release::MAX_DOMAIN_GROUPS`]
-    /// groups: the declared ones, and the distinct non-NULL values of the
-    /// public columns, read now.
+    /// together they make few enough groups to enumerate
+    /// ([`crate::dp::release::enumerable`]): the declared ones, and the
+    /// distinct non-NULL values of the public columns, read now. Whether
+    /// they do depends on public values only.
     async fn key_values(&self, dp: &DpPrepared) -> Result<Option<Vec<Vec<String>>>, QueryError> {
-        use crate::dp::release::MAX_DOMAIN_GROUPS;
+        use crate::dp::release::{MAX_DOMAIN_GROUPS, enumerable};
         use arrow::array::AsArray;
         let mut out = Vec::with_capacity(dp.key_domains.len());
         let mut cells = 1usize;
@@ -1001,7 +1005,7 @@ impl Engine {
                 KeyDomain::None => return Ok(None),
             };
             cells = cells.saturating_mul(values.len());
-            if cells > MAX_DOMAIN_GROUPS {
+            if !enumerable(cells, &dp.release.kinds) {
                 return Ok(None);
             }
             out.push(values);
@@ -1225,7 +1229,9 @@ fn planning_error(e: datafusion::error::DataFusionError) -> QueryError {
     let message = message
         .strip_prefix("Error during planning: ")
         .unwrap_or(&message);
-    QueryError::InvalidSql(format!("the query cannot be planned: {message}"))
+    QueryError::InvalidSql(crate::error::redact(&format!(
+        "the query cannot be planned: {message}"
+    )))
 }
 
 /// A reference to a field the caller may not see reads as "no such field" to

@@ -54,3 +54,146 @@ pub(crate) fn deny(
 pub(crate) fn invalid(message: impl Into<String>) -> QueryError {
     QueryError::InvalidSql(message.into())
 }
+
+/// A message of DataFusion's (or its SQL parser's), without what the
+/// caller wrote into it: string literals (`'…'`), the values of literal
+/// expressions (`Utf8("…")`, `Int64(…)`), and the token a parse failed at
+/// (`found: …`). Names of fields, functions and types stay.
+pub(crate) fn redact(message: &str) -> String {
+    /// Displays of DataFusion's scalar values: `Name(value)`.
+    const SCALARS: [&str; 22] = [
+        "Utf8",
+        "Utf8View",
+        "LargeUtf8",
+        "Binary",
+        "LargeBinary",
+        "BinaryView",
+        "Int8",
+        "Int16",
+        "Int32",
+        "Int64",
+        "UInt8",
+        "UInt16",
+        "UInt32",
+        "UInt64",
+        "Float16",
+        "Float32",
+        "Float64",
+        "Decimal128",
+        "Decimal256",
+        "Date32",
+        "Date64",
+        "Boolean",
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(c) = rest.chars().next() {
+        if c == '\'' {
+            // A quoted literal, '' inside it escaping a quote.
+            let mut end = rest.len();
+            let mut i = 1;
+            let bytes = rest.as_bytes();
+            while i < bytes.len() {
+                if bytes[i] == b'\'' {
+                    if bytes.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    end = i + 1;
+                    break;
+                }
+                i += 1;
+            }
+            out.push_str("'…'");
+            rest = &rest[end..];
+            continue;
+        }
+        if let Some(after) = rest.strip_prefix("found: ") {
+            out.push_str("found: …");
+            let end = after.find(" at Line").unwrap_or(after.len());
+            rest = &after[end..];
+            continue;
+        }
+        let word_start = out
+            .chars()
+            .last()
+            .is_none_or(|p| !(p.is_alphanumeric() || p == '_'));
+        if word_start
+            && let Some(name) = SCALARS
+                .iter()
+                .filter(|n| rest.starts_with(&format!("{n}(")))
+                .max_by_key(|n| n.len())
+        {
+            // Up to the matching parenthesis, quotes and nesting included.
+            let body = &rest[name.len()..];
+            let (mut depth, mut quoted, mut end) = (0usize, false, body.len());
+            for (i, ch) in body.char_indices() {
+                match ch {
+                    '"' | '\'' => quoted = !quoted,
+                    '(' if !quoted => depth += 1,
+                    ')' if !quoted => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = i + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push_str(name);
+            out.push_str("(…)");
+            rest = &body[end..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn messages_keep_names_and_lose_what_was_written() {
+        let secret = "53010219491231002X";
+        for (message, kept) in [
+            (
+                format!("Cannot cast string '{secret}' to value of Int64 type"),
+                "Cannot cast string '…' to value of Int64 type",
+            ),
+            (
+                format!("Invalid comparison h.cost = Utf8(\"{secret}\") AND Int64(530102)"),
+                "Invalid comparison h.cost = Utf8(…) AND Int64(…)",
+            ),
+            (
+                format!(
+                    "sql parser error: Expected: end of statement, found: {secret} at Line: 1, Column: 9"
+                ),
+                "sql parser error: Expected: end of statement, found: … at Line: 1, Column: 9",
+            ),
+            (
+                format!("it''s '{secret}''s' and 'an unterminated {secret}"),
+                "it'…'s '…' and '…'",
+            ),
+            (
+                "No field named population.nosuch. Valid fields are population.sex.".to_owned(),
+                "No field named population.nosuch. Valid fields are population.sex.",
+            ),
+            (
+                format!("MyInt64(3) and Utf8View(\"{secret})\") then Float64(NULL)"),
+                "MyInt64(3) and Utf8View(…) then Float64(…)",
+            ),
+        ] {
+            let redacted = redact(&message);
+            assert_eq!(redacted, kept);
+            assert!(!redacted.contains("1949"), "{redacted}");
+        }
+        // Nothing to redact, or malformed: never a panic, never longer text.
+        for m in ["", "'", "Utf8(", "Int64(()", "found: ", "naïve 'é'"] {
+            assert!(redact(m).chars().count() <= m.chars().count() + 4, "{m}");
+        }
+    }
+}

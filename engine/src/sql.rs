@@ -200,12 +200,16 @@ fn statement_kind(statement: &Statement) -> String {
         .to_uppercase()
 }
 
-fn strip_prefix(message: &str) -> &str {
-    message
-        .strip_prefix("SQL error: ")
-        .or_else(|| message.strip_prefix("Error during planning: "))
-        .unwrap_or(message)
-        .trim()
+/// DataFusion's message without its prefix, and without what the caller
+/// wrote into it (`crate::error::redact`).
+fn strip_prefix(message: &str) -> String {
+    crate::error::redact(
+        message
+            .strip_prefix("SQL error: ")
+            .or_else(|| message.strip_prefix("Error during planning: "))
+            .unwrap_or(message)
+            .trim(),
+    )
 }
 
 /// Resolves table names to the principal's view of each dataset, and
@@ -289,7 +293,7 @@ pub(crate) fn plan(tables: &Tables<'_>, statement: Statement) -> Result<LogicalP
                     "there is no dataset named `{name}` that you may query"
                 ));
             }
-            invalid(strip_prefix(&message).to_owned())
+            invalid(strip_prefix(&message))
         })
 }
 

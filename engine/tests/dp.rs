@@ -269,6 +269,19 @@ fn quantiles_come_from_a_noisy_histogram_over_the_bounds() {
             }
         },
     );
+    // Enumerated groups draw at most 1,000,000 noisy values in all: 18
+    // diagnoses × 129 counties × 14 quantiles × 32 bins is over.
+    let medians: Vec<String> = (1..=14)
+        .map(|i| format!("PERCENTILE_CONT(cost, {}) AS q{i}", i as f64 / 15.0))
+        .collect();
+    let wide = format!(
+        "SELECT diagnosis_category, county_code, {} FROM health_visits GROUP BY diagnosis_category, county_code",
+        medians.join(", ")
+    );
+    match run_dp(&wide, DpOptions::new(1.0)) {
+        Err(QueryError::InvalidSql(m)) => assert!(m.contains("noisy values"), "{m}"),
+        other => panic!("{:?}", other.map(|(_, rows)| rows.len())),
+    }
     // What the stage does not understand is refused, never guessed.
     for sql in [
         "SELECT PERCENTILE_CONT(cost, 1.5) FROM health_visits",

@@ -236,15 +236,13 @@ fn train(
         let ledger = charged.ids;
         let lineage = wire::provenance(&prepared.provenance);
         // A fit that fails (it should not: the spec's ranges are checked)
-        // released nothing: the budget goes back, and the entry says so.
+        // released no model, but its failure may depend on the data: that
+        // is a bit of an answer, so the charge stands, as for a DP query.
         let fitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             prepared.fit(&mut SecureEntropy::new())
         }));
         let Ok(trained) = fitted else {
-            lock(store)
-                .refund(&ledger)
-                .map_err(ServiceError::internal)?;
-            tracing::error!("a model fit failed after the charge; refunded");
+            tracing::error!("a model fit failed after the charge; the charge stands");
             return Err(ServiceError::internal("the fit failed"));
         };
         let privacy = privacy_json(&charged.left, &trained);

@@ -223,7 +223,7 @@ fn internal(e: impl std::fmt::Display) -> QueryError {
 /// The caller's post-processing does not plan over the released columns:
 /// a type error in their own SQL (the message names columns only).
 fn planning(e: datafusion::error::DataFusionError) -> QueryError {
-    invalid(format!(
+    invalid(crate::error::redact(&format!(
         "the post-processing of the noisy answer cannot be planned: {e}"
-    ))
+    )))
 }

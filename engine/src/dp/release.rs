@@ -18,6 +18,30 @@ use crate::policy::{DpKind, DpSource, QUANTILE_BINS};
 /// Largest number of groups a public domain may enumerate.
 pub(crate) const MAX_DOMAIN_GROUPS: usize = 100_000;
 
+/// Largest number of noisy values an enumerated answer draws (groups times
+/// each group's statistics, a quantile's bins included). The exact samplers
+/// run between two awaits, where no time limit can stop them: this bounds
+/// how long they run.
+pub(crate) const MAX_NOISY_VALUES: usize = 1_000_000;
+
+/// How many noisy values one group of an answer with these aggregates
+/// draws.
+pub(crate) fn draws_per_group(kinds: &[DpKind]) -> usize {
+    kinds
+        .iter()
+        .map(|k| match k {
+            DpKind::Quantile { .. } => QUANTILE_BINS,
+            k => k.statistics(),
+        })
+        .sum::<usize>()
+        .max(1)
+}
+
+/// Whether `cells` groups of these aggregates may be enumerated.
+pub(crate) fn enumerable(cells: usize, kinds: &[DpKind]) -> bool {
+    cells <= MAX_DOMAIN_GROUPS && cells.saturating_mul(draws_per_group(kinds)) <= MAX_NOISY_VALUES
+}
+
 /// The noise of a whole answer: one mechanism for every statistic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {

@@ -763,5 +763,7 @@ fn unalias(e: &Expr) -> &Expr {
 /// A rewritten plan that does not build is the stage's fault, not the
 /// caller's; its message names columns only.
 fn plan_error(e: datafusion::error::DataFusionError) -> QueryError {
-    invalid(format!("the query cannot be planned under the policy: {e}"))
+    invalid(crate::error::redact(&format!(
+        "the query cannot be planned under the policy: {e}"
+    )))
 }
