@@ -20,6 +20,17 @@ fn dp_request<'a>(
     }
 }
 
+/// A DP query the stage refuses, as a policy denial or as invalid SQL.
+fn assert_refused(sql: &str) {
+    let err = run_dp(sql, DpOptions::new(1.0))
+        .err()
+        .unwrap_or_else(|| panic!("{sql} was answered"));
+    assert!(
+        matches!(err, QueryError::Denied(_) | QueryError::InvalidSql(_)),
+        "{sql}: {err:?}"
+    );
+}
+
 fn run_dp(
     sql: &str,
     options: DpOptions,
@@ -290,13 +301,7 @@ fn quantiles_come_from_a_noisy_histogram_over_the_bounds() {
         "SELECT MEDIAN(visit_date) FROM health_visits",
         "SELECT MEDIAN(DISTINCT cost) FROM health_visits",
     ] {
-        let err = run_dp(sql, DpOptions::new(1.0))
-            .err()
-            .unwrap_or_else(|| panic!("{sql} was answered"));
-        assert!(
-            matches!(err, QueryError::Denied(_) | QueryError::InvalidSql(_)),
-            "{sql}: {err:?}"
-        );
+        assert_refused(sql);
     }
 }
 
@@ -405,13 +410,7 @@ fn shapes_that_would_act_before_the_noise_are_refused() {
         "SELECT industry, COUNT(*) FROM legal_persons GROUP BY industry",
     ];
     for sql in refused {
-        let err = run_dp(sql, DpOptions::new(1.0))
-            .err()
-            .unwrap_or_else(|| panic!("{sql} was answered"));
-        assert!(
-            matches!(err, QueryError::Denied(_) | QueryError::InvalidSql(_)),
-            "{sql}: {err:?}"
-        );
+        assert_refused(sql);
     }
     for bad in [0.0, -1.0, f64::NAN, 1000.0] {
         assert!(
