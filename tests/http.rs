@@ -1042,3 +1042,73 @@ fn dp_budgets_cannot_be_overspent_by_concurrent_queries() {
         "bad_request"
     );
 }
+
+/// Automatic bounds and per-cell intervals over HTTP: the dry run says the
+/// bounds are estimated when the query runs, the answer says them and
+/// carries each cell's interval; what the options do not allow is a
+/// `bad_request`.
+#[test]
+fn dp_answers_estimate_bounds_and_carry_intervals_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, carol, _) = deployment(tmp.path());
+    let server = Server::start(&dir, &[]);
+    let sql =
+        "SELECT diagnosis_category, SUM(cost) AS s FROM health_visits GROUP BY diagnosis_category";
+    let dry = server
+        .post_json(
+            "/v1/query",
+            Some(&carol),
+            &json!({"sql": sql, "epsilon": 0.5, "bounds": "auto", "dry_run": true}),
+        )
+        .json();
+    let column = &dry["privacy"]["columns"][0];
+    assert_eq!(column["clamp"]["source"], "automatic", "{dry}");
+    assert!(
+        column["scale"].is_null() && column["clamp"]["lower"].is_null(),
+        "{dry}"
+    );
+
+    let answer = server.post_json(
+        "/v1/query",
+        Some(&carol),
+        &json!({"sql": sql, "epsilon": 0.5, "bounds": "auto", "intervals": true}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let json = answer.json();
+    let names: Vec<&str> = json["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["diagnosis_category", "s", "s_ci95_lo", "s_ci95_hi"]);
+    for row in json["rows"].as_array().unwrap() {
+        let (lo, s, hi) = (
+            row[2].as_f64().unwrap(),
+            row[1].as_f64().unwrap(),
+            row[3].as_f64().unwrap(),
+        );
+        assert!(lo <= s && s <= hi, "{row}");
+    }
+    let column = &json["privacy"]["columns"][0];
+    assert_eq!(column["clamp"]["source"], "automatic", "{json}");
+    let (lower, upper) = (
+        column["clamp"]["lower"].as_f64().unwrap(),
+        column["clamp"]["upper"].as_f64().unwrap(),
+    );
+    assert!(
+        lower < upper && column["scale"].as_f64().unwrap() > 0.0,
+        "{column}"
+    );
+    assert!(json["privacy"]["intervals"].is_string(), "{json}");
+
+    for body in [
+        json!({"sql": sql, "epsilon": 0.5, "bounds": "sideways"}),
+        json!({"sql": sql, "intervals": true}),
+        json!({"sql": sql, "bounds": "auto"}),
+    ] {
+        let refused = server.post_json("/v1/query", Some(&carol), &body);
+        assert_eq!(refused.status, 400, "{body}");
+        assert_eq!(refused.json()["error"]["code"], "bad_request", "{body}");
+    }
+}

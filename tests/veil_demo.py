@@ -26,10 +26,12 @@ def free_port() -> int:
 
 
 class Demo:
-    def __init__(self, url: str, data_dir: Path, keys: dict):
+    def __init__(self, url: str, data_dir: Path, keys: dict, flight_url: str):
         self.url = url
         self.data_dir = data_dir
         self.keys = keys
+        # Arrow Flight SQL, the demo's second port.
+        self.flight_url = flight_url
 
     def key(self, name: str) -> str:
         return self.keys[name]["key"]
@@ -64,12 +66,14 @@ def running(persons: int = 2000):
     def start():
         # The port is free when asked, and may be taken before the demo
         # binds it: a demo that cannot bind is started again on another.
-        port = free_port()
+        port, flight = free_port(), free_port()
         command = [str(binary), "demo", "--data-dir", str(data_dir), "--listen",
-                   f"127.0.0.1:{port}", "--persons", str(persons)]
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), port
+                   f"127.0.0.1:{port}", "--flight-sql", f"127.0.0.1:{flight}",
+                   "--persons", str(persons)]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        return process, port, flight
 
-    process, port = start()
+    process, port, flight = start()
     url = f"http://127.0.0.1:{port}"
     starts = 1
     try:
@@ -80,7 +84,7 @@ def running(persons: int = 2000):
                 text = log.read()
                 if "in use" in text.lower() and starts < 3:
                     starts += 1
-                    process, port = start()
+                    process, port, flight = start()
                     url = f"http://127.0.0.1:{port}"
                     continue
                 raise RuntimeError(f"veil demo exited: {text[-4000:]}")
@@ -92,7 +96,7 @@ def running(persons: int = 2000):
                     raise RuntimeError("veil demo did not start in 300 s")
                 time.sleep(0.3)
         keys = tomllib.loads((data_dir / "demo-keys.toml").read_text())
-        yield Demo(url, data_dir, keys)
+        yield Demo(url, data_dir, keys, f"grpc://127.0.0.1:{flight}")
     finally:
         process.terminate()
         try:

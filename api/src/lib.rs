@@ -3,6 +3,8 @@
 //!
 //! - [`backup`]: backups of a deployment and their restore.
 //! - [`datadir`]: the data directory and its secrets.
+//! - [`flight`]: Arrow Flight SQL, a front end over the same query use
+//!   case, for BI tools and ADBC, JDBC and ODBC drivers.
 //! - [`heads`]: where the audit log and the ledger end, signed outside
 //!   the store.
 //! - [`http`]: the HTTP service: router, auth, limits, streaming answers,
@@ -20,6 +22,7 @@ pub mod backup;
 pub mod datadir;
 pub mod diff;
 pub mod error;
+pub mod flight;
 pub mod heads;
 pub mod http;
 pub mod indexes;

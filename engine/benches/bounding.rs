@@ -156,6 +156,7 @@ fn main() {
                     epsilon: 0.5,
                     max_groups: case.max_groups,
                     max_rows: case.max_rows,
+                    ..DpOptions::new(0.5)
                 }),
             };
             let (prepared, answer) = runtime.block_on(engine.query(&request)).unwrap();

@@ -356,6 +356,7 @@ impl Bench<'_> {
                 epsilon: self.epsilon,
                 max_groups: case.max_groups,
                 max_rows: case.max_rows,
+                ..DpOptions::new(0.5)
             }),
         };
         common::reset_peak_rss();

@@ -45,6 +45,12 @@ pub struct DpOptions {
     pub max_groups: u64,
     /// Linf: rows one privacy unit may contribute to one group.
     pub max_rows: u64,
+    /// Estimate every aggregate's clamping bounds under DP from a share of
+    /// ε, declared bounds or not (those without declared bounds always are).
+    pub auto_bounds: bool,
+    /// Give each noisy cell a 95% interval: columns `{column}_ci95_lo` and
+    /// `{column}_ci95_hi` after each aggregate the answer passes on.
+    pub intervals: bool,
 }
 
 impl DpOptions {
@@ -53,6 +59,8 @@ impl DpOptions {
             epsilon,
             max_groups: 1,
             max_rows: 1,
+            auto_bounds: false,
+            intervals: false,
         }
     }
 }
@@ -143,6 +151,20 @@ pub struct DpPrepared {
     /// What each budget holds once this answer was charged: empty until
     /// the service charges it, then said in the answer.
     pub budget_left: Vec<BudgetLeft>,
+    /// The estimation of automatic bounds, until it has run
+    /// ([`Engine::resolve_bounds`]).
+    pub(crate) auto: Option<AutoBounds>,
+    /// Set when the estimation ran and failed: the query never runs.
+    pub(crate) estimation_failed: bool,
+}
+
+/// What estimating a query's automatic bounds needs: the checked query
+/// (rebuilt with the bounds once known), the bounded plan of its
+/// histograms of magnitudes, and the seed of the group choice.
+pub(crate) struct AutoBounds {
+    checked: crate::policy::DpChecked,
+    estimation: crate::dp::bound_contributions::Bounded,
+    seed: u64,
 }
 
 /// Where the groups of one key of a DP answer come from.
@@ -173,7 +195,19 @@ impl DpPrepared {
     /// half-width is at most `target`, the query otherwise unchanged;
     /// `None` where no ε allowed reaches it. Nothing is spent.
     pub fn epsilon_for(&self, target: f64) -> Vec<Option<f64>> {
-        self.release.epsilon_for(target)
+        // A column whose bounds are not estimated yet has no known noise.
+        self.release
+            .epsilon_for(target)
+            .into_iter()
+            .zip(&self.noise)
+            .map(|(e, n)| e.filter(|_| n.std.is_finite()))
+            .collect()
+    }
+
+    /// Whether some aggregate's bounds are still to be estimated (or their
+    /// estimation failed).
+    pub fn bounds_pending(&self) -> bool {
+        self.auto.is_some() || self.estimation_failed
     }
 }
 
@@ -771,7 +805,7 @@ impl Engine {
         seed: u64,
     ) -> Result<PreparedQuery, QueryError> {
         use crate::dp::{bound_contributions, release};
-        let checked = policy::check_dp(ctx, plan)?;
+        let checked = policy::check_dp(ctx, plan, options.is_some_and(|o| o.auto_bounds))?;
         // Without options, the grades' default ε and the tightest bounds.
         let options = match options {
             Some(o) => o,
@@ -855,16 +889,43 @@ impl Engine {
             seed,
         )?;
         let kinds = checked.aggregates.iter().map(|a| a.kind).collect();
-        let release = release::calibrate(
+        // Automatic bounds: one histogram of magnitudes per aggregate that
+        // has them, over the same input with no keys, at one share of ε.
+        let auto = match checked.estimation() {
+            Some(estimation) => Some(AutoBounds {
+                estimation: bound_contributions::bound_contributions(
+                    &estimation,
+                    1,
+                    options.max_rows,
+                    seed,
+                )?,
+                checked: checked.clone(),
+                seed,
+            }),
+            None => None,
+        };
+        let mut release = release::calibrate(
             bounded,
             checked.outputs.clone(),
             kinds,
             domains,
-            options.epsilon,
-            delta_b,
-            options.max_groups,
-            options.max_rows,
+            release::Spend {
+                epsilon: options.epsilon,
+                delta: delta_b,
+                max_groups: options.max_groups,
+                max_rows: options.max_rows,
+                estimates: auto.as_ref().map_or(0, |a| a.estimation.stats.len()),
+            },
         );
+        release.intervals = options.intervals;
+        // Until the bounds are estimated, their columns' noise is unknown.
+        for n in &mut release.noise {
+            if checked.aggregates[n.aggregate].auto {
+                n.auto_bounds = true;
+                n.bounds = None;
+                (n.scale, n.std, n.ci95) = (f64::NAN, f64::NAN, f64::NAN);
+            }
+        }
         let cost = release.cost;
         let costs = budgets
             .into_iter()
@@ -934,8 +995,86 @@ impl Engine {
             mechanism,
             key_domains,
             budget_left: Vec::new(),
+            auto,
+            estimation_failed: false,
         });
         Ok(prepared)
+    }
+
+    /// Estimates a DP query's automatic bounds, when it has some, and sets
+    /// them: the answer's noise then says them and its scales. Spends
+    /// the estimation's share of the ε charged for the answer, so it runs
+    /// only after the charge, once: a query whose bounds are set is left
+    /// as it is, and [`Engine::stream`] refuses one whose bounds are not
+    /// set (or whose estimation failed).
+    pub async fn resolve_bounds(&self, query: &mut PreparedQuery) -> Result<(), QueryError> {
+        let Some(dp) = &mut query.dp else {
+            return Ok(());
+        };
+        let Some(auto) = dp.auto.take() else {
+            return Ok(());
+        };
+        // Taken before it runs: it spends, so it never runs twice, and a
+        // query whose estimation failed is never released.
+        dp.estimation_failed = true;
+        let release = self.with_estimated_bounds(dp, &auto).await?;
+        dp.estimation_failed = false;
+        dp.noise = release.noise.clone();
+        query.checked.plan = release.bounded.plan.clone();
+        dp.release = release;
+        Ok(())
+    }
+
+    /// The release of `dp` with its automatic bounds estimated now.
+    async fn with_estimated_bounds(
+        &self,
+        dp: &DpPrepared,
+        auto: &AutoBounds,
+    ) -> Result<crate::dp::release::DpRelease, QueryError> {
+        use crate::dp::{bound_contributions, release};
+        let physical = self.physical_plan(&auto.estimation.plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, self.query_task_ctx())
+            .await
+            .map_err(|e| execution_error(e, self.query_memory))?;
+        let mut entropy = crate::dp::sample::SecureEntropy::new();
+        let estimated =
+            release::estimate_bounds(&dp.release, &auto.estimation, &batches, &mut entropy)?;
+        let estimated_columns = dp.noise.iter().filter(|n| n.auto_bounds);
+        let mut bounds = Vec::with_capacity(estimated.len());
+        for (b, column) in estimated.into_iter().zip(estimated_columns) {
+            bounds.push(b.ok_or_else(|| {
+                QueryError::Limit(crate::error::redact(&format!(
+                    "the automatic bounds of `{}` found no range of values that stands out of the noise at this ε (too few rows for it); declare bounds for the field or ask a larger ε. The ε of this answer stays spent",
+                    column.column
+                )))
+            })?);
+        }
+        let checked = auto.checked.with_bounds(&bounds);
+        let options = dp.options;
+        let bounded = bound_contributions::bound_contributions(
+            &checked,
+            options.max_groups,
+            options.max_rows,
+            auto.seed,
+        )?;
+        let mut out = release::calibrate(
+            bounded,
+            dp.release.outputs.clone(),
+            checked.aggregates.iter().map(|a| a.kind).collect(),
+            dp.release.domains.clone(),
+            dp.release.spend,
+        );
+        out.intervals = dp.release.intervals;
+        for n in &mut out.noise {
+            n.auto_bounds = checked.aggregates[n.aggregate].auto;
+        }
+        // What was charged is what the calibration with the bounds spends.
+        if out.cost != dp.release.cost || out.mechanism != dp.release.mechanism {
+            return Err(QueryError::Internal {
+                detail: "the cost changed with the automatic bounds".into(),
+            });
+        }
+        Ok(out)
     }
 
     /// The caller's own query of the distinct values of `dataset.field`,
@@ -1040,21 +1179,34 @@ impl Engine {
     }
 
     /// The exact, bounded statistics of a prepared DP query, before any
-    /// noise: for the tests that check sensitivities. They never leave the
-    /// engine otherwise.
+    /// noise, or with `estimation` those of its histograms of magnitudes
+    /// for automatic bounds (`None` when it has none): for the tests that
+    /// check sensitivities. They never leave the engine otherwise.
     #[cfg(test)]
     pub(crate) async fn exact_statistics<'q>(
         &self,
         query: &'q PreparedQuery,
-    ) -> Result<(Vec<RecordBatch>, &'q crate::dp::release::DpRelease), QueryError> {
+        estimation: bool,
+    ) -> Result<
+        Option<(
+            Vec<RecordBatch>,
+            &'q crate::dp::bound_contributions::Bounded,
+        )>,
+        QueryError,
+    > {
         let dp = query.dp.as_ref().ok_or_else(|| QueryError::Internal {
             detail: "not a DP query".into(),
         })?;
-        let physical = self.physical_plan(&query.checked.plan).await?;
+        let bounded = match (estimation, &dp.auto) {
+            (false, _) => &dp.release.bounded,
+            (true, Some(auto)) => &auto.estimation,
+            (true, None) => return Ok(None),
+        };
+        let physical = self.physical_plan(&bounded.plan).await?;
         let batches = datafusion::physical_plan::collect(physical, self.query_task_ctx())
             .await
             .map_err(|e| execution_error(e, self.query_memory))?;
-        Ok((batches, &dp.release))
+        Ok(Some((batches, bounded)))
     }
 
     /// The physical plan of a checked plan. DataFusion's type coercion adds
@@ -1115,16 +1267,27 @@ impl Engine {
                     .map_err(|detail| QueryError::Internal { detail })?;
             }
         }
-        let physical = self.physical_plan(&query.checked.plan).await?;
+        let Some(dp) = &query.dp else {
+            let physical = self.physical_plan(&query.checked.plan).await?;
+            return execute_stream(physical, self.query_task_ctx())
+                .map_err(|e| execution_error(e, self.query_memory));
+        };
+        // Automatic bounds are estimated once, by `resolve_bounds`, after
+        // the charge: a query without them set does not run.
+        if dp.bounds_pending() {
+            return Err(QueryError::Internal {
+                detail: "a DP query with automatic bounds ran before `resolve_bounds` set them"
+                    .into(),
+            });
+        }
+        let release = &dp.release;
+        let physical = self.physical_plan(&release.bounded.plan).await?;
         let exact = execute_stream(physical, self.query_task_ctx())
             .map_err(|e| execution_error(e, self.query_memory))?;
-        let Some(dp) = &query.dp else {
-            return Ok(exact);
-        };
         // A DP plan yields exact statistics per group: they never leave
         // here. The noise is drawn now, after the caller charged the budget,
         // and the post-processing runs on the noisy answer alone.
-        let key_types = self.key_types(&dp.release);
+        let key_types = self.key_types(release);
         let batches = exact
             .try_collect::<Vec<_>>()
             .await
@@ -1137,7 +1300,7 @@ impl Engine {
         };
         let mut entropy = crate::dp::sample::SecureEntropy::new();
         let batch = crate::dp::release::release(
-            &dp.release,
+            release,
             &key_types,
             &batches,
             public.as_deref(),
@@ -1151,6 +1314,39 @@ impl Engine {
             .map_err(planning_error)?;
         execute_stream(physical, self.query_task_ctx())
             .map_err(|e| execution_error(e, self.query_memory))
+    }
+
+    /// The schema of the answer a prepared query streams (the DP
+    /// post-processing's, for a DP query).
+    pub fn answer_schema(&self, query: &PreparedQuery) -> Result<SchemaRef, QueryError> {
+        let plan = match &query.dp {
+            None => query.checked.plan.clone(),
+            Some(dp) => {
+                let released =
+                    crate::dp::release::released_schema(&dp.release, &self.key_types(&dp.release));
+                dp.post.plan_over(RecordBatch::new_empty(released))?
+            }
+        };
+        Ok(Arc::new(plan.schema().as_arrow().clone()))
+    }
+
+    /// The datasets a caller may query now, each with the columns it may
+    /// reference (at any level but `compare` and `deny`), in the types of
+    /// the data.
+    pub fn visible_tables(
+        &self,
+        principal: &Principal,
+        purpose: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, SchemaRef)> {
+        self.datasets
+            .iter()
+            .filter(|(name, _)| !self.blocked.contains_key(*name))
+            .filter_map(|(name, d)| {
+                self.view(d, principal, purpose, now)
+                    .map(|v| (name.clone(), v.schema.clone()))
+            })
+            .collect()
     }
 
     /// The types of a DP query's keys, as its bounded plan computes them.
@@ -1185,7 +1381,8 @@ impl Engine {
         &self,
         request: &QueryRequest<'_>,
     ) -> Result<(PreparedQuery, Answer), QueryError> {
-        let prepared = self.prepare(request)?;
+        let mut prepared = self.prepare(request)?;
+        self.resolve_bounds(&mut prepared).await?;
         let answer = self.run(&prepared).await?;
         Ok((prepared, answer))
     }

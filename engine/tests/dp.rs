@@ -68,7 +68,7 @@ fn the_rewrite_bounds_contributions_before_aggregating() {
     let c = consumer();
     let prepared = f
         .engine
-        .prepare(&dp_request(&c, "SELECT diagnosis_category, COUNT(*) AS n, AVG(cost) AS cost FROM health_visits GROUP BY diagnosis_category", DpOptions { epsilon: 1.0, max_groups: 2, max_rows: 3 }))
+        .prepare(&dp_request(&c, "SELECT diagnosis_category, COUNT(*) AS n, AVG(cost) AS cost FROM health_visits GROUP BY diagnosis_category", DpOptions { epsilon: 1.0, max_groups: 2, max_rows: 3, ..DpOptions::new(1.0) }))
         .unwrap();
     insta::assert_snapshot!(prepared.plan_text());
     let dp = prepared.dp.as_ref().unwrap();
@@ -184,6 +184,7 @@ fn variances_and_standard_deviations_are_released_within_their_bounds() {
         epsilon: 100.0,
         max_groups: 1,
         max_rows: most,
+        ..DpOptions::new(100.0)
     };
     let (prepared, rows) = run_dp(
         "SELECT VAR_POP(cost) AS v, STDDEV_POP(cost) AS s, VAR(cost) AS vs FROM health_visits",
@@ -240,6 +241,7 @@ fn quantiles_come_from_a_noisy_histogram_over_the_bounds() {
         epsilon: 100.0,
         max_groups: 1,
         max_rows: most,
+        ..DpOptions::new(100.0)
     };
     let sql = "SELECT MEDIAN(cost) AS m, PERCENTILE_CONT(cost, 0.9) AS p90, percentile_cont(0.1) WITHIN GROUP (ORDER BY cost DESC) AS p90_desc, APPROX_PERCENTILE_CONT(cost, 0.25) AS p25 FROM health_visits";
     let (prepared, rows) = run_dp(sql, options).unwrap();
@@ -608,4 +610,192 @@ fn one_group_per_unit_keeps_each_person_in_exactly_one_group() {
         "{total} released against {persons} persons (noise std {})",
         noise.std
     );
+}
+
+fn number(v: &str) -> f64 {
+    v.parse().unwrap_or_else(|_| panic!("{v} is not a number"))
+}
+
+/// The most rows one person has in health_visits.
+fn most_visits() -> u64 {
+    exact("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM health_visits GROUP BY id_number)")[0][0]
+        .parse()
+        .unwrap()
+}
+
+/// Automatic bounds (ApproxBounds): asked for, or for an argument without
+/// declared bounds, they are estimated when the query runs from a share
+/// of its ε, said in the answer, and hold the bulk of the values; the
+/// answer costs the ε asked, no more.
+#[test]
+fn automatic_bounds_are_estimated_from_a_share_of_epsilon() {
+    let f = fixture();
+    let c = consumer();
+    let options = DpOptions {
+        max_rows: most_visits(),
+        auto_bounds: true,
+        ..DpOptions::new(100.0)
+    };
+    let sql = "SELECT SUM(cost) AS s FROM health_visits";
+    // Before it runs, the bounds and the noise they set are unknown.
+    let prepared = f.engine.prepare(&dp_request(&c, sql, options)).unwrap();
+    let dp = prepared.dp.as_ref().unwrap();
+    assert!(dp.bounds_pending());
+    assert!(
+        dp.noise
+            .iter()
+            .all(|n| n.auto_bounds && n.bounds.is_none() && n.std.is_nan()),
+        "{:?}",
+        dp.noise
+    );
+    assert_eq!(dp.epsilon_for(1000.0), vec![None]);
+
+    let (prepared, rows) = run_dp(sql, options).unwrap();
+    assert_eq!(prepared.privacy.epsilon_spent, 100.0);
+    let dp = prepared.dp.as_ref().unwrap();
+    assert!(!dp.bounds_pending());
+    let n = &dp.noise[0];
+    assert!(n.auto_bounds && n.std.is_finite(), "{n:?}");
+    let (lo, hi) = n.bounds.unwrap();
+    let q = |p: f64| {
+        number(
+            &exact(&format!(
+                "SELECT approx_percentile_cont(cost, {p}, 10000) FROM health_visits"
+            ))[0][0],
+        )
+    };
+    let max = number(&exact("SELECT MAX(cost) FROM health_visits")[0][0]);
+    assert!(
+        lo <= q(0.01) && q(0.99) <= hi && hi <= 2.0 * max,
+        "[{lo}, {hi}]"
+    );
+    let truth = number(&exact("SELECT SUM(cost) FROM health_visits")[0][0]);
+    let got = number(&rows[0][0]);
+    assert!((got - truth).abs() <= 0.02 * truth, "{got} against {truth}");
+
+    // An argument without declared bounds has automatic ones unasked;
+    // every kind of aggregate that clamps takes them.
+    let (prepared, rows) = run_dp(
+        "SELECT diagnosis_category, AVG(cost / 100) AS a, VAR(cost / 100) AS v, MEDIAN(cost / 100) AS m, SUM(cost) AS s FROM health_visits GROUP BY diagnosis_category",
+        DpOptions::new(5.0),
+    )
+    .unwrap();
+    let noise = &prepared.dp.as_ref().unwrap().noise;
+    let auto: Vec<bool> = noise.iter().map(|n| n.auto_bounds).collect();
+    assert_eq!(auto, [true, true, true, false], "{noise:?}");
+    assert_eq!(noise[3].bounds, Some((0.0, 50_000.0)));
+    for row in &rows {
+        let (lo, hi) = noise[0].bounds.unwrap();
+        let a = number(&row[1]);
+        assert!(lo <= a && a <= hi, "{row:?} in [{lo}, {hi}]");
+    }
+
+    // What is not a number has no bounds to estimate.
+    assert_refused("SELECT MEDIAN(hospital) FROM health_visits");
+    // Too few rows for the ε: nothing stands out of the noise; the refusal
+    // says so, and nothing of the data.
+    match run_dp(
+        "SELECT SUM(cost) AS s FROM health_visits WHERE cost > 49000",
+        DpOptions {
+            auto_bounds: true,
+            ..DpOptions::new(0.01)
+        },
+    ) {
+        Err(QueryError::Limit(m)) => {
+            assert!(m.contains("automatic bounds of `s`"), "{m}");
+            assert!(!m.contains("49000"), "{m}");
+        }
+        other => panic!("{:?}", other.map(|(_, rows)| rows)),
+    }
+}
+
+/// Asked for, each noisy cell comes with a 95% interval of the statistic
+/// before noise, carried through the post-processing beside its cell; a
+/// computed column has none.
+#[test]
+fn intervals_go_with_each_noisy_cell() {
+    let options = DpOptions {
+        intervals: true,
+        ..DpOptions::new(1.0)
+    };
+    let f = fixture();
+    let c = consumer();
+    let sql = "SELECT diagnosis_category, COUNT(*) AS n, SUM(cost) AS s, AVG(cost) AS a, STDDEV(cost) AS sd, MEDIAN(cost) AS m, COUNT(*) * 2 AS twice FROM health_visits GROUP BY diagnosis_category HAVING COUNT(*) > 10 ORDER BY n DESC LIMIT 5";
+    let (_, answer) = f
+        .runtime
+        .block_on(f.engine.query(&dp_request(&c, sql, options)))
+        .unwrap();
+    let names: Vec<String> = answer
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut expected: Vec<String> = ["diagnosis_category", "n", "s", "a", "sd", "m", "twice"]
+        .map(String::from)
+        .to_vec();
+    for c in ["n", "s", "a", "sd", "m"] {
+        expected.push(format!("{c}_ci95_lo"));
+        expected.push(format!("{c}_ci95_hi"));
+    }
+    assert_eq!(names, expected);
+    let rows = rows(&answer.batches);
+    assert!(!rows.is_empty());
+    let mut widths = Vec::new();
+    for row in &rows {
+        let at = |name: &str| number(&row[names.iter().position(|n| n == name).unwrap()]);
+        // Each released value lies in its own interval (rows stay aligned
+        // through HAVING, ORDER BY and LIMIT), and the quantile's within
+        // the bounds.
+        for c in ["n", "s", "a", "sd"] {
+            let (lo, v, hi) = (
+                at(&format!("{c}_ci95_lo")),
+                at(c),
+                at(&format!("{c}_ci95_hi")),
+            );
+            assert!(
+                lo <= v && v <= hi && lo < hi,
+                "{c}: {lo} {v} {hi} in {row:?}"
+            );
+        }
+        let (lo, hi) = (at("m_ci95_lo"), at("m_ci95_hi"));
+        assert!(0.0 <= lo && lo < hi && hi <= 50_000.0, "{row:?}");
+        widths.push(at("n_ci95_hi") - at("n_ci95_lo"));
+    }
+    // A count's interval has the same width in every group (none is near 0).
+    assert!(
+        widths.windows(2).all(|w| (w[0] - w[1]).abs() < 1e-9),
+        "{widths:?}"
+    );
+
+    // The interval holds the exact statistic: one group per person and
+    // every row of theirs kept, 20 answers.
+    let options = DpOptions {
+        max_rows: most_visits(),
+        intervals: true,
+        ..DpOptions::new(1.0)
+    };
+    let truth = number(&exact("SELECT COUNT(*) FROM health_visits")[0][0]);
+    let held = (0..20)
+        .filter(|_| {
+            let (_, rows) = run_dp("SELECT COUNT(*) AS n FROM health_visits", options).unwrap();
+            number(&rows[0][1]) <= truth && truth <= number(&rows[0][2])
+        })
+        .count();
+    assert!(held >= 15, "{held} of 20");
+
+    // Not asked for: no intervals. A name taken: refused, not overwritten.
+    let (_, rows) = run_dp(
+        "SELECT COUNT(*) AS n FROM health_visits",
+        DpOptions::new(1.0),
+    )
+    .unwrap();
+    assert_eq!(rows[0].len(), 1);
+    match run_dp(
+        "SELECT COUNT(*) AS n, SUM(cost) AS n_ci95_lo FROM health_visits",
+        options,
+    ) {
+        Err(QueryError::InvalidSql(m)) => assert!(m.contains("n_ci95_lo"), "{m}"),
+        other => panic!("{:?}", other.map(|(_, rows)| rows)),
+    }
 }

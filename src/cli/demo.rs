@@ -29,6 +29,10 @@ pub struct DemoArgs {
     /// Address to serve on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
+    /// Address to serve Arrow Flight SQL on (ADBC, JDBC and ODBC drivers,
+    /// BI tools); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    flight_sql: std::net::SocketAddr,
     /// Set everything up and exit without serving.
     #[arg(long)]
     no_serve: bool,
@@ -182,9 +186,14 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
                 id.as_str()
             )
         });
-    let banner = |addr: std::net::SocketAddr| {
+    let banner = |addr: std::net::SocketAddr, flight: Option<std::net::SocketAddr>| {
         println!();
         println!("Serving the API on http://{addr} (docs at http://{addr}/docs); Ctrl-C stops it.");
+        if let Some(flight) = flight {
+            println!(
+                "Arrow Flight SQL on grpc://{flight}: connect ADBC, JDBC or ODBC Flight SQL drivers with an API key as the bearer token (README, \"Connect a tool\")."
+            );
+        }
         println!(
             "The approvers' console is at http://{addr}/console: sign in with demo-provider's, demo-approver's or demo-admin's key from demo-keys.toml."
         );
@@ -206,7 +215,8 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
             root.display()
         );
     };
-    let config = veil_api::http::ServerConfig::new(root.clone(), args.listen);
+    let mut config = veil_api::http::ServerConfig::new(root.clone(), args.listen);
+    config.flight_sql = Some(args.flight_sql);
     super::serve::run_server(config, Some(&banner))
 }
 

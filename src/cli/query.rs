@@ -37,6 +37,13 @@ pub struct QueryArgs {
     /// the smallest ε that reaches it.
     #[arg(long, requires = "dry_run")]
     target_ci95: Option<f64>,
+    /// Estimate every aggregate's clamping bounds under DP from a share of
+    /// ε, declared ones too.
+    #[arg(long, requires = "epsilon")]
+    auto_bounds: bool,
+    /// Give each noisy cell a 95% interval (`{column}_ci95_lo`, `_hi`).
+    #[arg(long, requires = "epsilon")]
+    intervals: bool,
 }
 
 pub fn run(args: QueryArgs) -> Result<(), Failure> {
@@ -52,6 +59,9 @@ pub fn run(args: QueryArgs) -> Result<(), Failure> {
         max_rows: args.epsilon.map(|_| args.max_rows),
         dry_run: args.dry_run,
         target_ci95: args.target_ci95,
+        auto_bounds: args.auto_bounds,
+        intervals: args.intervals,
+        request_id: None,
     };
     // On the query pool's deep stacks, as in the server.
     let pool = QueryPool::new()?;

@@ -30,6 +30,13 @@ pub struct ServeArgs {
     /// Connections open at once from one address.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections_per_peer: u64,
+    /// Also serve Arrow Flight SQL (for ADBC, JDBC and ODBC drivers and BI
+    /// tools) on this address; port 0 picks a free one (printed).
+    #[arg(long, value_name = "ADDR")]
+    flight_sql: Option<SocketAddr>,
+    /// Seconds a Flight SQL ticket waits for its `DoGet`.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    ticket_lifetime: u64,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -40,15 +47,17 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     config.max_connections_per_peer =
         usize::try_from(args.max_connections_per_peer).unwrap_or(usize::MAX);
+    config.flight_sql = args.flight_sql;
+    config.ticket_lifetime = std::time::Duration::from_secs(args.ticket_lifetime);
     run_server(config, None)
 }
 
+/// What a banner is told: the HTTP address and the Flight SQL one.
+pub type Banner<'a> = &'a dyn Fn(SocketAddr, Option<SocketAddr>);
+
 /// Serves the data directory until SIGTERM or Ctrl-C. `banner` is printed
 /// once the socket is bound.
-pub fn run_server(
-    config: ServerConfig,
-    banner: Option<&dyn Fn(SocketAddr)>,
-) -> Result<(), Failure> {
+pub fn run_server(config: ServerConfig, banner: Option<Banner<'_>>) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -59,13 +68,43 @@ pub fn run_server(
             .await
             .map_err(|e| Failure::Failed(format!("cannot listen on {listen}: {e}")))?;
         let bound = listener.local_addr()?;
+        let flight =
+            match state.config.flight_sql {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    Failure::Failed(format!("cannot serve Flight SQL on {addr}: {e}"))
+                })?),
+                None => None,
+            };
+        let flight_bound = flight.as_ref().map(|l| l.local_addr()).transpose()?;
         match banner {
-            Some(print) => print(bound),
-            None => println!("veil is serving {} on http://{bound}", dir.display()),
+            Some(print) => print(bound, flight_bound),
+            None => {
+                println!("veil is serving {} on http://{bound}", dir.display());
+                if let Some(f) = flight_bound {
+                    println!("Flight SQL on grpc://{f}");
+                }
+            }
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        serve(state, listener, shutdown_signal()).await?;
+        // One signal stops both front ends.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Some(listener) = flight {
+            let (state, rx) = (state.clone(), stopped.clone());
+            tokio::spawn(async move {
+                if let Err(e) = veil_api::flight::serve(state, listener, until(rx)).await {
+                    tracing::error!(error = %e, "Flight SQL stopped");
+                }
+            });
+        }
+        serve(state, listener, until(stopped)).await?;
         Ok(())
     })
 }

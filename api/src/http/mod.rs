@@ -6,7 +6,7 @@
 
 mod admin;
 mod answer;
-mod auth;
+pub mod auth;
 mod body;
 mod calendar;
 pub mod console;

@@ -35,6 +35,9 @@ impl From<QueryBody> for QueryInput {
             max_rows: b.max_rows,
             dry_run: b.dry_run,
             target_ci95: b.target_ci95,
+            auto_bounds: b.bounds == Some(crate::wire::query::Bounds::Auto),
+            intervals: b.intervals,
+            request_id: None,
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct ServerConfig {
     /// descriptor limit leaves room for) and from one address.
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
+    /// Where Flight SQL is served, if anywhere.
+    pub flight_sql: Option<SocketAddr>,
+    /// How long a Flight SQL ticket waits for its `DoGet`.
+    pub ticket_lifetime: Duration,
 }
 
 impl ServerConfig {
@@ -51,6 +55,8 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_connections_per_peer: 256,
+            flight_sql: None,
+            ticket_lifetime: crate::flight::tickets::TICKET_LIFETIME,
         }
     }
 }

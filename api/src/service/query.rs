@@ -37,6 +37,15 @@ pub struct QueryInput {
     pub dry_run: bool,
     /// With `dry_run`: the 95% half-width to find each column's ε for.
     pub target_ci95: Option<f64>,
+    /// Estimate every aggregate's clamping bounds under DP (`bounds:
+    /// "auto"`), declared ones too.
+    pub auto_bounds: bool,
+    /// Give each noisy cell a 95% interval.
+    pub intervals: bool,
+    /// The request id a front end gave this query when it checked it
+    /// first (Flight SQL's `GetFlightInfo` says it before the run); a
+    /// fresh one otherwise.
+    pub request_id: Option<String>,
 }
 
 impl QueryInput {
@@ -71,15 +80,21 @@ impl QueryInput {
                 ));
             }
         }
-        let dp_only = self.max_groups.is_some() || self.max_rows.is_some() || self.dry_run;
+        let dp_only = self.max_groups.is_some()
+            || self.max_rows.is_some()
+            || self.dry_run
+            || self.auto_bounds
+            || self.intervals;
         match (self.epsilon, dp_only) {
             (Some(epsilon), _) => Ok(Some(DpOptions {
                 epsilon,
                 max_groups: self.max_groups.unwrap_or(1),
                 max_rows: self.max_rows.unwrap_or(1),
+                auto_bounds: self.auto_bounds,
+                intervals: self.intervals,
             })),
             (None, true) => Err(ServiceError::bad_request(
-                "`max_groups`, `max_rows` and `dry_run` go with `epsilon`, for differentially private queries",
+                "`max_groups`, `max_rows`, `bounds`, `intervals` and `dry_run` go with `epsilon`, for differentially private queries",
             )),
             (None, false) => Ok(None),
         }
@@ -88,6 +103,14 @@ impl QueryInput {
     fn purpose(&self) -> Option<&str> {
         self.purpose.as_deref().filter(|p| !p.trim().is_empty())
     }
+}
+
+/// A query checked and not run: its answer's schema, and what the
+/// answer's schema will say about it (as of the check: a DP answer's
+/// budgets left and automatic bounds are known once it runs).
+pub struct Planned {
+    pub schema: arrow::datatypes::SchemaRef,
+    pub metadata: std::collections::HashMap<String, String>,
 }
 
 /// What a query came to.
@@ -226,6 +249,19 @@ fn require_querier(caller: &Principal, what: &str) -> Result<(), ServiceError> {
     )))
 }
 
+/// The audit entry of a query by `caller`, before anything is known of it.
+fn audit_entry(caller: &Principal, purpose: Option<&str>, endpoint: &str, sql: &str) -> AuditEntry {
+    AuditEntry {
+        principal: caller.name.clone(),
+        role: caller.role.name().to_owned(),
+        purpose: purpose.unwrap_or_default().to_owned(),
+        endpoint: endpoint.to_owned(),
+        request: sql.to_owned(),
+        privacy: "{}".into(),
+        ..AuditEntry::default()
+    }
+}
+
 /// A fresh request id: 96 random bits in hex.
 pub fn request_id() -> String {
     use ring::rand::SecureRandom;
@@ -248,15 +284,7 @@ impl Service {
         let dp = input.dp()?;
         let purpose = input.purpose();
         let engine = self.engine();
-        let mut entry = AuditEntry {
-            principal: caller.name.clone(),
-            role: caller.role.name().to_owned(),
-            purpose: purpose.unwrap_or_default().to_owned(),
-            endpoint: endpoint.to_owned(),
-            request: input.sql.clone(),
-            privacy: "{}".into(),
-            ..AuditEntry::default()
-        };
+        let mut entry = audit_entry(caller, purpose, endpoint, &input.sql);
         let request = QueryRequest {
             principal: caller,
             purpose,
@@ -293,8 +321,13 @@ impl Service {
                 Err(e) => return Err(self.refuse(entry, e.into()).await),
             }
         }
-        let stream = tokio::time::timeout(timeout, engine.stream(&prepared))
-            .await
+        // Automatic bounds are estimated first, from the ε just charged, so
+        // that the audit entry and the answer say them.
+        let stream = tokio::time::timeout(timeout, async {
+            engine.resolve_bounds(&mut prepared).await?;
+            engine.stream(&prepared).await
+        })
+        .await
             .unwrap_or_else(|_| {
                 Err(veil_engine::QueryError::Limit(format!(
                     "the query ran past the {} s one query may take; nothing was released: filter first, or group by fewer keys",
@@ -320,12 +353,56 @@ impl Service {
             max_rows: engine.policy().max_rows,
             stream,
             completion: Completion {
-                request_id: request_id(),
+                request_id: input.request_id.clone().unwrap_or_else(request_id),
                 request_digest: receipt::request_digest(&caller.name, endpoint, &request_json),
                 entry,
             },
             prepared,
         })))
+    }
+
+    /// Checks a query as [`Service::query`] would, without charging or
+    /// running it: the schema of its answer, or the refusal, audited as
+    /// `query` audits it. For front ends that check first and run later
+    /// (Flight SQL's `GetFlightInfo`); the run checks it all again.
+    pub async fn plan(
+        &self,
+        caller: &Principal,
+        endpoint: &str,
+        input: &QueryInput,
+    ) -> Result<Planned, ServiceError> {
+        require_querier(caller, "queries")?;
+        let dp = input.dp()?;
+        let purpose = input.purpose();
+        let engine = self.engine();
+        let request = QueryRequest {
+            principal: caller,
+            purpose,
+            sql: &input.sql,
+            now: Utc::now(),
+            dp,
+        };
+        let planned = engine.prepare(&request).and_then(|p| {
+            let schema = engine.answer_schema(&p)?;
+            let id = input.request_id.as_deref().unwrap_or_default();
+            let mut metadata = wire::stream_metadata(&p, id, engine.policy().max_rows);
+            if id.is_empty() {
+                metadata.remove("veil.request_id");
+            }
+            Ok(Planned { schema, metadata })
+        });
+        let mut entry = audit_entry(caller, purpose, endpoint, &input.sql);
+        entry.datasets = engine.datasets_named(&input.sql);
+        match planned {
+            // Accepted: on record too (what the policy allows is itself
+            // something the caller learnt), as a dry run is.
+            Ok(planned) => {
+                entry.outcome = "checked".into();
+                self.audit(entry).await?;
+                Ok(planned)
+            }
+            Err(e) => Err(self.refuse(entry, ServiceError::from(&e)).await),
+        }
     }
 
     /// Audits a refusal and returns its error; an entry that cannot be

@@ -226,12 +226,29 @@ pub fn answer_meta(prepared: &PreparedQuery) -> Map<String, Value> {
                         column["ci95_of"] = json!("rank (rows)");
                         column["resolution"] = json!(width);
                     }
+                    match (n.bounds, n.auto_bounds) {
+                        (Some((lo, hi)), false) => {
+                            column["clamp"] = json!({"lower": lo, "upper": hi, "source": "declared"});
+                        }
+                        (Some((lo, hi)), true) => {
+                            column["clamp"] = json!({"lower": lo, "upper": hi, "source": "automatic", "note": "estimated under DP from a share of this answer's ε: a noisy log-scale histogram of the values, its lowest and highest bins above the noise (ApproxBounds)"});
+                        }
+                        (None, true) => {
+                            column["clamp"] = json!({"source": "automatic", "note": "estimated when the query runs, from a share of its ε; the noise scale follows from them"});
+                        }
+                        (None, false) => {}
+                    }
                     column
                 })
                 .collect(),
         );
         if !dp.budget_left.is_empty() {
             privacy_json["budgets"] = dp.budget_left.iter().map(budget_left).collect();
+        }
+        if dp.options.intervals {
+            privacy_json["intervals"] = json!(
+                "each noisy aggregate the answer passes on has columns `{column}_ci95_lo` and `{column}_ci95_hi`: for counts, sums, averages and variances an interval that holds the statistic without noise (after clamping and bounding contributions) with probability at least 95%, from tail bounds of the noise; for quantiles an approximate one (normal approximation of the rank's noise, widened to bin edges). Rows kept or ordered by noisy values (HAVING, ORDER BY ... LIMIT) are chosen with their noise, and their intervals cover less often"
+            );
         }
         let public = dp.public_key_columns();
         if !public.is_empty() {

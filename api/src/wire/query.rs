@@ -34,6 +34,23 @@ pub struct QueryBody {
     #[serde(default)]
     #[schema(exclusive_minimum = 0.0)]
     pub target_ci95: Option<f64>,
+    /// `auto`: estimate every aggregate's clamping bounds under DP from a
+    /// share of ε, declared ones too (aggregates of numbers without
+    /// declared bounds always are); `declared` (the default) otherwise.
+    #[serde(default)]
+    pub bounds: Option<Bounds>,
+    /// Give each noisy cell a 95% interval: columns `{column}_ci95_lo` and
+    /// `{column}_ci95_hi` after each aggregate the answer passes on.
+    #[serde(default)]
+    pub intervals: bool,
+}
+
+/// Where a DP answer's clamping bounds come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Bounds {
+    Declared,
+    Auto,
 }
 
 /// `GET /v1/budget`'s query.

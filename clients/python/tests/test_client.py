@@ -64,6 +64,18 @@ def test_an_aggregate_and_a_dp_query_spend_and_say_so(as_):
     assert after == pytest.approx(left - dp.privacy["epsilon_spent"], abs=1e-9)
 
 
+def test_dp_answers_carry_automatic_bounds_and_intervals(as_):
+    client = as_("demo-consumer")
+    sql = "SELECT diagnosis_category, SUM(cost) AS cost FROM health_visits GROUP BY diagnosis_category"
+    dp = client.sql(sql, epsilon=0.5, bounds="auto", intervals=True)
+    df = dp.df
+    assert list(df.columns) == ["diagnosis_category", "cost", "cost_ci95_lo", "cost_ci95_hi"]
+    assert df.height > 0
+    assert ((df["cost_ci95_lo"] <= df["cost"]) & (df["cost"] <= df["cost_ci95_hi"])).all()
+    clamp = dp.privacy["columns"][0]["clamp"]
+    assert clamp["source"] == "automatic" and clamp["lower"] < clamp["upper"]
+
+
 def test_refusals_raise_the_contracts_codes(demo, as_):
     client = as_("demo-consumer")
     with pytest.raises(veil.PolicyDenied) as denied:

@@ -58,6 +58,11 @@ pub(crate) struct Stats {
     /// adds 1 to the bin its clamped value falls in (none when NULL), so a
     /// unit's rows in a group add at most Linf across all of them.
     pub bins: Vec<String>,
+    /// What one row adds to its bin: 1, or for a histogram of magnitudes
+    /// [`super::approx_bounds::WEIGHT`], so that a unit whose rows spread
+    /// over several bins still adds to each its share (on a grid of
+    /// 1/WEIGHT) when its rows are scaled down to Linf.
+    pub bin_weight: f64,
 }
 
 impl Stats {
@@ -72,6 +77,7 @@ impl Stats {
             square_grid: 1.0,
             square_bound: 0.0,
             bins: Vec::new(),
+            bin_weight: 1.0,
         }
     }
 
@@ -81,7 +87,7 @@ impl Stats {
         out.extend(self.sum.iter().map(|c| (c, self.row_bound)));
         out.extend(self.count.iter().map(|c| (c, 1.0)));
         out.extend(self.squares.iter().map(|c| (c, self.square_bound)));
-        out.extend(self.bins.iter().map(|c| (c, 1.0)));
+        out.extend(self.bins.iter().map(|c| (c, self.bin_weight)));
         out
     }
 }
@@ -150,7 +156,7 @@ fn on_grid(x: Expr, grid: f64) -> Expr {
 /// Replaces each quantile's bin-index column by one 0/1 column per bin.
 fn expand_bins(
     builder: LogicalPlanBuilder,
-    histograms: &[(String, Vec<String>)],
+    histograms: &[(String, Vec<String>, i64)],
 ) -> datafusion::error::Result<LogicalPlanBuilder> {
     if histograms.is_empty() {
         return Ok(builder);
@@ -158,12 +164,16 @@ fn expand_bins(
     let mut columns = Vec::new();
     for field in builder.schema().fields() {
         let name = field.name();
-        match histograms.iter().find(|(index, _)| index == name) {
-            Some((index, bins)) => {
+        match histograms.iter().find(|(index, ..)| index == name) {
+            Some((index, bins, weight)) => {
                 for (i, bin) in bins.iter().enumerate() {
-                    columns.push(
-                        cast(col(index.as_str()).eq(lit(i as f64)), DataType::Int64).alias(bin),
-                    );
+                    let indicator = cast(col(index.as_str()).eq(lit(i as f64)), DataType::Int64);
+                    let weighted = if *weight == 1 {
+                        indicator
+                    } else {
+                        indicator * lit(*weight)
+                    };
+                    columns.push(weighted.alias(bin));
                 }
             }
             None => columns.push(col(name.as_str())),
@@ -192,7 +202,7 @@ pub(crate) fn bound_contributions(
     }
     let mut stats = Vec::with_capacity(checked.aggregates.len());
     // Each quantile's bin-index column and the indicator columns of its bins.
-    let mut histograms: Vec<(String, Vec<String>)> = Vec::new();
+    let mut histograms: Vec<(String, Vec<String>, i64)> = Vec::new();
     // Each per-row statistic column, in the order the group choice sums
     // them; and each per-unit sum's column with the bound of one row in it.
     let mut sources: Vec<String> = Vec::new();
@@ -248,6 +258,7 @@ pub(crate) fn bound_contributions(
                     square_grid,
                     square_bound: (r * r / square_grid).ceil(),
                     bins: Vec::new(),
+                    bin_weight: 1.0,
                 }
             }
             (DpKind::Quantile { lo, hi, .. }, Some(value)) => {
@@ -272,9 +283,38 @@ pub(crate) fn bound_contributions(
                 let bins: Vec<String> = (0..QUANTILE_BINS)
                     .map(|i| format!("__veil_v{j}_b{i}"))
                     .collect();
-                histograms.push((v.clone(), bins.clone()));
+                histograms.push((v.clone(), bins.clone(), 1));
                 Stats {
                     bins,
+                    ..Stats::plain(None)
+                }
+            }
+            (DpKind::Magnitudes, Some(value)) => {
+                use super::approx_bounds::{BINS, HIGHEST, LOWEST, WEIGHT, ZERO};
+                use datafusion::functions::math::expr_fn::{abs, floor, isnan, log2};
+                // The bin of each value's magnitude (`approx_bounds`); NaN
+                // and NULL are -1, in no bin.
+                let x = try_cast(value.clone(), DataType::Float64);
+                let m = abs(x.clone());
+                let level = when(
+                    m.clone().gt_eq(lit(2f64.powi(HIGHEST))),
+                    lit(HIGHEST as f64),
+                )
+                .otherwise(floor(log2(m.clone())))
+                .map_err(plan_error)?;
+                let offset = level - lit(LOWEST as f64);
+                let bin = when(isnan(x.clone()), lit(-1.0))
+                    .when(m.lt(lit(2f64.powi(LOWEST))), lit(ZERO as f64))
+                    .when(x.gt(lit(0.0)), lit((ZERO + 1) as f64) + offset.clone())
+                    .otherwise(lit((ZERO - 1) as f64) - offset)
+                    .map_err(plan_error)?;
+                let bin = datafusion::functions::core::expr_fn::coalesce(vec![bin, lit(-1.0)]);
+                project.push(bin.alias(&v));
+                let bins: Vec<String> = (0..BINS).map(|i| format!("__veil_v{j}_b{i}")).collect();
+                histograms.push((v.clone(), bins.clone(), WEIGHT as i64));
+                Stats {
+                    bins,
+                    bin_weight: WEIGHT,
                     ..Stats::plain(None)
                 }
             }
@@ -282,7 +322,8 @@ pub(crate) fn bound_contributions(
                 DpKind::Sum { .. }
                 | DpKind::Avg { .. }
                 | DpKind::Variance { .. }
-                | DpKind::Quantile { .. },
+                | DpKind::Quantile { .. }
+                | DpKind::Magnitudes,
                 None,
             ) => {
                 return Err(invalid(
@@ -329,7 +370,10 @@ pub(crate) fn bound_contributions(
         let limit = max_rows as f64 * row_bound;
         let x = cast(col(column), DataType::Float64) * col("__veil_factor");
         let x = if floor {
-            datafusion::functions::math::expr_fn::floor(x)
+            // Exact values are count · Linf / c: an integer, or at least 1/c
+            // from one; the nudge undoes the float error of the product
+            // (1/49 · 49 < 1) and never reaches the next integer.
+            datafusion::functions::math::expr_fn::floor(x + lit(1e-9))
         } else {
             datafusion::functions::math::expr_fn::round(vec![x])
         };

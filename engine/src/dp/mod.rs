@@ -4,6 +4,7 @@
 //! ([`release`]).
 
 pub mod accounting;
+pub(crate) mod approx_bounds;
 
 /// The ε a caller may ask of one answer or one model. Below the floor the
 /// noise swamps any answer, and the samplers' exact arithmetic (noise

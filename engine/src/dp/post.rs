@@ -39,6 +39,8 @@ pub(crate) struct PostProcessing {
     nodes: Vec<LogicalPlan>,
     /// The aggregate's output: the released columns, in order.
     released: DFSchemaRef,
+    /// How many of them are keys (the rest are aggregates).
+    groups: usize,
 }
 
 const NODES: &str = "above a differentially private aggregate only projections, HAVING, ORDER BY, LIMIT and OFFSET (and derived-table aliases) are available";
@@ -76,6 +78,7 @@ pub(crate) fn split<'a>(
         PostProcessing {
             nodes,
             released: aggregate.schema.clone(),
+            groups: aggregate.group_expr.len(),
         },
         aggregate,
     ))
@@ -143,6 +146,16 @@ impl PostProcessing {
     /// For each released column, the answer's name for it when a column of
     /// the answer is that column unchanged; otherwise its own name.
     pub(crate) fn names(&self) -> Vec<String> {
+        self.passed_on()
+            .into_iter()
+            .zip(self.released.fields())
+            .map(|(name, field)| name.unwrap_or_else(|| field.name().clone()))
+            .collect()
+    }
+
+    /// For each released column, the answer's name for it when a column of
+    /// the answer is that column unchanged.
+    fn passed_on(&self) -> Vec<Option<String>> {
         self.released
             .fields()
             .iter()
@@ -160,31 +173,53 @@ impl PostProcessing {
                             });
                     }
                 }
-                name.unwrap_or_else(|| field.name().clone())
+                name
             })
             .collect()
     }
 
     /// The post-processing as a plan over `released`, a batch with the
     /// released columns in order (their names are not used): its only leaf
-    /// is an in-memory table of that batch.
+    /// is an in-memory table of that batch. Columns of the batch past the
+    /// released ones are each aggregate's intervals, `__veil_ci{j}_lo` and
+    /// `_hi`, carried through every node: the answer names them
+    /// `{column}_ci95_lo` and `_hi` after each aggregate it passes on
+    /// unchanged, and drops those of aggregates it only computes with.
     pub(crate) fn plan_over(&self, released: RecordBatch) -> Result<LogicalPlan, QueryError> {
         let positional = |i: usize| format!("__veil_released_{i}");
+        let width = self.released.fields().len();
         let schema: SchemaRef = Arc::new(Schema::new(
             released
                 .schema()
                 .fields()
                 .iter()
                 .enumerate()
-                .map(|(i, f)| Field::new(positional(i), f.data_type().clone(), true))
+                .map(|(i, f)| {
+                    let name = if i < width {
+                        positional(i)
+                    } else {
+                        f.name().clone()
+                    };
+                    Field::new(name, f.data_type().clone(), true)
+                })
                 .collect::<Vec<_>>(),
         ));
+        let carried: Vec<String> = schema.fields()[width.min(schema.fields().len())..]
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let carry = || {
+            carried
+                .iter()
+                .map(|c| Expr::Column(Column::new_unqualified(c)))
+                .collect::<Vec<_>>()
+        };
         let batch =
             RecordBatch::try_new(schema.clone(), released.columns().to_vec()).map_err(internal)?;
         let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(internal)?;
         // The released columns under the aggregate's own (qualified) names,
         // so that the kept nodes' expressions resolve as they did.
-        let renamed: Vec<Expr> = self
+        let mut renamed: Vec<Expr> = self
             .released
             .iter()
             .enumerate()
@@ -193,17 +228,61 @@ impl PostProcessing {
                     .alias_qualified(qualifier.cloned(), field.name())
             })
             .collect();
+        renamed.extend(carry());
         let mut plan =
             LogicalPlanBuilder::scan("__veil_released", provider_as_source(Arc::new(table)), None)
                 .and_then(|b| b.project(renamed))
                 .and_then(|b| b.build())
                 .map_err(planning)?;
         for node in self.nodes.iter().rev() {
-            plan = node
-                .with_new_exprs(node.expressions(), vec![plan])
-                .map_err(planning)?;
+            let mut exprs = node.expressions();
+            if matches!(node, LogicalPlan::Projection(_)) {
+                exprs.extend(carry());
+            }
+            plan = node.with_new_exprs(exprs, vec![plan]).map_err(planning)?;
         }
-        Ok(plan)
+        if carried.is_empty() {
+            return Ok(plan);
+        }
+        // The answer's columns, then the intervals of those it passes on.
+        let mut out: Vec<Expr> = plan
+            .schema()
+            .iter()
+            .filter(|(_, f)| !carried.contains(f.name()))
+            .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+            .collect();
+        let answer: Vec<String> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| !carried.contains(n))
+            .collect();
+        let names = self.passed_on();
+        for (j, name) in names[self.groups..].iter().enumerate() {
+            let Some(name) = name
+                .as_ref()
+                .filter(|n| plan.schema().has_column_with_unqualified_name(n))
+            else {
+                continue;
+            };
+            for side in ["lo", "hi"] {
+                let label = format!("{name}_ci95_{side}");
+                if answer.contains(&label) {
+                    return Err(invalid(crate::error::redact(&format!(
+                        "the answer has a column `{label}` already: it would name an interval; rename it"
+                    ))));
+                }
+                out.push(
+                    Expr::Column(Column::new_unqualified(format!("__veil_ci{j}_{side}")))
+                        .alias(label),
+                );
+            }
+        }
+        LogicalPlanBuilder::from(plan)
+            .project(out)
+            .and_then(|b| b.build())
+            .map_err(planning)
     }
 }
 

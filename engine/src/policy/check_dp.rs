@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use veil_policies::Level;
 
 use super::lineage::Lineage;
@@ -61,6 +61,9 @@ pub(crate) enum DpKind {
         hi: f64,
         p: f64,
     },
+    /// Never asked for: the histogram of magnitudes that estimates an
+    /// aggregate's automatic bounds (`crate::dp::approx_bounds`).
+    Magnitudes,
 }
 
 /// Bins of a quantile's histogram: its resolution is a 32nd of the bounds.
@@ -76,9 +79,40 @@ impl DpKind {
     /// across its bins, as to a count, so each bin takes a count's noise).
     pub(crate) fn statistics(self) -> usize {
         match self {
-            DpKind::Count | DpKind::CountUnits | DpKind::Sum { .. } | DpKind::Quantile { .. } => 1,
+            DpKind::Count
+            | DpKind::CountUnits
+            | DpKind::Sum { .. }
+            | DpKind::Quantile { .. }
+            | DpKind::Magnitudes => 1,
             DpKind::Avg { .. } => 2,
             DpKind::Variance { .. } => 3,
+        }
+    }
+
+    /// The clamping bounds, for the aggregates that have them.
+    pub(crate) fn bounds(self) -> Option<(f64, f64)> {
+        match self {
+            DpKind::Sum { lo, hi }
+            | DpKind::Avg { lo, hi }
+            | DpKind::Variance { lo, hi, .. }
+            | DpKind::Quantile { lo, hi, .. } => Some((lo, hi)),
+            DpKind::Count | DpKind::CountUnits | DpKind::Magnitudes => None,
+        }
+    }
+
+    /// This aggregate clamped to `lo` and `hi` instead.
+    pub(crate) fn with_bounds(self, lo: f64, hi: f64) -> DpKind {
+        match self {
+            DpKind::Sum { .. } => DpKind::Sum { lo, hi },
+            DpKind::Avg { .. } => DpKind::Avg { lo, hi },
+            DpKind::Variance { sample, root, .. } => DpKind::Variance {
+                lo,
+                hi,
+                sample,
+                root,
+            },
+            DpKind::Quantile { p, .. } => DpKind::Quantile { lo, hi, p },
+            other => other,
         }
     }
 }
@@ -88,6 +122,9 @@ pub(crate) struct DpAggregate {
     pub kind: DpKind,
     /// The argument, over the checked input.
     pub value: Option<Expr>,
+    /// Whether the bounds of `kind` are to be estimated under DP when the
+    /// query runs (`crate::dp::approx_bounds`): until then they are [0, 1].
+    pub auto: bool,
 }
 
 /// Where an answer column comes from.
@@ -97,7 +134,7 @@ pub(crate) enum DpSource {
     Aggregate(usize),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct DpChecked {
     /// The checked input, with its hidden unit columns.
     pub input: LogicalPlan,
@@ -119,7 +156,14 @@ pub(crate) struct DpChecked {
     pub fields: BTreeSet<String>,
 }
 
-pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecked, QueryError> {
+/// Checks `plan` as a DP query. With `auto_bounds`, every aggregate that
+/// clamps estimates its bounds when the query runs, declared ones or not;
+/// without, only those without declared bounds do.
+pub(crate) fn check_dp(
+    ctx: &Context<'_>,
+    plan: &LogicalPlan,
+    auto_bounds: bool,
+) -> Result<DpChecked, QueryError> {
     let (post, agg) = crate::dp::post::split(plan, SHAPE)?;
     let mut stage = Stage::new(ctx);
     stage.fields.below_dp = true;
@@ -208,6 +252,7 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
             .as_ref()
             .and_then(|f| ctx_field(ctx, &f.dataset, &f.field))
             .and_then(|s| s.bounds);
+        let mut estimated = false;
         let (kind, value) = match (name, f.params.distinct) {
             ("count", false) if literal => (DpKind::Count, None),
             ("count", false) => (DpKind::Count, Some(stage.rewrite(arg, &scope)?)),
@@ -227,14 +272,23 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
                 | "approx_percentile_cont",
                 false,
             ) => {
-                let Some((lo, hi)) = bounds else {
-                    return Err(deny(
-                        field.map(|f| f.qualified()),
-                        "dp",
-                        format!(
-                            "`{name}` under differential privacy needs a field with declared bounds; clamping to them bounds each person's contribution"
-                        ),
-                    ));
+                // Declared bounds, unless the caller asks for automatic
+                // ones; automatic ones for any other numeric argument.
+                let (lo, hi, auto) = match bounds {
+                    Some((lo, hi)) if !auto_bounds => (lo, hi, false),
+                    _ => {
+                        let numeric = arg
+                            .get_type(agg.input.schema())
+                            .is_ok_and(|t| t.is_numeric());
+                        if !numeric {
+                            return Err(deny(
+                                field.map(|f| f.qualified()),
+                                "dp",
+                                format!("`{name}` under differential privacy needs a number"),
+                            ));
+                        }
+                        (0.0, 1.0, true)
+                    }
                 };
                 let kind = match (name, p) {
                     (_, Some(p)) => DpKind::Quantile { lo, hi, p },
@@ -247,6 +301,7 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
                         root: name.starts_with("stddev"),
                     },
                 };
+                estimated = auto;
                 (kind, Some(stage.rewrite(arg, &scope)?))
             }
             _ => {
@@ -260,7 +315,11 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
                 ));
             }
         };
-        aggregates.push(DpAggregate { kind, value });
+        aggregates.push(DpAggregate {
+            kind,
+            value,
+            auto: estimated,
+        });
     }
 
     let groups = agg.group_expr.len();
@@ -308,6 +367,55 @@ pub(crate) fn check_dp(ctx: &Context<'_>, plan: &LogicalPlan) -> Result<DpChecke
         datasets: stage.datasets,
         fields: stage.touched,
     })
+}
+
+impl DpChecked {
+    /// The estimation of the automatic bounds: the same input without
+    /// keys, one histogram of magnitudes per aggregate with automatic
+    /// bounds (in their order); `None` when there is none.
+    pub(crate) fn estimation(&self) -> Option<DpChecked> {
+        let aggregates: Vec<DpAggregate> = self
+            .aggregates
+            .iter()
+            .filter(|a| a.auto)
+            .map(|a| DpAggregate {
+                kind: DpKind::Magnitudes,
+                value: a.value.clone(),
+                auto: false,
+            })
+            .collect();
+        if aggregates.is_empty() {
+            return None;
+        }
+        Some(DpChecked {
+            keys: Vec::new(),
+            outputs: (0..aggregates.len())
+                .map(|j| (format!("__veil_bounds{j}"), DpSource::Aggregate(j)))
+                .collect(),
+            aggregates,
+            ..self.clone()
+        })
+    }
+
+    /// This query with the automatic bounds set: `bounds` holds one pair per
+    /// aggregate with automatic bounds, in their order.
+    pub(crate) fn with_bounds(&self, bounds: &[(f64, f64)]) -> DpChecked {
+        let mut out = self.clone();
+        let mut next = bounds.iter();
+        for a in out.aggregates.iter_mut().filter(|a| a.auto) {
+            if let Some(&(lo, hi)) = next.next() {
+                // A sum's noise follows the larger magnitude of its bounds,
+                // so taking 0 in costs nothing and spares small values
+                // being clamped up to the lowest bin's edge.
+                let (lo, hi) = match a.kind {
+                    DpKind::Sum { .. } | DpKind::Avg { .. } => (lo.min(0.0), hi.max(0.0)),
+                    _ => (lo, hi),
+                };
+                a.kind = a.kind.with_bounds(lo, hi);
+            }
+        }
+        out
+    }
 }
 
 /// The level of a quantile: a literal number from 0 to 1.

@@ -27,7 +27,7 @@ use proptest::test_runner::{Config, TestRunner};
 use veil_policies::{Level, Policy};
 
 use super::testing::{consumer, engine_over, now, rule_of, runtime, sample_dir};
-use crate::dp::release::DpRelease;
+use crate::dp::bound_contributions::Bounded;
 use crate::engine::{DpOptions, Engine, PreparedQuery, QueryRequest};
 
 /// The datasets units are removed from.
@@ -143,6 +143,8 @@ struct Query {
     unit: usize,
     max_groups: u64,
     max_rows: u64,
+    /// Asks for automatic bounds on every aggregate that clamps.
+    auto: bool,
 }
 
 fn health_query() -> impl Strategy<Value = String> {
@@ -318,12 +320,14 @@ fn query() -> impl Strategy<Value = Query> {
         0usize..4,
         prop::sample::select(vec![1u64, 2, 4]),
         prop::sample::select(vec![1u64, 3]),
+        prop::bool::weighted(0.1),
     )
-        .prop_map(|(sql, unit, max_groups, max_rows)| Query {
+        .prop_map(|(sql, unit, max_groups, max_rows, auto)| Query {
             sql,
             unit,
             max_groups,
             max_rows,
+            auto,
         })
 }
 
@@ -344,6 +348,8 @@ fn prepare(
                 epsilon: 1.0,
                 max_groups: q.max_groups,
                 max_rows: q.max_rows,
+                auto_bounds: q.auto,
+                ..DpOptions::new(1.0)
             }),
         },
         seed,
@@ -352,8 +358,7 @@ fn prepare(
 
 /// Per group (its keys as text): rows, units, then each statistic's sum
 /// and count columns, on the grid.
-fn statistics(batches: &[RecordBatch], release: &DpRelease) -> BTreeMap<String, Vec<i64>> {
-    let b = &release.bounded;
+fn statistics(batches: &[RecordBatch], b: &Bounded) -> BTreeMap<String, Vec<i64>> {
     let mut columns = vec![b.rows_column.clone(), b.units_column.clone()];
     for s in &b.stats {
         columns.extend(s.columns().into_iter().map(|(c, _)| c.clone()));
@@ -393,11 +398,11 @@ fn statistics(batches: &[RecordBatch], release: &DpRelease) -> BTreeMap<String, 
 /// absolute changes. Each statistic is a run of its own, but a histogram's
 /// bins are one run: Linf across all of them, which is what its noise was
 /// calibrated to.
-fn bounds(release: &DpRelease, q: &Query) -> Vec<(std::ops::Range<usize>, i64)> {
+fn bounds(bounded: &Bounded, q: &Query) -> Vec<(std::ops::Range<usize>, i64)> {
     let linf = q.max_rows as i64;
     let mut out = vec![(0..1, linf), (1..2, 1)];
     let mut at = 2;
-    for s in &release.bounded.stats {
+    for s in &bounded.stats {
         for (column, row_bound) in s.columns() {
             if !s.bins.contains(column) {
                 out.push((at..at + 1, (linf as f64 * row_bound) as i64));
@@ -405,7 +410,7 @@ fn bounds(release: &DpRelease, q: &Query) -> Vec<(std::ops::Range<usize>, i64)> 
             }
         }
         if !s.bins.is_empty() {
-            out.push((at..at + s.bins.len(), linf));
+            out.push((at..at + s.bins.len(), linf * s.bin_weight as i64));
             at += s.bins.len();
         }
     }
@@ -443,6 +448,8 @@ struct Tally {
     accepted: usize,
     refused: BTreeMap<&'static str, usize>,
     neighbours: usize,
+    /// Accepted queries with automatic bounds.
+    estimated: usize,
 }
 
 fn check(q: &Query, tally: &mut Tally) -> Result<(), TestCaseError> {
@@ -497,47 +504,64 @@ fn check(q: &Query, tally: &mut Tally) -> Result<(), TestCaseError> {
         sql
     );
 
-    let (exact, release) = runtime()
-        .block_on(w.base.exact_statistics(&prepared))
-        .map_err(|e| TestCaseError::fail(format!("{sql}: {e:?}")))?;
-    let base = statistics(&exact, release);
-    let limits = bounds(release, q);
-    // The unit with the most rows, the unit the literals name, one more.
-    let mut units: Vec<&String> = vec![&w.units[0], unit, &w.units[(q.unit + 1) % w.units.len()]];
-    units.dedup();
-    for u in units {
-        for ((nu, removed), engine) in &w.neighbours {
-            if nu != u || !removed.iter().any(|d| read.contains(*d)) {
-                continue;
-            }
-            let other = prepare(engine, &sql, q, seed)
-                .map_err(|e| TestCaseError::fail(format!("{sql}: neighbour refused: {e:?}")))?;
-            let (batches, r) = runtime()
-                .block_on(engine.exact_statistics(&other))
-                .map_err(|e| TestCaseError::fail(format!("{sql}: {e:?}")))?;
-            let theirs = statistics(&batches, r);
-            tally.neighbours += 1;
-            let zero = vec![0; limits.last().map_or(0, |(r, _)| r.end)];
-            let mut moved = 0;
-            for key in base.keys().chain(theirs.keys()).collect::<BTreeSet<_>>() {
-                let a = base.get(key).unwrap_or(&zero);
-                let b = theirs.get(key).unwrap_or(&zero);
-                let mut changed = false;
-                for (run, limit) in &limits {
-                    let delta: i64 = run.clone().map(|i| (a[i] - b[i]).abs()).sum();
-                    prop_assert!(
-                        delta <= *limit,
-                        "{sql}: removing unit {u} from {removed:?} moved statistics {run:?} of group {key:?} by {delta} > {limit}"
-                    );
-                    changed |= delta != 0;
+    // The bounded statistics, and those of the estimation of automatic
+    // bounds (no keys: one group), each within its sensitivity.
+    for estimation in [false, true] {
+        let Some((exact, bounded)) = runtime()
+            .block_on(w.base.exact_statistics(&prepared, estimation))
+            .map_err(|e| TestCaseError::fail(format!("{sql}: {e:?}")))?
+        else {
+            continue;
+        };
+        if estimation {
+            tally.estimated += 1;
+        }
+        let base = statistics(&exact, bounded);
+        let limits = bounds(bounded, q);
+        let l0 = if estimation { 1 } else { q.max_groups };
+        // The unit with the most rows, the unit the literals name, one more;
+        // for the estimation (a histogram over all rows), the unit with the
+        // most rows, which moves it most.
+        let mut units: Vec<&String> =
+            vec![&w.units[0], unit, &w.units[(q.unit + 1) % w.units.len()]];
+        units.dedup();
+        if estimation {
+            units.truncate(1);
+        }
+        for u in units {
+            for ((nu, removed), engine) in &w.neighbours {
+                if nu != u || !removed.iter().any(|d| read.contains(*d)) {
+                    continue;
                 }
-                moved += usize::from(changed);
+                let other = prepare(engine, &sql, q, seed)
+                    .map_err(|e| TestCaseError::fail(format!("{sql}: neighbour refused: {e:?}")))?;
+                let (batches, b) = runtime()
+                    .block_on(engine.exact_statistics(&other, estimation))
+                    .map_err(|e| TestCaseError::fail(format!("{sql}: {e:?}")))?
+                    .ok_or_else(|| TestCaseError::fail(format!("{sql}: the neighbour differs")))?;
+                let theirs = statistics(&batches, b);
+                tally.neighbours += 1;
+                let zero = vec![0; limits.last().map_or(0, |(r, _)| r.end)];
+                let mut moved = 0;
+                for key in base.keys().chain(theirs.keys()).collect::<BTreeSet<_>>() {
+                    let a = base.get(key).unwrap_or(&zero);
+                    let b = theirs.get(key).unwrap_or(&zero);
+                    let mut changed = false;
+                    for (run, limit) in &limits {
+                        let delta: i64 = run.clone().map(|i| (a[i] - b[i]).abs()).sum();
+                        prop_assert!(
+                            delta <= *limit,
+                            "{sql} (estimation: {estimation}): removing unit {u} from {removed:?} moved statistics {run:?} of group {key:?} by {delta} > {limit}"
+                        );
+                        changed |= delta != 0;
+                    }
+                    moved += usize::from(changed);
+                }
+                prop_assert!(
+                    moved as u64 <= l0,
+                    "{sql} (estimation: {estimation}): removing unit {u} from {removed:?} changed {moved} groups > L0 = {l0}"
+                );
             }
-            prop_assert!(
-                moved as u64 <= q.max_groups,
-                "{sql}: removing unit {u} from {removed:?} changed {moved} groups > L0 = {}",
-                q.max_groups
-            );
         }
     }
     Ok(())
@@ -558,9 +582,10 @@ fn every_accepted_dp_query_stays_within_its_sensitivity() {
     let result = runner.run(&query(), |q| check(&q, &mut tally.lock().unwrap()));
     let tally = tally.into_inner().unwrap();
     println!(
-        "sensitivity checker: {} queries generated, {} accepted, {} refused {:?}, {} neighbouring datasets compared",
+        "sensitivity checker: {} queries generated, {} accepted ({} with automatic bounds), {} refused {:?}, {} neighbouring datasets compared",
         tally.generated,
         tally.accepted,
+        tally.estimated,
         tally.generated - tally.accepted,
         tally.refused,
         tally.neighbours
@@ -574,6 +599,10 @@ fn every_accepted_dp_query_stays_within_its_sensitivity() {
         "a real share of the generated queries is accepted: {tally:?}"
     );
     assert!(tally.neighbours >= tally.accepted, "{tally:?}");
+    assert!(
+        tally.estimated * 40 >= tally.accepted,
+        "automatic bounds are checked too: {tally:?}"
+    );
 }
 
 /// The three attacks that were read in production, pinned: each is refused,

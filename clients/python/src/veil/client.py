@@ -186,7 +186,9 @@ class Client:
         With ``epsilon``, a differentially private answer charged to your
         budget (``options`` may bound each privacy unit's contribution:
         ``max_groups``, and ``max_rows`` per group, which is not a row limit
-        of the answer). With ``dry_run=True``, the price and the expected
+        of the answer; ``bounds="auto"`` estimates the clamping bounds under
+        DP from a share of ε; ``intervals=True`` adds ``{column}_ci95_lo``
+        and ``{column}_ci95_hi`` to each noisy column). With ``dry_run=True``, the price and the expected
         error as a dict, nothing spent. Otherwise an :class:`Answer`,
         streamed as Arrow IPC (no JSON is parsed for the rows).
         """
