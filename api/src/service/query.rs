@@ -100,6 +100,17 @@ impl QueryInput {
         }
     }
 
+    /// The engine's request for this input by `caller`, now.
+    fn request<'a>(&'a self, caller: &'a Principal, dp: Option<DpOptions>) -> QueryRequest<'a> {
+        QueryRequest {
+            principal: caller,
+            purpose: self.purpose(),
+            sql: &self.sql,
+            now: Utc::now(),
+            dp,
+        }
+    }
+
     fn purpose(&self) -> Option<&str> {
         self.purpose.as_deref().filter(|p| !p.trim().is_empty())
     }
@@ -285,13 +296,7 @@ impl Service {
         let purpose = input.purpose();
         let engine = self.engine();
         let mut entry = audit_entry(caller, purpose, endpoint, &input.sql);
-        let request = QueryRequest {
-            principal: caller,
-            purpose,
-            sql: &input.sql,
-            now: Utc::now(),
-            dp,
-        };
+        let request = input.request(caller, dp);
         let mut prepared = match engine.prepare(&request) {
             Ok(p) => p,
             Err(e) => {
@@ -375,13 +380,7 @@ impl Service {
         let dp = input.dp()?;
         let purpose = input.purpose();
         let engine = self.engine();
-        let request = QueryRequest {
-            principal: caller,
-            purpose,
-            sql: &input.sql,
-            now: Utc::now(),
-            dp,
-        };
+        let request = input.request(caller, dp);
         let planned = engine.prepare(&request).and_then(|p| {
             let schema = engine.answer_schema(&p)?;
             let id = input.request_id.as_deref().unwrap_or_default();
